@@ -1,0 +1,315 @@
+"""envd's `process.Process` service: start, attach to, feed and signal processes in the sandbox.
+
+A process belongs to the sandbox, not to the request that started it: output is broadcast to every
+attached stream, a client that disconnects leaves it running, and `Connect` re-attaches. The only
+deadline is the `Start` call's Connect timeout, which envd treats as the process's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import termios
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from e2b.envd.process import process_pb as pb
+from e2b.envd.process.process_connect import Process
+from protobuf import Oneof
+
+from e2b_local.agent.state import STATE
+from e2b_local.agent.users import UnknownUserError, User, user_from_basic_auth
+
+# envd reads at most this much output per event (32 KiB for pipes, 16 KiB for a terminal).
+PIPE_CHUNK = 32 * 1024
+PTY_CHUNK = 16 * 1024
+# Sent on an otherwise silent stream, so that idle-connection timeouts along the way never fire.
+KEEPALIVE_SECONDS = 50
+
+
+@dataclass
+class ManagedProcess:
+    """A process started through `Start`, with everyone currently attached to its output."""
+
+    pid: int
+    config: pb.ProcessConfig
+    tag: str | None
+    proc: asyncio.subprocess.Process
+    pty_master: int | None = None
+    subscribers: set[asyncio.Queue[pb.ProcessEvent | None]] = field(default_factory=set)
+    end: pb.ProcessEvent | None = None
+    readers: list[asyncio.Task[None]] = field(default_factory=list)
+    waiter: asyncio.Task[None] | None = None
+    deadline: asyncio.TimerHandle | None = None
+
+    def publish(self, event: pb.ProcessEvent | None) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[pb.ProcessEvent | None]:
+        queue: asyncio.Queue[pb.ProcessEvent | None] = asyncio.Queue()
+        self.subscribers.add(queue)
+        return queue
+
+    def signal(self, signum: int) -> None:
+        # The whole process group, so that what a shell started goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+
+def _event(name: str, value: object) -> pb.ProcessEvent:
+    return pb.ProcessEvent(event=Oneof(name, value))
+
+
+def _end_event(returncode: int) -> pb.ProcessEvent:
+    if returncode >= 0:
+        status = f"exit status {returncode}"
+        end = pb.ProcessEvent.EndEvent(exit_code=returncode, exited=True, status=status,
+                                       error=status if returncode else None)
+    else:
+        name = signal.Signals(-returncode).name.removeprefix("SIG").lower()
+        status = f"signal: {'killed' if name == 'kill' else name}"
+        end = pb.ProcessEvent.EndEvent(exit_code=-1, exited=False, status=status, error=status)
+    return _event("end", end)
+
+
+def _set_winsize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+
+
+class ProcessService(Process):
+    """The service; one instance per agent."""
+
+    def __init__(self) -> None:
+        self.processes: dict[int, ManagedProcess] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _find(self, selector: pb.ProcessSelector | None) -> ManagedProcess:
+        chosen = selector.selector if selector else None
+        if isinstance(chosen, Oneof) and chosen.field == "pid":
+            found = self.processes.get(int(chosen.value))
+            if found:
+                return found
+            raise ConnectError(Code.NOT_FOUND, f"process with pid {chosen.value} not found")
+        if isinstance(chosen, Oneof) and chosen.field == "tag":
+            for managed in self.processes.values():
+                if managed.tag == chosen.value:
+                    return managed
+            raise ConnectError(Code.NOT_FOUND, f"process with tag {chosen.value} not found")
+        raise ConnectError(Code.INVALID_ARGUMENT, "a process selector (pid or tag) is required")
+
+    async def _spawn(self, request: pb.StartRequest, user: User, timeout_ms: float | None) -> ManagedProcess:
+        config = request.process or pb.ProcessConfig()
+        if not config.cmd:
+            raise ConnectError(Code.INVALID_ARGUMENT, "process.cmd is required")
+        cwd = user.resolve(config.cwd if config.cwd else None)
+        if not os.path.isdir(cwd):
+            raise ConnectError(Code.INVALID_ARGUMENT, f"cwd '{cwd}' does not exist")
+        env = {**user.base_env(), **STATE.sandbox_env(), **dict(config.envs)}
+        pty = request.pty
+        master: int | None = None
+        if pty is not None:
+            master, slave = os.openpty()
+            size = pty.size or pb.PTY.Size(cols=80, rows=24)
+            _set_winsize(slave, size.cols, size.rows)
+            os.fchown(slave, user.uid, user.gid)
+            stdin = stdout = stderr = slave
+
+            def make_controlling_tty() -> None:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        else:
+            slave = None
+            wants_stdin = request.stdin if request.stdin is not None else True
+            stdin = asyncio.subprocess.PIPE if wants_stdin else asyncio.subprocess.DEVNULL
+            stdout = stderr = asyncio.subprocess.PIPE
+            make_controlling_tty = None  # type: ignore[assignment]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                config.cmd, *config.args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+                user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
+                preexec_fn=make_controlling_tty,
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            if master is not None:
+                os.close(master)
+            raise ConnectError(Code.INVALID_ARGUMENT, f"failed to start '{config.cmd}': {exc}") from None
+        finally:
+            if slave is not None:
+                os.close(slave)
+        managed = ManagedProcess(pid=proc.pid, config=config, tag=request.tag, proc=proc, pty_master=master)
+        if timeout_ms:
+            loop = asyncio.get_running_loop()
+            managed.deadline = loop.call_later(timeout_ms / 1000, managed.signal, signal.SIGKILL)
+        self.processes[proc.pid] = managed
+        return managed
+
+    def _watch(self, managed: ManagedProcess) -> None:
+        """Start forwarding output and the exit of `managed` to its subscribers."""
+        tasks: list[asyncio.Task[None]] = []
+        if managed.pty_master is not None:
+            tasks.append(asyncio.create_task(self._read_pty(managed)))
+        else:
+            assert managed.proc.stdout and managed.proc.stderr
+            tasks.append(asyncio.create_task(self._read_pipe(managed, managed.proc.stdout, "stdout")))
+            tasks.append(asyncio.create_task(self._read_pipe(managed, managed.proc.stderr, "stderr")))
+        managed.readers = tasks
+        managed.waiter = asyncio.create_task(self._wait(managed))
+
+    async def _read_pipe(self, managed: ManagedProcess, stream: asyncio.StreamReader, name: str) -> None:
+        while chunk := await stream.read(PIPE_CHUNK):
+            managed.publish(_event("data", pb.ProcessEvent.DataEvent(output=Oneof(name, chunk))))
+
+    async def _read_pty(self, managed: ManagedProcess) -> None:
+        assert managed.pty_master is not None
+        loop = asyncio.get_running_loop()
+        fd = managed.pty_master
+        os.set_blocking(fd, False)
+        readable = asyncio.Event()
+        loop.add_reader(fd, readable.set)
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    chunk = os.read(fd, PTY_CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: every slave end is closed
+                    return
+                if not chunk:
+                    return
+                managed.publish(_event("data", pb.ProcessEvent.DataEvent(output=Oneof("pty", chunk))))
+        finally:
+            loop.remove_reader(fd)
+
+    async def _wait(self, managed: ManagedProcess) -> None:
+        returncode = await managed.proc.wait()
+        if managed.pty_master is not None:
+            # The terminal may still hold output; give the reader a moment to drain it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*managed.readers), timeout=0.2)
+            for task in managed.readers:
+                task.cancel()
+            with contextlib.suppress(OSError):
+                os.close(managed.pty_master)
+        else:
+            await asyncio.gather(*managed.readers, return_exceptions=True)
+        if managed.deadline:
+            managed.deadline.cancel()
+        managed.end = _end_event(returncode)
+        self.processes.pop(managed.pid, None)
+        managed.publish(managed.end)
+        managed.publish(None)
+
+    async def _stream(self, managed: ManagedProcess, queue: asyncio.Queue[pb.ProcessEvent | None],
+                      wrap: type[pb.StartResponse] | type[pb.ConnectResponse]) -> AsyncIterator:
+        try:
+            yield wrap(event=_event("start", pb.ProcessEvent.StartEvent(pid=managed.pid)))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield wrap(event=_event("keepalive", pb.ProcessEvent.KeepAlive()))
+                    continue
+                if event is None:
+                    return
+                yield wrap(event=event)
+        finally:
+            managed.subscribers.discard(queue)
+
+    # -- RPCs --------------------------------------------------------------------------------------
+    async def start(self, request: pb.StartRequest, ctx: RequestContext) -> AsyncIterator[pb.StartResponse]:
+        try:
+            user = user_from_basic_auth(ctx.request_headers.get("authorization"))
+        except UnknownUserError as exc:
+            raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
+        managed = await self._spawn(request, user, ctx.timeout_ms)
+        queue = managed.subscribe()
+        self._watch(managed)
+        async for message in self._stream(managed, queue, pb.StartResponse):
+            yield message
+
+    async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:
+        managed = self._find(request.process)
+        queue = managed.subscribe()
+        async for message in self._stream(managed, queue, pb.ConnectResponse):
+            yield message
+
+    async def list(self, request: pb.ListRequest, ctx: RequestContext) -> pb.ListResponse:
+        return pb.ListResponse(processes=[
+            pb.ProcessInfo(config=m.config, pid=m.pid, tag=m.tag) for m in self.processes.values()
+        ])
+
+    def _write_input(self, managed: ManagedProcess, data: pb.ProcessInput | None) -> None:
+        chosen = data.input if data else None
+        if not isinstance(chosen, Oneof):
+            return
+        if chosen.field == "pty":
+            if managed.pty_master is None:
+                raise ConnectError(Code.FAILED_PRECONDITION, "the process has no terminal")
+            os.write(managed.pty_master, chosen.value)
+            return
+        stdin = managed.proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise ConnectError(Code.INTERNAL, "stdin not enabled or closed")
+        stdin.write(chosen.value)
+
+    async def send_input(self, request: pb.SendInputRequest, ctx: RequestContext) -> pb.SendInputResponse:
+        managed = self._find(request.process)
+        self._write_input(managed, request.input)
+        if managed.proc.stdin is not None and request.input and request.input.input.field == "stdin":
+            with contextlib.suppress(ConnectionError):
+                await managed.proc.stdin.drain()
+        return pb.SendInputResponse()
+
+    async def stream_input(self, request: AsyncIterator[pb.StreamInputRequest],
+                           ctx: RequestContext) -> pb.StreamInputResponse:
+        managed: ManagedProcess | None = None
+        async for message in request:
+            event = message.event
+            if not isinstance(event, Oneof):
+                continue
+            if event.field == "start":
+                managed = self._find(event.value.process)
+            elif event.field == "data":
+                if managed is None:
+                    raise ConnectError(Code.FAILED_PRECONDITION, "the first message must select the process")
+                self._write_input(managed, event.value.input)
+        return pb.StreamInputResponse()
+
+    async def close_stdin(self, request: pb.CloseStdinRequest, ctx: RequestContext) -> pb.CloseStdinResponse:
+        managed = self._find(request.process)
+        if managed.proc.stdin is None:
+            raise ConnectError(Code.FAILED_PRECONDITION, "stdin is not enabled for this process")
+        managed.proc.stdin.close()
+        return pb.CloseStdinResponse()
+
+    async def send_signal(self, request: pb.SendSignalRequest, ctx: RequestContext) -> pb.SendSignalResponse:
+        managed = self._find(request.process)
+        signum = {pb.Signal.SIGTERM: signal.SIGTERM, pb.Signal.SIGKILL: signal.SIGKILL}.get(request.signal)
+        if signum is None:
+            raise ConnectError(Code.INVALID_ARGUMENT, "signal must be SIGTERM or SIGKILL")
+        managed.signal(signum)
+        return pb.SendSignalResponse()
+
+    async def update(self, request: pb.UpdateRequest, ctx: RequestContext) -> pb.UpdateResponse:
+        managed = self._find(request.process)
+        if request.pty is not None and request.pty.size is not None:
+            if managed.pty_master is None:
+                raise ConnectError(Code.FAILED_PRECONDITION, "the process has no terminal")
+            _set_winsize(managed.pty_master, request.pty.size.cols, request.pty.size.rows)
+        return pb.UpdateResponse()
+
+    def kill_all(self) -> None:
+        """SIGKILL every managed process (used when the sandbox reboots its agent)."""
+        for managed in list(self.processes.values()):
+            managed.signal(signal.SIGKILL)

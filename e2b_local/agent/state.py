@@ -1,0 +1,37 @@
+"""What the host tells the agent about its sandbox (E2B's `/init`): env vars, token, defaults."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SandboxState:
+    """Per-sandbox settings applied to every process the agent starts."""
+
+    sandbox_id: str = ""
+    template_id: str = ""
+    access_token: str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+    default_user: str = "user"
+    default_workdir: str | None = None
+
+    def check_token(self, presented: str | None) -> bool:
+        """True when no token is set, or `presented` equals it."""
+        if not self.access_token:
+            return True
+        return presented is not None and secrets.compare_digest(presented, self.access_token)
+
+    def sandbox_env(self) -> dict[str, str]:
+        """E2B's default variables followed by the create-time `envs`."""
+        env = {"E2B_SANDBOX": "true"}
+        if self.sandbox_id:
+            env["E2B_SANDBOX_ID"] = self.sandbox_id
+        if self.template_id:
+            env["E2B_TEMPLATE_ID"] = self.template_id
+        env.update(self.env_vars)
+        return env
+
+
+STATE = SandboxState()

@@ -1,0 +1,199 @@
+"""The `e2b-local` command: serve, start, stop, status, env, build."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from e2b_local.config import Paths, default_home, default_port, load_or_create_api_key
+
+# How long `start` waits for a freshly spawned server to answer (root filesystems are built first).
+START_TIMEOUT = 120.0
+# How long `stop` waits for the server to exit after SIGTERM before it sends SIGKILL.
+STOP_TIMEOUT = 20.0
+
+EPILOG = """\
+examples:
+  e2b-local start                  # build root filesystems if needed, serve in the background
+  eval "$(e2b-local env)"          # point E2B programs in this shell at the local server
+  python -c "from e2b import Sandbox; s = Sandbox.create(); print(s.commands.run('echo hi').stdout)"
+  e2b-local status                 # JSON: running, pid, port, url, sandboxes
+  e2b-local stop                   # stop the server; running sandboxes keep running
+
+environment:
+  E2B_LOCAL_HOME     data directory (default: $XDG_DATA_HOME/e2b-local or ~/.local/share/e2b-local)
+  E2B_LOCAL_PORT     port (default 49980), also --port
+  E2B_LOCAL_ROOTFS   where built root filesystems are cached (default: <data directory>/rootfs)
+
+exit codes: 0 success, 1 failure, 3 the server is not running (status, env, stop)
+"""
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def _running(paths: Paths) -> tuple[int, int] | None:
+    """(pid, port) of the server if it is running and answering."""
+    try:
+        pid = int(paths.pid_file.read_text())
+        port = int(paths.port_file.read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    try:
+        httpx.get(_url(port) + "/health", timeout=2.0).raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return pid, port
+
+
+def build(paths: Paths) -> None:
+    """Build (or find cached) the root filesystems of every template."""
+    from e2b_local.isolation.rootfs import RootfsStore
+
+    store = RootfsStore(paths.rootfs)
+    store.ensure_base()
+    store.ensure_code_interpreter()
+
+
+def cmd_serve(paths: Paths, port: int) -> int:
+    import uvicorn
+
+    from e2b_local.control.server import Server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    api_key = load_or_create_api_key(paths)
+    build(paths)
+    paths.port_file.write_text(str(port))
+    paths.pid_file.write_text(str(os.getpid()))
+    try:
+        uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning",
+                    access_log=False, timeout_keep_alive=75, h11_max_incomplete_event_size=None)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if paths.pid_file.read_text() == str(os.getpid()):
+                paths.pid_file.unlink()
+    return 0
+
+
+def cmd_start(paths: Paths, port: int) -> int:
+    if (found := _running(paths)) is not None:
+        print(f"e2b-local is already running (pid {found[0]}) at {_url(found[1])}", file=sys.stderr)
+        return 0
+    load_or_create_api_key(paths)
+    build(paths)  # in the foreground, so its progress is visible
+    paths.home.mkdir(parents=True, exist_ok=True)
+    with open(paths.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, "E2B_LOCAL_HOME": str(paths.home)},
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"e2b-local failed to start; see {paths.log_file}", file=sys.stderr)
+            return 1
+        if _running(paths) is not None:
+            print(f"e2b-local is running (pid {proc.pid}) at {_url(port)}", file=sys.stderr)
+            return 0
+        time.sleep(0.1)
+    print(f"e2b-local did not answer within {START_TIMEOUT:.0f} s; see {paths.log_file}", file=sys.stderr)
+    return 1
+
+
+def cmd_stop(paths: Paths) -> int:
+    found = _running(paths)
+    if found is None:
+        print("e2b-local is not running", file=sys.stderr)
+        return 3
+    pid = found[0]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    print("e2b-local stopped (running sandboxes keep running)", file=sys.stderr)
+    return 0
+
+
+def _environment(paths: Paths, port: int) -> dict[str, str]:
+    return {"E2B_API_URL": _url(port), "E2B_SANDBOX_URL": _url(port), "E2B_API_KEY": load_or_create_api_key(paths)}
+
+
+def cmd_env(paths: Paths, as_json: bool) -> int:
+    found = _running(paths)
+    if found is None:
+        print("e2b-local is not running; start it with: e2b-local start", file=sys.stderr)
+        return 3
+    env = _environment(paths, found[1])
+    if as_json:
+        print(json.dumps(env))
+    else:
+        print("export " + " ".join(f"{k}={v}" for k, v in env.items()))
+    return 0
+
+
+def cmd_status(paths: Paths) -> int:
+    found = _running(paths)
+    if found is None:
+        print(json.dumps({"running": False, "home": str(paths.home)}))
+        return 3
+    pid, port = found
+    key = load_or_create_api_key(paths)
+    sandboxes = httpx.get(_url(port) + "/v2/sandboxes", headers={"X-API-Key": key}, timeout=10).json()
+    print(json.dumps({"running": True, "pid": pid, "port": port, "url": _url(port), "home": str(paths.home),
+                      "sandboxes": len(sandboxes)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="e2b-local", description="A local, offline sandbox server that speaks E2B's API.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("serve", "run the server in the foreground"),
+                       ("start", "start the server in the background if it is not running")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--port", type=int, default=None, help="port to listen on (default 49980)")
+    sub.add_parser("stop", help="stop the background server")
+    sub.add_parser("status", help="print the server's status as JSON")
+    env = sub.add_parser("env", help="print export lines for E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY")
+    env.add_argument("--json", action="store_true", help="print a JSON object instead of export lines")
+    sub.add_parser("build", help="build the root filesystems of the templates (done by start too)")
+    args = parser.parse_args(argv)
+    paths = Paths(default_home())
+    port = getattr(args, "port", None) or default_port()
+    if args.command == "serve":
+        return cmd_serve(paths, port)
+    if args.command == "start":
+        return cmd_start(paths, port)
+    if args.command == "stop":
+        return cmd_stop(paths)
+    if args.command == "status":
+        return cmd_status(paths)
+    if args.command == "env":
+        return cmd_env(paths, args.json)
+    build(paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""E2B's control-plane REST API (`/v2/sandboxes`, `/sandboxes/{id}/...`), v2 and the older v1 routes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from e2b_local.control import wire
+from e2b_local.control.errors import ApiError
+from e2b_local.control.registry import SandboxRecord
+from e2b_local.control.sandboxes import DEFAULT_TIMEOUT, SandboxManager
+
+# The API's page size limit for list.
+MAX_PAGE = 100
+
+
+def _manager(request: Request) -> SandboxManager:
+    return request.app.state.manager
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def _int_field(data: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"'{name}' must be an integer")
+    return value
+
+
+def _str_map(data: dict[str, Any], name: str) -> dict[str, str]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ApiError(400, f"'{name}' must be an object of strings")
+    return value
+
+
+def _lifecycle(data: dict[str, Any]) -> dict[str, Any] | None:
+    if "autoPause" not in data and "autoResume" not in data:
+        return None
+    auto_resume = data.get("autoResume") or {}
+    return {
+        "onTimeout": "pause" if data.get("autoPause") else "kill",
+        "autoResume": bool(auto_resume.get("enabled")) if isinstance(auto_resume, dict) else bool(auto_resume),
+    }
+
+
+async def create_sandbox(request: Request) -> Response:
+    data = await _json(request)
+    template = data.get("templateID") or "base"
+    if not isinstance(template, str):
+        raise ApiError(400, "'templateID' must be a string")
+    allow = data.get("allow_internet_access", data.get("allowInternetAccess"))
+    record = await _manager(request).create(
+        template=template,
+        timeout=_int_field(data, "timeout", None),
+        metadata=_str_map(data, "metadata"),
+        env_vars=_str_map(data, "envVars"),
+        allow_internet_access=allow if isinstance(allow, bool) else None,
+        network=data.get("network") if isinstance(data.get("network"), dict) else None,
+        lifecycle=_lifecycle(data),
+    )
+    return JSONResponse(wire.sandbox(record), status_code=201)
+
+
+def _metadata_filter(raw: str | None) -> dict[str, str]:
+    # The SDK quotes keys and values, joins them as a query string, and the HTTP layer quotes that
+    # again: Starlette undid the outer layer, parse_qsl the second, unquote the SDK's own.
+    if not raw:
+        return {}
+    return {unquote(k): unquote(v) for k, v in parse_qsl(raw, keep_blank_values=True)}
+
+
+def _parse_time(raw: str) -> float:
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(400, f"invalid time '{raw}'") from None
+
+
+def _filtered(request: Request, default_states: set[str]) -> list[SandboxRecord]:
+    params = request.query_params
+    metadata = _metadata_filter(params.get("metadata") or params.get("query"))
+    states = {s for s in (params.get("state") or "").split(",") if s} or default_states
+    unknown = states - {"running", "paused"}
+    if unknown:
+        raise ApiError(400, f"unknown state '{sorted(unknown)[0]}'")
+    template = params.get("template")
+    started_after = _parse_time(params["startedAfter"]) if params.get("startedAfter") else None
+    records = [
+        r for r in _manager(request).list()
+        if r.state in states
+        and all(r.metadata.get(k) == v for k, v in metadata.items())
+        and (template is None or template in (r.template_id, r.alias))
+        and (started_after is None or r.started_at > started_after)
+    ]
+    records.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=params.get("order", "desc") != "asc")
+    return records
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+    except ValueError:
+        raise ApiError(400, "invalid nextToken") from None
+
+
+async def list_sandboxes_v2(request: Request) -> Response:
+    records = _filtered(request, {"running", "paused"})
+    limit = request.query_params.get("limit")
+    try:
+        size = min(int(limit), MAX_PAGE) if limit else MAX_PAGE
+    except ValueError:
+        raise ApiError(400, "'limit' must be an integer") from None
+    if size < 1:
+        raise ApiError(400, "'limit' must be at least 1")
+    token = request.query_params.get("nextToken")
+    offset = _decode_token(token) if token else 0
+    page = records[offset:offset + size]
+    headers = {"X-Total-Running": str(sum(r.state == "running" for r in records))}
+    if offset + size < len(records):
+        headers["X-Next-Token"] = _encode_token(offset + size)
+    return JSONResponse([wire.listed(r) for r in page], headers=headers)
+
+
+async def list_sandboxes_v1(request: Request) -> Response:
+    return JSONResponse([wire.listed(r) for r in _filtered(request, {"running"})])
+
+
+async def get_sandbox(request: Request) -> Response:
+    return JSONResponse(wire.detail(_manager(request).get(request.path_params["sandbox_id"])))
+
+
+async def kill_sandbox(request: Request) -> Response:
+    await _manager(request).kill(request.path_params["sandbox_id"])
+    return Response(status_code=204)
+
+
+async def set_timeout(request: Request) -> Response:
+    data = await _json(request)
+    timeout = _int_field(data, "timeout", None)
+    if timeout is None:
+        raise ApiError(400, "'timeout' is required")
+    _manager(request).set_timeout(request.path_params["sandbox_id"], timeout)
+    return Response(status_code=204)
+
+
+async def refresh(request: Request) -> Response:
+    data = await _json(request)
+    duration = _int_field(data, "duration", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+    _manager(request).extend_timeout(request.path_params["sandbox_id"], duration)
+    return Response(status_code=204)
+
+
+async def connect(request: Request) -> Response:
+    data = await _json(request)
+    manager = _manager(request)
+    sandbox_id = request.path_params["sandbox_id"]
+    record = manager.get(sandbox_id)
+    timeout = _int_field(data, "timeout", None)
+    if timeout is not None:
+        manager.extend_timeout(sandbox_id, timeout)
+    return JSONResponse(wire.sandbox(record), status_code=200)
+
+
+def _range_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ApiError(400, f"'{name}' must be a Unix timestamp in seconds") from None
+
+
+async def sandbox_metrics(request: Request) -> Response:
+    series = _manager(request).metrics(request.path_params["sandbox_id"])
+    samples = series.between(_range_param(request, "start"), _range_param(request, "end"))
+    return JSONResponse([s.to_wire() for s in samples])
+
+
+async def many_metrics(request: Request) -> Response:
+    manager = _manager(request)
+    ids = [i for i in (request.query_params.get("sandbox_ids") or "").split(",") if i]
+    out = {}
+    for sandbox_id in ids:
+        if sandbox_id in manager.records and manager.metrics(sandbox_id).samples:
+            out[sandbox_id] = manager.metrics(sandbox_id).samples[-1].to_wire()
+    return JSONResponse({"sandboxes": out})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "time": time.time()})
+
+
+def routes() -> list[Route]:
+    """Every control-plane route."""
+    sid = "/sandboxes/{sandbox_id}"
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/v2/sandboxes", create_sandbox, methods=["POST"]),
+        Route("/sandboxes", create_sandbox, methods=["POST"]),
+        Route("/v2/sandboxes", list_sandboxes_v2, methods=["GET"]),
+        Route("/sandboxes", list_sandboxes_v1, methods=["GET"]),
+        Route("/sandboxes/metrics", many_metrics, methods=["GET"]),
+        Route(sid, get_sandbox, methods=["GET"]),
+        Route(sid, kill_sandbox, methods=["DELETE"]),
+        Route(sid + "/timeout", set_timeout, methods=["POST"]),
+        Route(sid + "/refreshes", refresh, methods=["POST"]),
+        Route("/v2" + sid + "/connect", connect, methods=["POST"]),
+        Route(sid + "/connect", connect, methods=["POST"]),
+        Route(sid + "/metrics", sandbox_metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,98 @@
+"""Forwards sandbox-addressed requests (`E2b-Sandbox-Id` header) to that sandbox's agent.
+
+Bodies stream both ways as they are produced (Connect streams and NDJSON need each message flushed),
+and a client that hangs up closes the upstream request too, so the agent sees the disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from e2b_local.control.sandboxes import SandboxManager
+
+# The in-sandbox ports the SDK addresses: envd and the code interpreter.
+AGENT_PORTS = (b"49983", b"49999")
+# Hop-by-hop headers are the proxy's own business on each side.
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host",
+              b"proxy-connection", b"trailer"}
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were reading its request."""
+
+
+async def respond_json(send: Send, status: int, body: dict[str, object]) -> None:
+    """Answer with a JSON body (used for errors before any upstream response exists)."""
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+    ]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Proxy one request to the sandbox's agent."""
+    headers = dict(scope["headers"])
+    client = await manager.client_for_request(sandbox_id)
+    if client is None:
+        # "was not found" is what the SDK looks for to raise SandboxNotRunningException.
+        await respond_json(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})
+        return
+    if headers.get(b"e2b-sandbox-port") not in AGENT_PORTS:
+        await respond_json(send, 502, {"code": 502, "message": "The sandbox is running but port is not open"})
+        return
+    body_done = asyncio.Event()
+
+    async def request_body():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                break
+        body_done.set()
+
+    path = scope.get("raw_path") or scope["path"].encode()
+    url = path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+    upstream_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
+    request = client.build_request(scope["method"], url, headers=upstream_headers, content=request_body())
+    try:
+        response = await client.send(request, stream=True)
+    except ClientGone:
+        return
+    except httpx.TransportError:
+        await respond_json(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})
+        return
+    try:
+        await send({"type": "http.response.start", "status": response.status_code, "headers": [
+            (k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP
+        ]})
+
+        async def pump() -> None:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def client_gone() -> None:
+            await body_done.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pumping = asyncio.create_task(pump())
+        watching = asyncio.create_task(client_gone())
+        _done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pumping, watching):
+            task.cancel()
+        for task in (pumping, watching):
+            with contextlib.suppress(asyncio.CancelledError, httpx.TransportError, OSError):
+                await task
+    finally:
+        await response.aclose()

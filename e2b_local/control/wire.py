@@ -1,0 +1,63 @@
+"""Conversions between sandbox records and the JSON objects of E2B's REST API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from e2b_local.control.registry import SandboxRecord
+from e2b_local.control.sandboxes import CLIENT_ID, ENVD_VERSION
+
+
+def iso(timestamp: float) -> str:
+    """RFC 3339 in UTC with milliseconds, as E2B writes times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
+
+
+def sandbox(record: SandboxRecord) -> dict[str, Any]:
+    """The `Sandbox` object answered by create and connect."""
+    return {
+        "sandboxID": record.sandbox_id,
+        "templateID": record.template_id,
+        "clientID": CLIENT_ID,
+        "alias": record.alias,
+        "envdVersion": ENVD_VERSION,
+        "envdAccessToken": record.access_token,
+        "trafficAccessToken": None,
+        "domain": None,
+    }
+
+
+def listed(record: SandboxRecord) -> dict[str, Any]:
+    """The `ListedSandbox` object of list."""
+    return {
+        "sandboxID": record.sandbox_id,
+        "templateID": record.template_id,
+        "clientID": CLIENT_ID,
+        "alias": record.alias,
+        "startedAt": iso(record.started_at),
+        "endAt": iso(record.end_at),
+        "cpuCount": record.cpu_count,
+        "memoryMB": record.memory_mb,
+        "diskSizeMB": record.disk_size_mb,
+        "state": record.state,
+        "envdVersion": ENVD_VERSION,
+        "metadata": record.metadata,
+    }
+
+
+def detail(record: SandboxRecord) -> dict[str, Any]:
+    """The `SandboxDetail` object of get_info."""
+    out = listed(record)
+    out.update(
+        envdAccessToken=record.access_token,
+        allowInternetAccess=record.allow_internet_access,
+        domain=None,
+    )
+    if record.network is not None:
+        out["network"] = record.network
+    if record.lifecycle is not None:
+        out["lifecycle"] = record.lifecycle
+    if record.pause_mode is not None:
+        out["pauseMode"] = record.pause_mode
+    return out

@@ -1,0 +1,1 @@
+"""Isolation: root filesystems, namespaces (bubblewrap), cgroups, seccomp and the user-mode network."""

@@ -1,0 +1,148 @@
+"""The host side of one sandbox's isolation: its directories, cgroups, launch, and teardown."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import e2b_local
+from e2b_local.isolation import seccomp
+from e2b_local.isolation.cgroups import Limits, SandboxCgroup
+from e2b_local.isolation.launcher import LaunchSpec
+from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
+
+# How long a freshly launched agent may take to listen on its socket.
+AGENT_START_TIMEOUT = 30.0
+
+
+@dataclass
+class ContainerInfo:
+    """What the server records to find a running sandbox again after a restart."""
+
+    key: str
+    directory: str
+    pid: int
+    slirp_pid: int
+
+
+class Container:
+    """One isolated sandbox on this host, identified by `key` (its directory name)."""
+
+    def __init__(self, sandboxes_dir: Path, key: str) -> None:
+        self.key = key
+        self.directory = sandboxes_dir / key
+        self.cgroup = SandboxCgroup(key)
+
+    @property
+    def upper(self) -> Path:
+        return self.directory / "upper"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    def prepare(self, upper_from: Path | None = None) -> None:
+        """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
+        self.directory.mkdir(parents=True)
+        self.directory.chmod(0o711)
+        if upper_from is not None:
+            subprocess.run(["cp", "-a", "--reflink=auto", str(upper_from), str(self.upper)], check=True)
+        else:
+            self.upper.mkdir()
+        for sub in ("work", "merged", "run"):
+            (self.directory / sub).mkdir()
+        for sub in ("upper", "work", "run"):
+            os.chown(self.directory / sub, HOST_ID_BASE, HOST_ID_BASE)
+        self.run_dir.chmod(0o700)
+
+    def launch(self, layers: list[Path], limits: Limits, seccomp_dir: Path, hostname: str, internet: bool,
+               base_layer: Path) -> ContainerInfo:
+        """Start the sandbox's namespaces and its agent; returns once the launcher has finished."""
+        self.cgroup.create(limits)
+        loader = elf_interpreter(base_layer / "usr/bin/python3")
+        triplet = machine_multiarch()
+        library_path = ":".join(f"/.e2b/base{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
+        spec = LaunchSpec(
+            cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
+            work=str(self.directory / "work"), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
+            base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
+            seccomp_bpf=str(seccomp.compiled_filter(seccomp_dir / "seccomp.bpf")), loader=loader,
+            library_path=library_path, hostname=hostname, internet=internet,
+        )
+        spec_file = self.directory / "launch.json"
+        spec_file.write_text(spec.to_json())
+        result = subprocess.run(
+            [sys.executable, "-m", "e2b_local.isolation.launcher", str(spec_file)],
+            capture_output=True, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(Path(e2b_local.__file__).parent.parent)},
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"sandbox launch failed: {result.stderr.strip()[-2000:]}")
+        pids = json.loads(result.stdout)
+        return ContainerInfo(self.key, str(self.directory), pids["pid"], pids["slirp_pid"])
+
+    def wait_for_agent(self, timeout: float = AGENT_START_TIMEOUT) -> None:
+        """Block until the agent accepts connections on its socket."""
+        import socket as socketlib
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.socket.exists():
+                with socketlib.socket(socketlib.AF_UNIX) as s:
+                    try:
+                        s.connect(str(self.socket))
+                        return
+                    except OSError:
+                        pass
+            if not self.cgroup.pids():
+                break
+            time.sleep(0.002)
+        log = self.run_dir / "agent.log"
+        detail = log.read_text()[-2000:] if log.exists() else ""
+        raise RuntimeError(f"the sandbox agent did not start: {detail}")
+
+    def destroy(self) -> None:
+        """Kill every process of the sandbox and delete everything it had on disk."""
+        self.cgroup.kill_all()
+        self.cgroup.remove()
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.directory)
+
+    def alive(self) -> bool:
+        return bool(self.cgroup.pids())
+
+
+def reap_children() -> None:
+    """Collect exited children (sandbox processes are re-parented to the server, a subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned sandbox processes, so that they are reaped rather than left as zombies."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def terminate(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,174 @@
+"""Start one sandbox: user, mount and network namespaces, the overlay root, then bubblewrap.
+
+Run as a separate process by the server (`python -m e2b_local.isolation.launcher SPEC`), so that
+the sandbox is no child of the server's threads and outlives a restart of the server. Steps:
+
+1. join the sandbox's cgroups (everything started from here on is limited and accounted there);
+2. fork; the child unshares user, mount and network namespaces and waits;
+3. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns when the
+   sandbox may reach the internet, and lets the child go;
+4. the child mounts the overlay (read-only template layers + the sandbox's private upper directory)
+   and executes bubblewrap, which adds pid, ipc and uts namespaces, private /proc and /dev, the
+   seccomp filter, and starts the in-sandbox agent as pid 2 under bwrap's init;
+5. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+from e2b_local.isolation import network
+from e2b_local.isolation.cgroups import SandboxCgroup
+from e2b_local.isolation.rootfs import HOST_ID_BASE, ID_RANGE
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+# Paths inside the sandbox.
+BASE_MOUNT = "/.e2b/base"
+AGENT_MOUNT = "/.e2b/agent"
+RUN_MOUNT = "/.e2b/run"
+AGENT_SOCKET = RUN_MOUNT + "/agent.sock"
+
+
+@dataclass
+class LaunchSpec:
+    """Everything the launcher needs, written by the server as JSON."""
+
+    cgroup_key: str
+    lowers: list[str]
+    upper: str
+    work: str
+    merged: str
+    run_dir: str
+    base_layer: str
+    agent_package: str
+    seccomp_bpf: str
+    loader: str
+    library_path: str
+    hostname: str
+    internet: bool
+    agent_env: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare: {os.strerror(err)}")
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
+    """The bubblewrap invocation that builds the sandbox around the merged root."""
+    boot = (
+        "import runpy, site, sys;"
+        f"site.addsitedir({BASE_MOUNT + '/opt/e2b-local/site-packages'!r});"
+        f"sys.path.insert(0, {AGENT_MOUNT!r});"
+        "runpy.run_module('e2b_local.agent', run_name='__main__', alter_sys=True)"
+    )
+    env = {
+        "PYTHONHOME": BASE_MOUNT + "/usr",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "E2B_LOCAL_AGENT_SOCKET": AGENT_SOCKET,
+        **spec.agent_env,
+    }
+    args = [
+        "bwrap",
+        "--bind", spec.merged, "/",
+        "--ro-bind", spec.base_layer, BASE_MOUNT,
+        "--ro-bind", spec.agent_package, AGENT_MOUNT + "/e2b_local",
+        "--bind", spec.run_dir, RUN_MOUNT,
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
+        "--cap-add", "ALL",
+        "--seccomp", str(seccomp_fd),
+        "--new-session",
+        "--clearenv",
+    ]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    args += [
+        "--chdir", "/",
+        "--", BASE_MOUNT + spec.loader, "--library-path", spec.library_path,
+        BASE_MOUNT + "/usr/bin/python3", "-S", "-B", "-c", boot,
+    ]
+    return args
+
+
+def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
+    _unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+    os.write(ready_w, b"1")
+    os.close(ready_w)
+    if os.read(go_r, 1) != b"1":
+        os._exit(1)
+    os.close(go_r)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.setgroups([])
+    network.bring_up_loopback()
+    lowers = ":".join(spec.lowers)
+    _mount("overlay", spec.merged, "overlay", 0,
+           f"lowerdir={lowers},upperdir={spec.upper},workdir={spec.work},userxattr")
+    seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
+    os.set_inheritable(seccomp_fd, True)
+    null = os.open(os.devnull, os.O_RDWR)
+    log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.execvp("bwrap", bwrap_command(spec, seccomp_fd))
+
+
+def launch(spec: LaunchSpec) -> dict[str, int]:
+    """Start the sandbox described by `spec`; return the host pids of bwrap and slirp4netns."""
+    SandboxCgroup(spec.cgroup_key).add(os.getpid())
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            _child(spec, ready_w, go_r)
+        except BaseException as exc:  # the child must never return into the parent's code
+            print(f"sandbox launch failed: {exc}", file=sys.stderr, flush=True)
+        os._exit(127)
+    os.close(ready_w)
+    os.close(go_r)
+    if os.read(ready_r, 1) != b"1":
+        raise RuntimeError("the sandbox process failed to create its namespaces")
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(f"0 {HOST_ID_BASE} {ID_RANGE}\n")
+    slirp_pid = network.attach_slirp4netns(pid) if spec.internet else 0
+    os.write(go_w, b"1")
+    os.close(go_w)
+    return {"pid": pid, "slirp_pid": slirp_pid}
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        spec = LaunchSpec(**json.load(f))
+    print(json.dumps(launch(spec)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Root filesystems for sandboxes, built once from Debian packages and cached in the data directory.
+
+`base` is a minimal Debian (the host's release and apt sources) with Python 3, pip, Node.js, bash,
+coreutils, git and curl, a `user` account, and the in-sandbox agent's own Python packages under
+/opt/e2b-local (the agent runs them from a read-only view, so nothing a user installs or removes
+can break it). `code-interpreter-v1` is a layer over `base` with Jupyter kernels and the data stack.
+The build reuses the host's package configuration: apt sources and proxy, pip configuration and
+the CA bundle (so it works behind an intercepting proxy), and reports progress on stderr.
+
+Every file is owned by uid/gid + 100000 on the host, the range that sandbox user namespaces map to
+0-65535, so root inside a sandbox owns its root filesystem and the host's root owns nothing in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Host uid/gid that sandbox root maps to; sandbox uids 0-65535 map to HOST_ID_BASE + uid.
+HOST_ID_BASE = 100_000
+ID_RANGE = 65_536
+# The default user of E2B templates.
+USER_NAME = "user"
+USER_ID = 1000
+BASE_PACKAGES = (
+    "python3", "python3-pip", "python3-venv", "python3-dev", "nodejs", "npm", "bash", "coreutils",
+    "git", "curl", "wget", "ca-certificates", "procps", "sudo", "less", "nano", "unzip", "xz-utils",
+    "iproute2", "iputils-ping", "build-essential",
+)
+# The agent's runtime: the SDK's generated Connect server classes, an ASGI server, and a Jupyter client.
+AGENT_REQUIREMENTS = (
+    "e2b==2.63.0", "uvicorn==0.54.0", "starlette==1.10.0", "jupyter_client==8.10.0", "pyzmq==27.3.0",
+)
+# What the code interpreter template adds on top of base (kernels and the data stack users expect).
+CODE_INTERPRETER_REQUIREMENTS = (
+    "ipykernel==7.4.0", "ipython==9.18.1", "numpy==2.4.6", "pandas==3.1.1", "matplotlib==3.11.2",
+    "e2b-charts==1.0.0", "deno==2.9.8",
+)
+# Bump to rebuild cached root filesystems when the recipe changes in a way the lists above do not show.
+RECIPE_VERSION = "1"
+# Where the agent's packages live inside every root filesystem.
+AGENT_SITE = "opt/e2b-local/site-packages"
+# Mount points inside the sandbox: the pristine base (read-only), the agent's code, its socket dir.
+E2B_DIR = ".e2b"
+TEMPLATES = ("base", "code-interpreter-v1")
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[e2b-local] {message}", file=sys.stderr, flush=True)
+
+
+def recipe_hash(*parts: object) -> str:
+    """A short digest naming a build, so that a changed recipe builds a new directory."""
+    digest = hashlib.sha256(repr((RECIPE_VERSION, *parts)).encode()).hexdigest()
+    return digest[:12]
+
+
+class RootfsStore:
+    """The cache of built root filesystems."""
+
+    def __init__(self, directory: Path, log: Log = _stderr) -> None:
+        self.directory = directory
+        self.log = log
+
+    def base_path(self) -> Path:
+        return self.directory / f"base-{recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS)}"
+
+    def code_interpreter_path(self) -> Path:
+        return self.directory / (
+            f"code-interpreter-v1-{recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS)}"
+        )
+
+    def layers(self, template: str) -> list[Path]:
+        """The lower layers of a template, topmost first, building any that are missing."""
+        base = self.ensure_base()
+        if template == "base":
+            return [base]
+        if template == "code-interpreter-v1":
+            return [self.ensure_code_interpreter(), base]
+        raise KeyError(template)
+
+    def is_built(self, template: str) -> bool:
+        paths = {"base": [self.base_path()], "code-interpreter-v1": [self.base_path(), self.code_interpreter_path()]}
+        return all(p.is_dir() for p in paths[template])
+
+    # -- base --------------------------------------------------------------------------------------
+    def ensure_base(self) -> Path:
+        target = self.base_path()
+        if target.is_dir():
+            return target
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _build_lock(self.directory / ".lock"):
+            if target.is_dir():
+                return target
+            started = time.monotonic()
+            work = Path(tempfile.mkdtemp(prefix=".build-base-", dir=self.directory))
+            try:
+                rootfs = work / "rootfs"
+                self._debootstrap(rootfs)
+                self._configure(rootfs)
+                self._pip_install(rootfs, AGENT_REQUIREMENTS, target_dir="/" + AGENT_SITE)
+                self.log("assigning the sandbox user range to the root filesystem")
+                shift_ownership(rootfs)
+                os.rename(rootfs, target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            self.log(f"base root filesystem ready in {time.monotonic() - started:.0f} s: {target}")
+        return target
+
+    def _debootstrap(self, rootfs: Path) -> None:
+        suite = _host_release()
+        args = [
+            "mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
+            "--include=" + ",".join(BASE_PACKAGES),
+            *(f"--aptopt={opt}" for opt in _host_apt_proxy_options()),
+            suite, str(rootfs), *[str(s) for s in _host_sources()],
+        ]
+        self.log(f"building the base root filesystem with mmdebstrap ({suite}); this takes a minute")
+        _run(args, self.log)
+
+    def _configure(self, rootfs: Path) -> None:
+        self.log("configuring users, certificates and package managers")
+        _chroot(rootfs, ["useradd", "--create-home", "--uid", str(USER_ID), "--shell", "/bin/bash", USER_NAME])
+        sudoers = rootfs / "etc/sudoers.d/user"
+        sudoers.write_text(f"{USER_NAME} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+        sudoers.chmod(0o440)
+        # pip inside a sandbox installs system-wide, as E2B templates let it.
+        for marker in rootfs.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
+            marker.unlink()
+        _copy_host_package_config(rootfs)
+        # slirp4netns serves DNS at 10.0.2.3 inside every sandbox with network access.
+        (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
+        (rootfs / "etc/resolv.conf").write_text("nameserver 10.0.2.3\n")
+        (rootfs / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
+        for sub in ("base", "agent", "run"):
+            (rootfs / E2B_DIR / sub).mkdir(parents=True, exist_ok=True)
+        (rootfs / E2B_DIR / "run").chmod(0o700)
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for f in (rootfs / cache).glob("*.deb"):
+                f.unlink()
+
+    def _pip_install(self, rootfs: Path, requirements: tuple[str, ...], target_dir: str | None = None) -> None:
+        where = f" into {target_dir}" if target_dir else ""
+        self.log(f"installing {len(requirements)} Python packages{where}: {', '.join(requirements)}")
+        cmd = ["python3", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+               "--no-warn-script-location", "--root-user-action=ignore"]
+        if target_dir:
+            cmd += ["--target", target_dir]
+        with _host_dns(rootfs):
+            _chroot(rootfs, [*cmd, *requirements], log=self.log)
+
+    # -- code interpreter --------------------------------------------------------------------------
+    def ensure_code_interpreter(self) -> Path:
+        target = self.code_interpreter_path()
+        if target.is_dir():
+            return target
+        base = self.ensure_base()
+        with _build_lock(self.directory / ".lock"):
+            if target.is_dir():
+                return target
+            started = time.monotonic()
+            work = Path(tempfile.mkdtemp(prefix=".build-ci-", dir=self.directory))
+            layer, scratch, merged = work / "layer", work / "scratch", work / "merged"
+            for d in (layer, scratch, merged):
+                d.mkdir()
+            try:
+                _mount_overlay([base], layer, scratch, merged)
+                try:
+                    self._pip_install(merged, CODE_INTERPRETER_REQUIREMENTS)
+                    _install_kernel_support(merged)
+                finally:
+                    subprocess.run(["umount", str(merged)], check=True)
+                self.log("assigning the sandbox user range to the code interpreter layer")
+                shift_ownership(layer)
+                os.rename(layer, target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            self.log(f"code interpreter layer ready in {time.monotonic() - started:.0f} s: {target}")
+        return target
+
+
+def _install_kernel_support(rootfs: Path) -> None:
+    """Hook for the code interpreter template's extra files (kernel specs, startup scripts)."""
+    startup = rootfs / "etc/ipython/profile_default/startup"
+    startup.mkdir(parents=True, exist_ok=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def shift_ownership(root: Path) -> None:
+    """Move every file's uid/gid below 65536 into the sandbox range, keeping setuid/setgid bits."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, None]:
+            path = dirpath if name is None else os.path.join(dirpath, name)
+            st = os.lstat(path)
+            uid = st.st_uid + HOST_ID_BASE if st.st_uid < ID_RANGE else st.st_uid
+            gid = st.st_gid + HOST_ID_BASE if st.st_gid < ID_RANGE else st.st_gid
+            if (uid, gid) == (st.st_uid, st.st_gid):
+                continue
+            os.lchown(path, uid, gid)
+            # chown clears setuid/setgid on regular files: put them back.
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
+def _mount_overlay(lowers: list[Path], upper: Path, work: Path, merged: Path) -> None:
+    lowerdir = ":".join(str(p) for p in lowers)
+    opts = f"lowerdir={lowerdir},upperdir={upper},workdir={work},userxattr"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(merged)], check=True)
+
+
+def _host_release() -> str:
+    fields = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+    )
+    codename = fields.get("VERSION_CODENAME", "").strip('"')
+    if not codename:
+        raise RuntimeError("cannot tell the host's Debian/Ubuntu release (no VERSION_CODENAME in /etc/os-release)")
+    return codename
+
+
+def _host_sources() -> list[Path]:
+    """The host's enabled official apt source files (third-party repositories need keys we lack)."""
+    official = ("debian-archive-keyring", "ubuntu-archive-keyring")
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+                  *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    chosen = []
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            continue
+        if ("signed-by" in text.lower()) and not any(k in text for k in official):
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def _host_apt_proxy_options() -> list[str]:
+    try:
+        dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [
+        line.rstrip(";").replace(" ", " ", 1)
+        for line in dump.splitlines()
+        if line.lower().startswith(("acquire::http::proxy ", "acquire::https::proxy "))
+    ]
+
+
+def _copy_host_package_config(rootfs: Path) -> None:
+    """The host's CA bundle and pip configuration, so installs inside sandboxes work where the host's do."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if bundle.is_file():
+        dest = rootfs / "etc/ssl/certs/ca-certificates.crt"
+        dest.unlink(missing_ok=True)
+        shutil.copyfile(bundle, dest)
+    pip_conf = Path("/etc/pip.conf")
+    if pip_conf.is_file():
+        shutil.copyfile(pip_conf, rootfs / "etc/pip.conf")
+
+
+@contextlib.contextmanager
+def _host_dns(rootfs: Path):
+    """Use the host's resolver while building, then put the sandbox one back."""
+    resolv = rootfs / "etc/resolv.conf"
+    saved = resolv.read_bytes() if resolv.exists() else b""
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    try:
+        yield
+    finally:
+        resolv.write_bytes(saved)
+
+
+def _chroot(rootfs: Path, cmd: list[str], log: Log | None = None) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PIP_", "http_", "https_", "HTTP_", "HTTPS_",
+                                                                  "no_proxy", "NO_PROXY"))}
+    env.pop("PIP_FIND_LINKS", None)  # a host directory, absent inside the chroot
+    env.update(PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root",
+               LANG="C.UTF-8")
+    if Path("/etc/ssl/certs/ca-certificates.crt").exists():
+        env.setdefault("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
+    _run(["chroot", str(rootfs), *cmd], log, env=env)
+
+
+def _run(cmd: list[str], log: Log | None, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = [*tail[-40:], line]
+        if log and line.startswith(("I: ", "Collecting", "Successfully", "Downloading")):
+            log("  " + line[:160])
+    if proc.wait() != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def elf_interpreter(binary: Path) -> str:
+    """The dynamic loader an ELF binary asks for (PT_INTERP), e.g. /lib64/ld-linux-x86-64.so.2."""
+    data = binary.read_bytes()[:65536]
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        raise ValueError(f"{binary} is not a 64-bit ELF file")
+    little = data[5] == 1
+    order = "little" if little else "big"
+    phoff = int.from_bytes(data[32:40], order)
+    phentsize = int.from_bytes(data[54:56], order)
+    phnum = int.from_bytes(data[56:58], order)
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if int.from_bytes(data[off:off + 4], order) == 3:  # PT_INTERP
+            start = int.from_bytes(data[off + 8:off + 16], order)
+            size = int.from_bytes(data[off + 32:off + 40], order)
+            return data[start:start + size].rstrip(b"\0").decode()
+    raise ValueError(f"{binary} has no program interpreter")
+
+
+def machine_multiarch() -> str:
+    """Debian's multiarch triplet for this machine (library directory names)."""
+    return {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(
+        platform.machine(), f"{platform.machine()}-linux-gnu"
+    )

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real e2b-local server, started once per test process, and SDK settings for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Root filesystems are built once per machine and shared by every test run (they take minutes).
+ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
+# The first start of a server builds the root filesystems when the cache is cold.
+SERVER_START_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A running e2b-local server started by the test suite."""
+
+    url: str
+    api_key: str
+    home: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.api_key}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, port: int | None = None) -> LocalServer:
+    """Start `e2b-local serve` with its own data directory and wait until it answers."""
+    port = port or _free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE}
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - kept open for the server's lifetime
+    proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
+                            stdout=log, stderr=log, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"e2b-local exited: {(home / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("e2b-local did not start in time")
+    api_key = (home / "api-key").read_text().strip()
+    return LocalServer(url, api_key, home, proc)
+
+
+def stop_server(server: LocalServer) -> None:
+    """Stop a server started by `start_server` (its sandboxes are killed first)."""
+    headers = {"X-API-Key": server.api_key}
+    try:
+        for sandbox in httpx.get(server.url + "/v2/sandboxes", headers=headers, timeout=30).json():
+            httpx.delete(f"{server.url}/sandboxes/{sandbox['sandboxID']}", headers=headers, timeout=30)
+    except httpx.HTTPError:
+        pass
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """One e2b-local server for the whole session, with the SDK's environment pointed at it."""
+    server = start_server(tmp_path_factory.mktemp("e2b-local-home"))
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def sandbox(e2b_server: LocalServer) -> Iterator[object]:
+    """A fresh `base` sandbox, killed after the test."""
+    from e2b import Sandbox
+
+    sbx = Sandbox.create()
+    try:
+        yield sbx
+    finally:
+        sbx.kill()
