@@ -48,6 +48,7 @@ class ManagedProcess:
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
     deadline: asyncio.TimerHandle | None = None
+    timed_out: bool = False
 
     def publish(self, event: pb.ProcessEvent | None) -> None:
         for queue in self.subscribers:
@@ -148,9 +149,14 @@ class ProcessService(Process):
         managed = ManagedProcess(pid=proc.pid, config=config, tag=request.tag, proc=proc, pty_master=master)
         if timeout_ms:
             loop = asyncio.get_running_loop()
-            managed.deadline = loop.call_later(timeout_ms / 1000, managed.signal, signal.SIGKILL)
+            managed.deadline = loop.call_later(timeout_ms / 1000, self._expire, managed)
         self.processes[proc.pid] = managed
         return managed
+
+    @staticmethod
+    def _expire(managed: ManagedProcess) -> None:
+        managed.timed_out = True
+        managed.signal(signal.SIGKILL)
 
     def _watch(self, managed: ManagedProcess) -> None:
         """Start forwarding output and the exit of `managed` to its subscribers."""
@@ -211,7 +217,7 @@ class ProcessService(Process):
         managed.publish(None)
 
     async def _stream(self, managed: ManagedProcess, queue: asyncio.Queue[pb.ProcessEvent | None],
-                      wrap: type[pb.StartResponse] | type[pb.ConnectResponse]) -> AsyncIterator:
+                      wrap: type[pb.StartResponse] | type[pb.ConnectResponse], owner: bool = False) -> AsyncIterator:
         try:
             yield wrap(event=_event("start", pb.ProcessEvent.StartEvent(pid=managed.pid)))
             while True:
@@ -222,6 +228,9 @@ class ProcessService(Process):
                     continue
                 if event is None:
                     return
+                if owner and managed.timed_out and event is managed.end:
+                    # As envd: the caller's deadline ended the process, so its call ends with that error.
+                    raise ConnectError(Code.DEADLINE_EXCEEDED, "the process was killed when its timeout expired")
                 yield wrap(event=event)
         finally:
             managed.subscribers.discard(queue)
@@ -235,7 +244,7 @@ class ProcessService(Process):
         managed = await self._spawn(request, user, ctx.timeout_ms)
         queue = managed.subscribe()
         self._watch(managed)
-        async for message in self._stream(managed, queue, pb.StartResponse):
+        async for message in self._stream(managed, queue, pb.StartResponse, owner=True):
             yield message
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:

@@ -28,6 +28,7 @@ from e2b_local.control.registry import Registry, SandboxRecord
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
 from e2b_local.isolation.rootfs import TEMPLATES, RootfsStore
+from e2b_local.isolation.seccomp import compiled_filter
 
 log = logging.getLogger("e2b_local")
 
@@ -96,6 +97,7 @@ class SandboxManager:
         paths.sandboxes.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(paths.registry)
         self.rootfs = RootfsStore(paths.rootfs)
+        self.seccomp = compiled_filter(paths.home / "seccomp.bpf")
         self.records: dict[str, SandboxRecord] = {}
         self.live: dict[str, Live] = {}
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
@@ -161,7 +163,7 @@ class SandboxManager:
         def boot() -> Booted:
             container.prepare()
             try:
-                info = container.launch(layers, default_limits(), self.paths.home, "e2b-sandbox", internet,
+                info = container.launch(layers, default_limits(), self.seccomp, "e2b-sandbox", internet,
                                         base_layer=layers[-1])
                 container.wait_for_agent()
             except BaseException:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import e2b_local
-from e2b_local.isolation import seccomp
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
@@ -56,7 +55,7 @@ class Container:
     def prepare(self, upper_from: Path | None = None) -> None:
         """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
         self.directory.mkdir(parents=True)
-        self.directory.chmod(0o711)
+        self.directory.chmod(0o700)
         if upper_from is not None:
             subprocess.run(["cp", "-a", "--reflink=auto", str(upper_from), str(self.upper)], check=True)
         else:
@@ -67,7 +66,7 @@ class Container:
             os.chown(self.directory / sub, HOST_ID_BASE, HOST_ID_BASE)
         self.run_dir.chmod(0o700)
 
-    def launch(self, layers: list[Path], limits: Limits, seccomp_dir: Path, hostname: str, internet: bool,
+    def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
                base_layer: Path) -> ContainerInfo:
         """Start the sandbox's namespaces and its agent; returns once the launcher has finished."""
         self.cgroup.create(limits)
@@ -78,7 +77,7 @@ class Container:
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.directory / "work"), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
-            seccomp_bpf=str(seccomp.compiled_filter(seccomp_dir / "seccomp.bpf")), loader=loader,
+            seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
         )
         spec_file = self.directory / "launch.json"

@@ -4,12 +4,13 @@ Run as a separate process by the server (`python -m e2b_local.isolation.launcher
 the sandbox is no child of the server's threads and outlives a restart of the server. Steps:
 
 1. join the sandbox's cgroups (everything started from here on is limited and accounted there);
-2. fork; the child unshares user, mount and network namespaces and waits;
+2. fork; the child, still host root, makes a private mount namespace, mounts the overlay root
+   (read-only template layers + the sandbox's private upper directory) and stages every bind source
+   on a private tmpfs, then unshares user and network namespaces and waits;
 3. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns when the
    sandbox may reach the internet, and lets the child go;
-4. the child mounts the overlay (read-only template layers + the sandbox's private upper directory)
-   and executes bubblewrap, which adds pid, ipc and uts namespaces, private /proc and /dev, the
-   seccomp filter, and starts the in-sandbox agent as pid 2 under bwrap's init;
+4. the child becomes root of its user namespace and executes bubblewrap, which adds pid, ipc and
+   uts namespaces, private /proc and /dev, the seccomp filter, and starts the in-sandbox agent;
 5. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
 """
 
@@ -73,8 +74,22 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
         raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
 
 
+# Inside the launcher's private mount namespace, a tmpfs holds everything bubblewrap binds in, so that
+# the sandbox's root (an unprivileged uid on the host) never has to traverse the data directory's path.
+STAGE = "/tmp"
+STAGE_ROOT = STAGE + "/root"
+STAGE_BASE = STAGE + "/base"
+STAGE_AGENT = STAGE + "/agent"
+STAGE_RUN = STAGE + "/run"
+MS_RDONLY = 1
+MS_BIND = 4096
+MS_REMOUNT = 32
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+
 def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
-    """The bubblewrap invocation that builds the sandbox around the merged root."""
+    """The bubblewrap invocation that builds the sandbox around the staged root."""
     boot = (
         "import runpy, site, sys;"
         f"site.addsitedir({BASE_MOUNT + '/opt/e2b-local/site-packages'!r});"
@@ -91,10 +106,10 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
     }
     args = [
         "bwrap",
-        "--bind", spec.merged, "/",
-        "--ro-bind", spec.base_layer, BASE_MOUNT,
-        "--ro-bind", spec.agent_package, AGENT_MOUNT + "/e2b_local",
-        "--bind", spec.run_dir, RUN_MOUNT,
+        "--bind", STAGE_ROOT, "/",
+        "--ro-bind", STAGE_BASE, BASE_MOUNT,
+        "--ro-bind", STAGE_AGENT, AGENT_MOUNT + "/e2b_local",
+        "--bind", STAGE_RUN, RUN_MOUNT,
         "--proc", "/proc",
         "--dev", "/dev",
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
@@ -113,8 +128,39 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
     return args
 
 
+def _stage(spec: LaunchSpec) -> None:
+    """As host root in a fresh mount namespace: mount the overlay root and stage every bind source."""
+    _unshare(CLONE_NEWNS)
+    _mount("none", "/", "", MS_REC | MS_PRIVATE, "")
+    # Held open so that the staging tmpfs may cover any of these paths (the data directory may be in /tmp).
+    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in
+           [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package, spec.run_dir]}
+
+    def fd_path(path: str) -> str:
+        return f"/proc/self/fd/{fds[path]}"
+
+    _mount("tmpfs", STAGE, "tmpfs", 0, "mode=755")
+    for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN):
+        os.mkdir(path)
+    lowers = ":".join(fd_path(p) for p in spec.lowers)
+    _mount("overlay", STAGE_ROOT, "overlay", 0,
+           f"lowerdir={lowers},upperdir={fd_path(spec.upper)},workdir={fd_path(spec.work)},userxattr")
+    for source, target in ((spec.base_layer, STAGE_BASE), (spec.agent_package, STAGE_AGENT),
+                           (spec.run_dir, STAGE_RUN)):
+        _mount(fd_path(source), target, "", MS_BIND, "")
+    for target in (STAGE_BASE, STAGE_AGENT):
+        _mount("none", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
+    for fd in fds.values():
+        os.close(fd)
+
+
 def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
-    _unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+    seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
+    os.set_inheritable(seccomp_fd, True)
+    log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchown(log, HOST_ID_BASE, HOST_ID_BASE)
+    _stage(spec)
+    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     os.write(ready_w, b"1")
     os.close(ready_w)
     if os.read(go_r, 1) != b"1":
@@ -124,13 +170,7 @@ def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     os.setresuid(0, 0, 0)
     os.setgroups([])
     network.bring_up_loopback()
-    lowers = ":".join(spec.lowers)
-    _mount("overlay", spec.merged, "overlay", 0,
-           f"lowerdir={lowers},upperdir={spec.upper},workdir={spec.work},userxattr")
-    seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
-    os.set_inheritable(seccomp_fd, True)
     null = os.open(os.devnull, os.O_RDWR)
-    log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
