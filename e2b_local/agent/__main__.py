@@ -7,7 +7,8 @@ import os
 
 import uvicorn
 
-from e2b_local.agent.app import AgentApp
+from e2b_local.agent.app import AgentApp, owned_pids
+from e2b_local.agent.reaper import reap_forever
 
 DEFAULT_SOCKET = "/.e2b/run/agent.sock"
 
@@ -21,7 +22,16 @@ def main() -> None:
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=600, h11_max_incomplete_event_size=None,
     )
-    asyncio.run(uvicorn.Server(config).serve())
+    asyncio.run(serve(uvicorn.Server(config)))
+
+
+async def serve(server: uvicorn.Server) -> None:
+    """Serve requests, and reap orphaned processes as the sandbox's pid 1 must."""
+    reaper = asyncio.create_task(reap_forever(owned_pids))
+    try:
+        await server.serve()
+    finally:
+        reaper.cancel()
 
 
 if __name__ == "__main__":

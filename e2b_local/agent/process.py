@@ -83,6 +83,14 @@ def _end_event(returncode: int) -> pb.ProcessEvent:
     return _event("end", end)
 
 
+def reset_oom_score() -> None:
+    """Undo the agent's protection from out-of-memory kills for a process it starts (in the child)."""
+    with open("/proc/self/oom_score_adj", "r+") as f:
+        if f.read().strip() != "0":
+            f.seek(0)
+            f.write("0")
+
+
 def _set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
 
@@ -124,20 +132,27 @@ class ProcessService(Process):
             _set_winsize(slave, size.cols, size.rows)
             os.fchown(slave, user.uid, user.gid)
             stdin = stdout = stderr = slave
-
-            def make_controlling_tty() -> None:
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            terminal = True
         else:
             slave = None
             wants_stdin = request.stdin if request.stdin is not None else True
             stdin = asyncio.subprocess.PIPE if wants_stdin else asyncio.subprocess.DEVNULL
             stdout = stderr = asyncio.subprocess.PIPE
-            make_controlling_tty = None  # type: ignore[assignment]
+            terminal = False
+
+        def prepare_child() -> None:
+            # In the child, in this order: the OOM score needs root, the terminal needs the new session.
+            reset_oom_score()
+            os.setgroups(list(user.groups))
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            if terminal:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
         try:
             proc = await asyncio.create_subprocess_exec(
                 config.cmd, *config.args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
-                user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
-                preexec_fn=make_controlling_tty,
+                start_new_session=True, preexec_fn=prepare_child,
             )
         except (FileNotFoundError, PermissionError) as exc:
             if master is not None:

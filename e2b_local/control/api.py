@@ -112,7 +112,7 @@ def _filtered(request: Request, default_states: set[str]) -> list[SandboxRecord]
         if r.state in states
         and all(r.metadata.get(k) == v for k, v in metadata.items())
         and (template is None or template in (r.template_id, r.alias))
-        and (started_after is None or r.started_at > started_after)
+        and (started_after is None or r.started_at >= started_after)
     ]
     records.sort(key=lambda r: (r.started_at, r.sandbox_id), reverse=params.get("order", "desc") != "asc")
     return records

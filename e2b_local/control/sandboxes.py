@@ -212,7 +212,8 @@ class SandboxManager:
             raise
         self.registry.put(record)
         self.records[record.sandbox_id] = record
-        self.live[record.sandbox_id] = Live(booted.container, client)
+        live = self.live[record.sandbox_id] = Live(booted.container, client)
+        self._sample(record, live)  # so that metrics have a first reading at once
         return record
 
     async def _init_agent(self, record: SandboxRecord, client: httpx.AsyncClient) -> None:
@@ -290,16 +291,18 @@ class SandboxManager:
         log.info("sandbox %s timed out", record.sandbox_id)
         await self.kill(record.sandbox_id)
 
+    def _sample(self, record: SandboxRecord, live: Live) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            live.metrics.sample(live.container.cgroup, live.container.upper, record.cpu_count, record.memory_mb,
+                                record.disk_size_mb)
+
     async def _metrics_loop(self) -> None:
         while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
             for sandbox_id, live in list(self.live.items()):
                 record = self.records.get(sandbox_id)
-                if record is None or record.state != "running":
-                    continue
-                with contextlib.suppress(OSError, ValueError):
-                    await asyncio.to_thread(live.metrics.sample, live.container.cgroup, live.container.upper,
-                                            record.cpu_count, record.memory_mb, record.disk_size_mb)
-            await asyncio.sleep(SAMPLE_INTERVAL)
+                if record is not None and record.state == "running":
+                    await asyncio.to_thread(self._sample, record, live)
 
 
 def _agent_client(container: Container) -> httpx.AsyncClient:

@@ -16,6 +16,7 @@ the sandbox is no child of the server's threads and outlives a restart of the se
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -112,7 +113,9 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
         "--bind", STAGE_RUN, RUN_MOUNT,
         "--proc", "/proc",
         "--dev", "/dev",
-        "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
+        # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
+        # so `kill -9 -1` as root in the sandbox cannot take the agent down.
+        "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
         "--cap-add", "ALL",
         "--seccomp", str(seccomp_fd),
         "--new-session",
@@ -160,6 +163,11 @@ def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchown(log, HOST_ID_BASE, HOST_ID_BASE)
     _stage(spec)
+    # Out-of-memory kills go to the sandbox's programs, never to its agent (which resets this to 0
+    # for everything it starts). Needs CAP_SYS_RESOURCE, which some hosts withhold even from root;
+    # there the kernel still picks the largest process, which is rarely the agent.
+    with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("-1000")
     _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     os.write(ready_w, b"1")
     os.close(ready_w)

@@ -113,11 +113,11 @@ def test_stream_input(sbx: Sandbox) -> None:
 def test_pty_roundtrip_and_resize(sbx: Sandbox) -> None:
     chunks: list[bytes] = []
     terminal = sbx.pty.create(PtySize(rows=24, cols=80))
-    sbx.pty.send_stdin(terminal.pid, b"stty size; tty; exit\n")
     sbx.pty.resize(terminal.pid, PtySize(rows=40, cols=100))
+    sbx.pty.send_stdin(terminal.pid, b"stty size; tty; exit\n")
     terminal.wait(on_pty=chunks.append)
     text = b"".join(chunks).decode(errors="replace")
-    assert "24 80" in text
+    assert "40 100" in text
     assert "/dev/pts/" in text
 
 
