@@ -126,7 +126,7 @@ def test_metrics(e2b_server) -> None:
         assert 0 <= sample.cpu_used_pct <= 100
         assert sample.mem_total > sample.mem_used > 0
         assert sample.disk_total > 0
-        start = time.time()
+        start = int(time.time()) + 1  # the API takes whole seconds
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             newer = sandbox.get_metrics(start=datetime.fromtimestamp(start, timezone.utc))
