@@ -78,7 +78,9 @@ def cmd_serve(paths: Paths, port: int) -> int:
     paths.pid_file.write_text(str(os.getpid()))
     try:
         uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning",
-                    access_log=False, timeout_keep_alive=75, h11_max_incomplete_event_size=None)
+                    access_log=False, timeout_keep_alive=75, h11_max_incomplete_event_size=None,
+                    # Streams (background commands, watches) never end by themselves: do not wait on them.
+                    timeout_graceful_shutdown=2)
     finally:
         with contextlib.suppress(FileNotFoundError):
             if paths.pid_file.read_text() == str(os.getpid()):

@@ -28,6 +28,8 @@ def main() -> None:
 async def serve(server: uvicorn.Server) -> None:
     """Serve requests, and reap orphaned processes as the sandbox's pid 1 must."""
     reaper = asyncio.create_task(reap_forever(owned_pids))
+    if isinstance(server.config.app, AgentApp):
+        server.config.app.prestart()
     try:
         await server.serve()
     finally:

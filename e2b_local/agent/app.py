@@ -22,7 +22,8 @@ from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import STATE
 
 CODE_INTERPRETER_PORT = b"49999"
-# Routes that answer without the access token, as envd's do (/files checks a signature instead).
+# Routes that answer without the access token, as envd's do (/files checks a signature instead). Matched
+# exactly: a prefix match on "/files" would also open every /filesystem.Filesystem/ RPC.
 OPEN_PATHS = ("/health", "/files")
 
 process_service = ProcessService()
@@ -91,6 +92,15 @@ class AgentApp:
         self.filesystem_rpc = _filesystem_app()
         self.interpreter: ASGIApp | None = None
 
+    def prestart(self) -> None:
+        """In a code-interpreter sandbox, start the Python kernel before the first request needs it."""
+        from e2b_local.interpreter.app import create_app, ships_kernels
+
+        if ships_kernels():
+            app = create_app()
+            self.interpreter = app
+            app.prestart()
+
     def _interpreter(self) -> ASGIApp:
         if self.interpreter is None:
             from e2b_local.interpreter.app import create_app
@@ -107,7 +117,7 @@ class AgentApp:
         if headers.get(b"e2b-sandbox-port") == CODE_INTERPRETER_PORT:
             await self._interpreter()(scope, receive, send)
             return
-        if not path.startswith(OPEN_PATHS) and not STATE.check_token(_header(headers, b"x-access-token")):
+        if path not in OPEN_PATHS and not STATE.check_token(_header(headers, b"x-access-token")):
             await _unauthorized(path, send)
             return
         if path.startswith("/process.Process/"):

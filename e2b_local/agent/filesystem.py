@@ -58,7 +58,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # architecture missing here a switched thread keeps root's (empty) group list: less access, never more.
 _SYS_SETGROUPS = {"x86_64": 116, "aarch64": 159, "riscv64": 159, "loongarch64": 159}.get(platform.machine())
 _ROOT_GROUPS = tuple(os.getgroups())
-_executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="e2b-fs")
+# The threads that do blocking filesystem work (and switch identity for it), shared with `/files`.
+WORKER_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="e2b-fs")
 
 
 # -- running as the acting user --------------------------------------------------------------------
@@ -97,13 +98,7 @@ def _call_as(user: User, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
 async def run_as(user: User, fn: Callable[..., T], *args: Any) -> T:
     """Run the blocking `fn(*args)` on a worker thread with `user`'s filesystem permissions."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, _call_as, user, fn, args)
-
-
-async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking I/O that needs no permission check (e.g. on an already opened descriptor)."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, fn, *args)
+    return await loop.run_in_executor(WORKER_POOL, _call_as, user, fn, args)
 
 
 def request_user(ctx: RequestContext) -> User:
@@ -364,18 +359,27 @@ def _add_watch(fd: int, path: str, mask: int) -> int:
     return wd
 
 
-def _add_tree(fd: int, root: str, relative: str, first_mask: int) -> list[tuple[int, str]]:
-    """Watch `root` and every directory below it; returns (watch descriptor, path relative to the watch)."""
+def _add_tree(fd: int, root: str, relative: str, first_mask: int) -> tuple[list[tuple[int, str]], list[str]]:
+    """Watch `root` and every directory below it.
+
+    Returns the watches as (descriptor, directory relative to the watched root) and every entry found
+    below `root`. Each directory is watched before it is listed, so an entry created meanwhile is
+    either in the listing or reported by the kernel.
+    """
     added = [(_add_watch(fd, root, first_mask), relative)]
-    for directory, subdirs, _files in os.walk(root):
+    found: list[str] = []
+    for directory, subdirs, files in os.walk(root):
+        base = posixpath.join(relative, posixpath.relpath(directory, root)) if directory != root else relative
         for name in subdirs:
             path = posixpath.join(directory, name)
+            found.append(posixpath.join(base, name))
             try:
                 wd = _add_watch(fd, path, WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW)
             except OSError:
                 continue  # unreadable for this user, a symlink, or gone already
-            added.append((wd, posixpath.join(relative, posixpath.relpath(path, root))))
-    return added
+            added.append((wd, posixpath.join(base, name)))
+        found.extend(posixpath.join(base, name) for name in files)
+    return added, found
 
 
 class DirectoryWatch:
@@ -406,7 +410,7 @@ class DirectoryWatch:
             raise ConnectError(Code.INTERNAL, f"error creating watcher: {os.strerror(err)}")
         try:
             if self.recursive:
-                added = await _checked(self.user, self.root, _add_tree, self.fd, self.root, "", WATCH_MASK)
+                added, _ = await _checked(self.user, self.root, _add_tree, self.fd, self.root, "", WATCH_MASK)
             else:
                 added = [(await _checked(self.user, self.root, _add_watch, self.fd, self.root, WATCH_MASK), "")]
         except BaseException:
@@ -466,11 +470,11 @@ class DirectoryWatch:
             return  # a subdirectory's own event: its parent's watch reports it by name
         # The watched directory's own events (deleted, moved, chmod) carry no name; envd names them ".".
         relative = posixpath.join(directory, name) if name else "."
-        if self.recursive and mask & IN_ISDIR:
-            await self._track_directory(mask, relative)
         for bits, event_type in _EVENT_TYPES:
             if mask & bits:
                 await self._emit(relative, event_type)
+        if self.recursive and mask & IN_ISDIR and name:
+            await self._track_directory(mask, relative)
 
     async def _track_directory(self, mask: int, relative: str) -> None:
         if mask & (IN_MOVED_FROM | IN_DELETE):
@@ -483,10 +487,14 @@ class DirectoryWatch:
             path = posixpath.join(self.root, relative)
             mask_bits = WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW
             try:
-                added = await run_as(self.user, _add_tree, self.fd, path, relative, mask_bits)
+                added, found = await run_as(self.user, _add_tree, self.fd, path, relative, mask_bits)
             except OSError:
                 return  # gone again, or not readable by this user
             self.paths.update(added)
+            # What was created inside before the watch existed has no kernel event: report it here
+            # (`write("a/b/c.txt")` makes the directories and the file at once).
+            for entry in found:
+                await self._emit(entry, pb.EventType.CREATE)
 
     async def _emit(self, relative: str, event_type: pb.EventType) -> None:
         entry = None
@@ -583,9 +591,12 @@ class FilesystemService(Filesystem):
                 waiters: set[asyncio.Future[Any]] = {getter}
                 if gone is not None:
                     waiters.add(asyncio.ensure_future(gone.wait()))
-                done, pending = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                for future in pending:
-                    future.cancel()
+                try:
+                    done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for future in waiters:
+                        if not future.done():
+                            future.cancel()
                 if getter in done:
                     yield pb.WatchDirResponse(event=Oneof("filesystem", getter.result()))
                 elif gone is not None and gone.is_set():

@@ -246,7 +246,8 @@ class SandboxManager:
             live = self.live.pop(sandbox_id, None)
             if live is not None:
                 await live.client.aclose()
-            await asyncio.to_thread(Container(self.paths.sandboxes, record.key).destroy)
+            container = live.container if live else Container(self.paths.sandboxes, record.key)
+            await asyncio.to_thread(container.destroy)
         self._locks.pop(sandbox_id, None)
         reap_children()
 
@@ -306,7 +307,7 @@ class SandboxManager:
 
 
 def _agent_client(container: Container) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(uds=str(container.socket))
+    transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
     return httpx.AsyncClient(transport=transport, base_url="http://sandbox", timeout=None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
 
+log = logging.getLogger("e2b_local")
 # How long a freshly launched agent may take to listen on its socket.
 AGENT_START_TIMEOUT = 30.0
 
@@ -39,6 +41,7 @@ class Container:
         self.key = key
         self.directory = sandboxes_dir / key
         self.cgroup = SandboxCgroup(key)
+        self._run_fd: int | None = None
 
     @property
     def upper(self) -> Path:
@@ -51,6 +54,22 @@ class Container:
     @property
     def socket(self) -> Path:
         return self.run_dir / "agent.sock"
+
+    def connect_path(self) -> str:
+        """A short path to the agent's socket, whatever the data directory's length.
+
+        Unix socket paths are limited to 108 bytes; going through an open descriptor of the socket's
+        directory keeps the path short. The descriptor lives as long as this object.
+        """
+        if self._run_fd is None:
+            self._run_fd = os.open(self.run_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._run_fd}/agent.sock"
+
+    def close(self) -> None:
+        """Release the descriptor held for `connect_path`."""
+        if self._run_fd is not None:
+            os.close(self._run_fd)
+            self._run_fd = None
 
     def prepare(self, upper_from: Path | None = None) -> None:
         """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
@@ -101,19 +120,21 @@ class Container:
             if self.socket.exists():
                 with socketlib.socket(socketlib.AF_UNIX) as s:
                     try:
-                        s.connect(str(self.socket))
+                        s.connect(self.connect_path())
                         return
                     except OSError:
                         pass
             if not self.cgroup.pids():
                 break
             time.sleep(0.002)
-        log = self.run_dir / "agent.log"
-        detail = log.read_text()[-2000:] if log.exists() else ""
+        reap_children()
+        agent_log = self.run_dir / "agent.log"
+        detail = agent_log.read_text()[-2000:] if agent_log.exists() else ""
         raise RuntimeError(f"the sandbox agent did not start: {detail}")
 
     def destroy(self) -> None:
         """Kill every process of the sandbox and delete everything it had on disk."""
+        self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
         with contextlib.suppress(FileNotFoundError):
@@ -127,11 +148,18 @@ def reap_children() -> None:
     """Collect exited children (sandbox processes are re-parented to the server, a subreaper)."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        log.info("reaped process %d (%s)", pid, _describe(status))
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def become_subreaper() -> None:

@@ -163,7 +163,7 @@ def _stage(spec: LaunchSpec) -> None:
         os.close(fd)
 
 
-def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
+def _child(spec: LaunchSpec, ready_w: int, go_r: int, status_w: int) -> None:
     seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
     os.set_inheritable(seccomp_fd, True)
     log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -188,7 +188,11 @@ def _child(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    os.execvp("bwrap", bwrap_command(spec, seccomp_fd))
+    try:
+        os.execvp("bwrap", bwrap_command(spec, seccomp_fd))
+    except OSError as exc:
+        os.write(status_w, f"cannot run bwrap: {exc}".encode())
+        os._exit(127)
 
 
 def launch(spec: LaunchSpec) -> dict[str, int]:
@@ -196,26 +200,42 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
     SandboxCgroup(spec.cgroup_key).add(os.getpid())
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
+    # Closed by the child's exec (O_CLOEXEC): end of file means bwrap started, text is the child's error.
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(ready_r)
             os.close(go_w)
-            _child(spec, ready_w, go_r)
+            os.close(status_r)
+            _child(spec, ready_w, go_r, status_w)
         except BaseException as exc:  # the child must never return into the parent's code
-            print(f"sandbox launch failed: {exc}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):
+                os.write(status_w, f"{type(exc).__name__}: {exc}".encode())
         os._exit(127)
     os.close(ready_w)
     os.close(go_r)
+    os.close(status_w)
     if os.read(ready_r, 1) != b"1":
-        raise RuntimeError("the sandbox process failed to create its namespaces")
+        raise RuntimeError(f"the sandbox process failed to create its namespaces: {_read_all(status_r)}")
     for name in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{name}", "w") as f:
             f.write(f"0 {HOST_ID_BASE} {ID_RANGE}\n")
     slirp_pid = network.attach_slirp4netns(pid) if spec.internet else 0
     os.write(go_w, b"1")
     os.close(go_w)
+    failure = _read_all(status_r)
+    if failure:
+        raise RuntimeError(f"the sandbox failed to start: {failure}")
     return {"pid": pid, "slirp_pid": slirp_pid}
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def main() -> None:

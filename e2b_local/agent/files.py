@@ -1,0 +1,495 @@
+"""envd's `/files` routes: download (`GET`) and upload (`POST`: multipart, octet-stream, gzip, metadata).
+
+Access: the agent lets `/files` through without the access token, because envd accepts either the
+`X-Access-Token` header or a URL signed with that token (`download_url()`/`upload_url()`); both are
+checked here. The acting user comes from the `username` query parameter (default `user`) and every
+open, create and metadata change runs with that user's permissions (see `filesystem.run_as`), so new
+files and directories belong to the user and what its permissions forbid fails with 403.
+
+Multipart bodies are parsed here rather than with Starlette's form parser: the destination of each
+part is its raw `filename`, directories included, and parts are streamed to disk as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import errno
+import hashlib
+import mimetypes
+import os
+import posixpath
+import re
+import secrets
+import stat
+import time
+import urllib.parse
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from e2b_local.agent.filesystem import METADATA_XATTR_PREFIX, WORKER_POOL, run_as
+from e2b_local.agent.state import STATE
+from e2b_local.agent.users import UnknownUserError, User, user_by_name
+
+READ_CHUNK = 256 * 1024
+# Uploaded data is gathered up to this size before each write, to keep thread hand-offs few.
+WRITE_BATCH = 256 * 1024
+MAX_PART_HEADERS = 64 * 1024
+# The Linux limit on an xattr name is 255 bytes, prefix included; envd caps all metadata at 4 KiB.
+MAX_METADATA_KEY = 255 - len(METADATA_XATTR_PREFIX)
+MAX_METADATA_TOTAL = 4096
+METADATA_HEADER_PREFIX = "x-metadata-"
+_PRINTABLE_ASCII = re.compile(r"\A[\x20-\x7e]*\Z")
+_PARAM_NAME = re.compile(r"\s*([^=;\s]+)\s*=\s*")
+
+
+class FilesError(Exception):
+    """An error answered as envd's JSON `{"code": <status>, "message": ...}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self) -> Response:
+        return JSONResponse({"code": self.status, "message": self.message}, status_code=self.status)
+
+
+# -- access ----------------------------------------------------------------------------------------
+
+def expected_signature(path: str, operation: str, username: str, token: str, expiration: int | None) -> str:
+    """envd's v1 URL signature: base64 of SHA-256 over `path:operation:username:token[:expiration]`."""
+    raw = f"{path}:{operation}:{username}:{token}" + (f":{expiration}" if expiration is not None else "")
+    digest = hashlib.sha256(raw.encode()).digest()
+    return "v1_" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def authorize(request: Request, path: str, username: str | None, operation: str) -> None:
+    """Accept the access token header, or a valid unexpired signature; raise 401 otherwise."""
+    token = STATE.access_token
+    if not token:
+        return
+    presented = request.headers.get("x-access-token")
+    if presented:
+        if not secrets.compare_digest(presented, token):
+            raise FilesError(401, "access token present in header but does not match")
+        return
+    signature = request.query_params.get("signature")
+    if signature is None:
+        raise FilesError(401, "missing signature query parameter")
+    expiration: int | None = None
+    raw_expiration = request.query_params.get("signature_expiration")
+    if raw_expiration is not None:
+        try:
+            expiration = int(raw_expiration)
+        except ValueError:
+            raise FilesError(400, "signature_expiration must be an integer") from None
+    expected = expected_signature(path, operation, username or "", token, expiration)
+    if not secrets.compare_digest(signature, expected):
+        raise FilesError(401, "invalid signature")
+    if expiration is not None and expiration < time.time():
+        raise FilesError(401, "signature is already expired")
+
+
+def _acting_user(username: str | None) -> User:
+    try:
+        return user_by_name(username)
+    except UnknownUserError as exc:
+        raise FilesError(401, f"error looking up user '{username}': {exc}") from None
+
+
+def _os_error(exc: OSError, path: str) -> FilesError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FilesError(507, "not enough disk space available")
+    if exc.errno in (errno.ENOENT,):
+        return FilesError(404, f"path '{path}' does not exist")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return FilesError(403, f"permission denied: '{path}'")
+    if exc.errno == errno.EISDIR:
+        return FilesError(400, f"path is a directory: {path}")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP, errno.ENXIO):
+        return FilesError(400, f"invalid path '{path}': {os.strerror(exc.errno)}")
+    return FilesError(500, f"error accessing '{path}': {exc.strerror or exc}")
+
+
+class _Descriptor:
+    """An open file whose blocking reads and writes run on the worker threads.
+
+    It is closed only once no read or write on it is still running, so that a cancelled request
+    never leaves a worker using a descriptor number that has been closed and reused.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._pending: concurrent.futures.Future[Any] | None = None
+        self._closed = False
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._pending = WORKER_POOL.submit(fn, self.fd, *args)
+        return await asyncio.wrap_future(self._pending)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _done: os.close(self.fd))
+        else:
+            os.close(self.fd)
+
+
+# -- download --------------------------------------------------------------------------------------
+
+def _open_for_read(path: str) -> int:
+    # Non-blocking open so that a FIFO without a writer cannot hold a worker thread.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise FilesError(400, f"path '{path}' is a directory")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def _chunks(file: _Descriptor) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await file.run(os.read, READ_CHUNK):
+            yield chunk
+    finally:
+        file.close()
+
+
+async def download(request: Request) -> Response:
+    """`GET /files?path=...`: the file's bytes, streamed."""
+    query = request.query_params
+    path_arg = query.get("path") or ""
+    try:
+        authorize(request, path_arg, query.get("username"), "read")
+        user = _acting_user(query.get("username"))
+        path = user.resolve(path_arg)
+        try:
+            fd = await run_as(user, _open_for_read, path)
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+    except FilesError as exc:
+        return exc.response()
+    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return StreamingResponse(_chunks(_Descriptor(fd)), media_type=media_type)
+
+
+# -- upload ----------------------------------------------------------------------------------------
+
+def _metadata_from_headers(request: Request) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    total = 0
+    for name, value in request.headers.items():
+        if not name.startswith(METADATA_HEADER_PREFIX):
+            continue
+        key = name[len(METADATA_HEADER_PREFIX):].lower()
+        if not key or len(key) > MAX_METADATA_KEY or not _PRINTABLE_ASCII.match(key):
+            raise FilesError(400, f"invalid metadata key {key!r}")
+        if not _PRINTABLE_ASCII.match(value):
+            raise FilesError(400, f"metadata value for key {key!r} must be printable ASCII")
+        metadata[key] = value
+        total += len(METADATA_XATTR_PREFIX) + len(key) + len(value)
+    if total > MAX_METADATA_TOTAL:
+        raise FilesError(400, f"total metadata size {total} exceeds {MAX_METADATA_TOTAL} bytes")
+    return metadata
+
+
+def _write_metadata(fd: int, metadata: dict[str, str]) -> None:
+    """Replace the file's `user.e2b.*` attributes (truncating a file keeps its old ones)."""
+    try:
+        for name in os.listxattr(fd):
+            if name.startswith(METADATA_XATTR_PREFIX) and name[len(METADATA_XATTR_PREFIX):] not in metadata:
+                os.removexattr(fd, name)
+        for key, value in metadata.items():
+            os.setxattr(fd, METADATA_XATTR_PREFIX + key, value.encode())
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+
+
+def _open_for_write(path: str, as_root: bool, metadata: dict[str, str]) -> int:
+    os.makedirs(posixpath.dirname(path), 0o755, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    try:
+        os.set_blocking(fd, True)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FilesError(400, f"path '{path}' is not a regular file")
+        # envd hands an overwritten file to the acting user; only root may take it over from another owner.
+        if as_root and (st.st_uid, st.st_gid) != (0, 0):
+            os.fchown(fd, 0, 0)
+        _write_metadata(fd, metadata)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+async def _store(user: User, path: str, chunks: AsyncIterator[bytes], metadata: dict[str, str]) -> dict[str, Any]:
+    """Write `chunks` to `path` as `user`; returns the upload answer's entry for it."""
+    try:
+        file = _Descriptor(await run_as(user, _open_for_write, path, user.uid == 0, metadata))
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+    try:
+        batch = bytearray()
+        async for chunk in chunks:
+            batch += chunk
+            if len(batch) >= WRITE_BATCH:
+                await file.run(_write_all, bytes(batch))
+                batch.clear()
+        if batch:
+            await file.run(_write_all, bytes(batch))
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+    finally:
+        file.close()
+    info: dict[str, Any] = {"path": path, "name": posixpath.basename(path), "type": "file"}
+    if metadata:
+        info["metadata"] = metadata
+    return info
+
+
+async def _gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Decompress a gzip body as it streams in (several concatenated members allowed)."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    fed = False
+    async for chunk in chunks:
+        data = chunk
+        while data:
+            fed = True
+            # Bounded output per step, so that a small, highly compressed body cannot balloon in memory.
+            out = decompressor.decompress(data, READ_CHUNK)
+            if out:
+                yield out
+            if decompressor.eof:
+                data = decompressor.unused_data
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                fed = False
+            else:
+                data = decompressor.unconsumed_tail
+    tail = decompressor.flush()
+    if tail:
+        yield tail
+    if fed and not decompressor.eof:
+        raise zlib.error("the gzip body ended early")
+
+
+class MultipartError(ValueError):
+    """The multipart body is malformed or truncated."""
+
+
+class MultipartReader:
+    """A streaming `multipart/form-data` reader: `next_part()` gives headers, `part_chunks()` the body."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], boundary: bytes) -> None:
+        self._chunks = chunks
+        # With a CRLF in front, the first delimiter looks like every later one.
+        self._buffer = bytearray(b"\r\n")
+        self._delimiter = b"\r\n--" + boundary
+        self._eof = False
+        self._started = False
+        self._in_part = False
+        self._done = False
+
+    async def _fill(self) -> None:
+        if self._eof:
+            raise MultipartError("the multipart body ended early")
+        try:
+            self._buffer += await anext(self._chunks)
+        except StopAsyncIteration:
+            self._eof = True
+            raise MultipartError("the multipart body ended early") from None
+
+    async def next_part(self) -> dict[str, str] | None:
+        """Headers (lower-cased names) of the next part, or None after the last one."""
+        while self._in_part:
+            await self.read()
+        if self._done:
+            return None
+        if not self._started:
+            self._started = True
+            while (index := self._buffer.find(self._delimiter)) < 0:
+                del self._buffer[:max(0, len(self._buffer) - len(self._delimiter))]  # preamble
+                await self._fill()
+            del self._buffer[:index + len(self._delimiter)]
+        while len(self._buffer) < 2:
+            await self._fill()
+        if self._buffer.startswith(b"--"):
+            self._done = True
+            return None
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            await self._fill()
+        del self._buffer[:end + 2]  # transport padding after the delimiter
+        while not self._buffer.startswith(b"\r\n") and (end := self._buffer.find(b"\r\n\r\n")) < 0:
+            if len(self._buffer) > MAX_PART_HEADERS:
+                raise MultipartError("part headers are too large")
+            await self._fill()
+        if self._buffer.startswith(b"\r\n"):
+            raw, skip = b"", 2
+        else:
+            raw, skip = bytes(self._buffer[:end]), end + 4
+        del self._buffer[:skip]
+        self._in_part = True
+        return _parse_headers(raw)
+
+    async def read(self) -> bytes:
+        """The next piece of the current part's body; b"" at its end."""
+        while self._in_part:
+            index = self._buffer.find(self._delimiter)
+            if index >= 0:
+                data = bytes(self._buffer[:index])
+                del self._buffer[:index + len(self._delimiter)]
+                self._in_part = False
+                return data
+            # Keep a tail that could be the start of a delimiter split across chunks.
+            safe = len(self._buffer) - len(self._delimiter) + 1
+            if safe > 0:
+                data = bytes(self._buffer[:safe])
+                del self._buffer[:safe]
+                return data
+            await self._fill()
+        return b""
+
+    async def part_chunks(self) -> AsyncIterator[bytes]:
+        """The current part's body as it arrives."""
+        while self._in_part:
+            data = await self.read()
+            if data:
+                yield data
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    headers: dict[str, str] = {}
+    for line in text.split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def disposition_params(value: str) -> dict[str, str]:
+    """Parameters of a Content-Disposition value, with quoted strings unescaped and no path stripping."""
+    params: dict[str, str] = {}
+    rest = value.partition(";")[2]
+    pos = 0
+    while pos < len(rest):
+        match = _PARAM_NAME.match(rest, pos)
+        if match is None:
+            semicolon = rest.find(";", pos)
+            pos = len(rest) if semicolon < 0 else semicolon + 1
+            continue
+        key, pos = match.group(1).lower(), match.end()
+        if rest.startswith('"', pos):
+            chars = []
+            pos += 1
+            while pos < len(rest) and rest[pos] != '"':
+                if rest[pos] == "\\" and pos + 1 < len(rest):
+                    pos += 1
+                chars.append(rest[pos])
+                pos += 1
+            params[key] = "".join(chars)
+            pos += 1
+        else:
+            end = rest.find(";", pos)
+            end = len(rest) if end < 0 else end
+            params[key] = rest[pos:end].strip()
+            pos = end
+        semicolon = rest.find(";", pos)
+        pos = len(rest) if semicolon < 0 else semicolon + 1
+    # RFC 5987 form, `filename*=UTF-8''%2Fhome%2F...`, wins over the plain one.
+    if "filename*" in params:
+        charset, _, encoded = params["filename*"].partition("'")
+        encoded = encoded.partition("'")[2]
+        with contextlib.suppress(LookupError, UnicodeDecodeError):
+            params["filename"] = urllib.parse.unquote(encoded, encoding=charset or "utf-8", errors="strict")
+    return params
+
+
+def _boundary(content_type: str) -> bytes:
+    boundary = disposition_params(content_type).get("boundary")
+    if not boundary:
+        raise FilesError(400, "the multipart body has no boundary")
+    return boundary.encode("latin-1")
+
+
+async def _upload_multipart(request: Request, body: AsyncIterator[bytes], user: User, path_arg: str | None,
+                            metadata: dict[str, str]) -> list[dict[str, Any]]:
+    reader = MultipartReader(body, _boundary(request.headers.get("content-type", "")))
+    written: list[dict[str, Any]] = []
+    while (headers := await reader.next_part()) is not None:
+        params = disposition_params(headers.get("content-disposition", ""))
+        if params.get("name") != "file":
+            continue
+        # A `path` query parameter applies to every part; otherwise the part's filename is its destination.
+        target = path_arg if path_arg is not None else params.get("filename")
+        if target is None:
+            raise FilesError(400, "filename not found in Content-Disposition header")
+        path = user.resolve(target)
+        if any(item["path"] == path for item in written):
+            raise FilesError(400, f"you cannot upload multiple files to the same path '{path}' in one upload "
+                                  "request, only the first specified file was uploaded")
+        written.append(await _store(user, path, reader.part_chunks(), metadata))
+    return written
+
+
+async def upload(request: Request) -> Response:
+    """`POST /files`: write one or several files; answers `[{"path", "name", "type": "file"}, ...]`."""
+    query = request.query_params
+    path_arg = query.get("path")
+    try:
+        authorize(request, path_arg or "", query.get("username"), "write")
+        user = _acting_user(query.get("username"))
+        metadata = _metadata_from_headers(request)
+        body: AsyncIterator[bytes] = request.stream()
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding == "gzip":
+            body = _gunzip(body)
+        elif encoding not in ("", "identity"):
+            raise FilesError(400, f"unsupported Content-Encoding '{encoding}'")
+        content_type = request.headers.get("content-type", "").lower()
+        if content_type.startswith("multipart/"):
+            written = await _upload_multipart(request, body, user, path_arg, metadata)
+        else:
+            # Any other body is the file's content (the SDK sends application/octet-stream).
+            if not path_arg:
+                raise FilesError(400, "the path query parameter is required for a raw upload")
+            written = [await _store(user, user.resolve(path_arg), body, metadata)]
+    except FilesError as exc:
+        return exc.response()
+    except (MultipartError, zlib.error) as exc:
+        return FilesError(400, f"error reading the upload: {exc}").response()
+    except ClientDisconnect:
+        return FilesError(400, "the client disconnected during the upload").response()
+    return JSONResponse(written)
+
+
+def routes() -> list[Route]:
+    """envd's `/files` routes."""
+    return [
+        Route("/files", download, methods=["GET"]),
+        Route("/files", upload, methods=["POST"]),
+    ]

@@ -1,0 +1,16 @@
+"""The code interpreter of e2b-local: E2B's port-49999 server (`/execute`, `/contexts`) inside the agent.
+
+It runs in the sandbox, in the agent's process, and drives real Jupyter kernels that run as the
+sandbox's default user with the sandbox's own interpreters:
+
+- `languages`: which languages exist, their kernels, and the snippets that set env vars in each;
+- `client`: a lean Jupyter client (ZeroMQ + jupyter_client's Session) for one kernel;
+- `kernels`: starting, watching, interrupting and killing one kernel process;
+- `contexts`: E2B's contexts (one kernel each), the default context per language;
+- `outputs`: Jupyter messages translated into E2B's NDJSON lines;
+- `execution`: one `/execute` request, streamed;
+- `app`: the ASGI application the agent hands port-49999 requests to.
+
+The kernel-side files (IPython start-up, the Bash kernel) live in `kernel_files/` and are copied into
+the code-interpreter root filesystem by `e2b_local.isolation.rootfs`.
+"""

@@ -1,0 +1,213 @@
+"""One `/execute` request: run the code in a context's kernel and stream NDJSON lines as they come.
+
+Executions of a context run one at a time. Before the code, a hidden (silent) execution brings the
+kernel's environment up to date: the sandbox's env vars, which may have arrived through the agent's
+/init after the kernel started (warm-pool sandboxes start their Python kernel before they are handed
+out), and the request's own `env_vars`. After it, another hidden execution restores those, the way
+E2B's server does: back to the sandbox's value, or unset. A client that disconnects (the SDK's
+timeout closes the connection) interrupts the kernel; if the code does not stop soon after, the
+kernel is restarted so that the context is usable again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.types import Receive, Send
+
+from e2b_local.agent.state import STATE
+from e2b_local.interpreter.contexts import RESTARTED, Context, ContextManager
+from e2b_local.interpreter.kernels import Kernel, KernelDiedError, KernelExit, Submission
+from e2b_local.interpreter.outputs import END_OF_EXECUTION, KEEPALIVE, Translator, encode, error_line
+
+log = logging.getLogger("e2b_local.interpreter")
+
+# Silence after which a keepalive line is written (E2B's server does the same after 5 s).
+KEEPALIVE_SECONDS = 5.0
+# How long interrupted code may take to stop before its kernel is restarted instead.
+INTERRUPT_GRACE_SECONDS = 3.0
+# How long the hidden environment snippets may run.
+HIDDEN_TIMEOUT_SECONDS = 10.0
+# Queued on an execution when its client hangs up.
+DISCONNECTED = object()
+NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-store")]
+
+
+class Execution:
+    """The state of one request while it streams."""
+
+    def __init__(self, manager: ContextManager, ctx: Context, code: str, env_vars: dict[str, str] | None) -> None:
+        self.manager = manager
+        self.ctx = ctx
+        self.code = code
+        self.env_vars = {str(k): str(v) for k, v in (env_vars or {}).items()}
+        self.gone = False
+        self.submission: Submission | None = None
+
+    def client_gone(self) -> None:
+        """Called when the HTTP client disconnects."""
+        self.gone = True
+        if self.submission is not None:
+            self.submission.queue.put_nowait(DISCONNECTED)
+
+    async def run(self, send: Send) -> None:
+        """Stream the execution to `send`; the context stays locked until the kernel is idle again."""
+        ctx = self.ctx
+        await ctx.lock.acquire()
+        release_now = True
+        try:
+            try:
+                kernel = await self.manager.kernel_for(ctx)
+            except (KernelDiedError, OSError, ValueError) as exc:
+                await _plain(send, 500, f"Failed to start the {ctx.language.name} kernel: {exc}")
+                return
+            if self.gone:
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": NDJSON_HEADERS})
+            await self._sync_env(kernel)
+            self.submission = kernel.submit(self.code)
+            if self.gone:
+                self.submission.queue.put_nowait(DISCONNECTED)
+            finished = await self._stream(self.submission, send)
+            release_now = False
+            if finished:
+                self._after(self._restore_env(kernel))
+            else:
+                kernel.interrupt()
+                self._after(self._abandon(kernel, self.submission))
+        finally:
+            if release_now:
+                ctx.lock.release()
+
+    async def _stream(self, submission: Submission, send: Send) -> bool:
+        """Forward the submission's outputs; False when the client left before the end."""
+        translator = Translator(self.ctx.language.result_quote)
+        queue = submission.queue
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        item = await queue.get()
+                except TimeoutError:
+                    await _body(send, encode([KEEPALIVE]))
+                    continue
+                lines: list[dict[str, Any]] = []
+                # Whatever else is already queued goes out in the same write.
+                while True:
+                    if item is DISCONNECTED:
+                        return False
+                    if isinstance(item, KernelExit):
+                        lines += [error_line(item.name, item.message), END_OF_EXECUTION]
+                        await _body(send, encode(lines), more=False)
+                        return True
+                    assert isinstance(item, dict)
+                    line = translator.line(item)
+                    if line is not None:
+                        lines.append(line)
+                    if translator.finished:
+                        lines.append(END_OF_EXECUTION)
+                        await _body(send, encode(lines), more=False)
+                        return True
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if lines:
+                    await _body(send, encode(lines))
+        finally:
+            submission.close()
+
+    # -- environment -------------------------------------------------------------------------------
+    async def _sync_env(self, kernel: Kernel) -> None:
+        wanted = STATE.sandbox_env()
+        held = self.ctx.env
+        assign = {k: v for k, v in wanted.items() if held.get(k) != v}
+        remove = [k for k in held if k not in wanted]
+        self.ctx.env = wanted
+        assign.update(self.env_vars)
+        if assign or remove:
+            await run_hidden(kernel, self.ctx.language.env_code(assign, remove))
+
+    async def _restore_env(self, kernel: Kernel) -> None:
+        if not self.env_vars or not kernel.alive:
+            return
+        wanted = self.ctx.env
+        assign = {k: wanted[k] for k in self.env_vars if k in wanted}
+        remove = [k for k in self.env_vars if k not in wanted]
+        await run_hidden(kernel, self.ctx.language.env_code(assign, remove))
+
+    # -- after the response ------------------------------------------------------------------------
+    async def _abandon(self, kernel: Kernel, submission: Submission) -> None:
+        """Wait for interrupted code to stop; restart the kernel if it will not."""
+        self.submission = None
+        stopped = await _wait_idle(submission, INTERRUPT_GRACE_SECONDS)
+        if not stopped and kernel.alive and self.ctx.kernel is kernel:
+            log.info("context %s did not stop after an interrupt; restarting its kernel", self.ctx.id)
+            await kernel.shutdown(*RESTARTED)
+            with contextlib.suppress(Exception):
+                await self.manager.kernel_for(self.ctx)
+            return
+        await self._restore_env(kernel)
+
+    def _after(self, work: Any) -> None:
+        """Finish `work` in the background, then let the context's next execution in."""
+
+        async def finish() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("cleaning up after an execution in context %s", self.ctx.id)
+            finally:
+                self.ctx.lock.release()
+
+        self.manager.spawn(finish())
+
+
+async def run_hidden(kernel: Kernel, code: str) -> None:
+    """Run code silently (no outputs, no execution count); errors are only logged."""
+    submission = kernel.submit(code, silent=True)
+    if not await _wait_idle(submission, HIDDEN_TIMEOUT_SECONDS, report=True):
+        kernel.interrupt()
+
+
+async def _wait_idle(submission: Submission, timeout: float, report: bool = False) -> bool:
+    """Drain a submission until its kernel is idle or gone; False on timeout."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                item = await submission.queue.get()
+                if isinstance(item, KernelExit):
+                    return True
+                if not isinstance(item, dict):
+                    continue
+                if report and item["msg_type"] == "error":
+                    log.warning("hidden execution failed: %s: %s", item["content"].get("ename"),
+                                item["content"].get("evalue"))
+                if item["msg_type"] == "status" and item["content"].get("execution_state") == "idle":
+                    return True
+    except TimeoutError:
+        return False
+    finally:
+        submission.close()
+
+
+async def watch_disconnect(receive: Receive, execution: Execution) -> None:
+    """Tell the execution when its client hangs up (the request body has been read already)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            execution.client_gone()
+            return
+
+
+async def _body(send: Send, data: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    payload = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,284 @@
+"""One Jupyter kernel process: started as the sandbox user, watched, interrupted, killed.
+
+A kernel runs the sandbox's own interpreter (the template's /usr/bin/python3, deno, bash) as the
+default user in its own session, so that one signal reaches it and everything it started. The agent
+notices its exit at once (it is the agent's child) and fails whatever was waiting on it.
+
+Readiness is checked the cheap way: kernel_info requests until one is answered and the iopub
+subscription has delivered a message (a subscriber that connects late misses outputs otherwise).
+jupyter_client's `wait_for_ready` does the same with polling that costs 200 ms or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from e2b_local.agent.state import STATE
+from e2b_local.agent.users import User
+from e2b_local.interpreter.connection import ConnectionInfo
+from e2b_local.interpreter.languages import KernelSpec, Language
+
+if TYPE_CHECKING:
+    from e2b_local.interpreter.client import KernelClient
+
+log = logging.getLogger("e2b_local.interpreter")
+
+# Private per-kernel directories (connection file, socket files), inside the sandbox.
+KERNELS_ROOT = Path("/.e2b/kernels")
+# Kernel processes' own stdout/stderr (not the user's outputs, which travel over iopub); the agent's
+# run directory is visible from the host, next to agent.log.
+LOG_ROOT = Path("/.e2b/run/kernels")
+# How long a kernel may take to answer its first request (a cold Python start takes about a second).
+START_TIMEOUT = 60.0
+# After a kernel answered kernel_info, how long to wait for an iopub message before asking again.
+IOPUB_PROBE_SECONDS = 0.05
+
+
+# Pids of kernel processes not yet waited for; the agent's zombie reaper must leave them to asyncio.
+LIVE_PIDS: set[int] = set()
+
+
+class KernelDiedError(RuntimeError):
+    """The kernel process exited (or was killed) before answering."""
+
+
+class KernelExit:
+    """Queued to every execution in flight when the kernel process ends: the error it reports."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        self.message = message
+
+
+# What an execution reports when its kernel dies on its own (E2B reports a restarted context too).
+DIED_ERROR = "ContextRestarting"
+
+
+def describe_exit(returncode: int) -> str:
+    """A human explanation of a kernel's exit status, for the error an execution reports."""
+    if returncode >= 0:
+        what = f"The kernel exited with code {returncode}"
+    else:
+        what = f"The kernel was killed by {signal.Signals(-returncode).name}"
+        if -returncode == signal.SIGKILL:
+            what += " (usually because the sandbox ran out of memory)"
+    return what + "; the context restarts with a fresh kernel and its previous state is lost"
+
+
+class Submission:
+    """One request sent to the kernel's shell channel: its id and the queue of its iopub messages."""
+
+    def __init__(self, kernel: Kernel, msg_id: str) -> None:
+        self.kernel = kernel
+        self.msg_id = msg_id
+        self.queue: asyncio.Queue[dict[str, Any] | KernelExit | object] = asyncio.Queue()
+
+    def close(self) -> None:
+        """Stop routing messages to this submission."""
+        self.kernel.waiters.pop(self.msg_id, None)
+
+
+class Kernel:
+    """A kernel process and the client connected to it."""
+
+    def __init__(self, kernel_id: str, language: Language, cwd: str,
+                 on_exit: Callable[[Kernel], None] | None = None) -> None:
+        self.id = kernel_id
+        self.language = language
+        self.cwd = cwd
+        self.on_exit = on_exit
+        self.spec = KernelSpec.load(language.kernel)
+        self.env: dict[str, str] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.client: KernelClient | None = None
+        self.waiters: dict[str, Submission] = {}
+        self.ready = False
+        self.death: str | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._iopub_seen = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handshake: asyncio.Task[None] | None = None
+        self._exited = asyncio.Event()
+        self._kill_error: tuple[str, str] | None = None
+        self._directory = KERNELS_ROOT / kernel_id
+
+    # -- start -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Spawn the process and connect to it; `wait_ready` tells when it answers."""
+        user = User.lookup(STATE.default_user)
+        self._directory.mkdir(parents=True, mode=0o700)
+        os.chown(self._directory, user.uid, user.gid)
+        info = ConnectionInfo.new(self.language.transport, str(self._directory))
+        connection_file = self._directory / "connection.json"
+        connection_file.write_text(info.to_json(self.spec.name))
+        os.chown(connection_file, user.uid, user.gid)
+        connection_file.chmod(0o600)
+        self.env = STATE.sandbox_env()
+        env = {
+            **user.base_env(), "SHELL": "/bin/bash", "LANG": "C.UTF-8",
+            # ipykernel exits by itself when this process (its parent) goes away.
+            "JPY_PARENT_PID": str(os.getpid()),
+            **self.spec.env, **self.env,
+        }
+        argv = [arg.replace("{connection_file}", str(connection_file)) for arg in self.spec.argv]
+        LOG_ROOT.mkdir(parents=True, exist_ok=True)
+        with open(LOG_ROOT / f"{self.id}.log", "ab") as log_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd, env=env,
+                user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
+            )
+        LIVE_PIDS.add(self.proc.pid)
+        self._tasks.append(asyncio.create_task(self._watch()))
+        # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while
+        # the kernel boots, off the event loop.
+        module = await asyncio.to_thread(importlib.import_module, "e2b_local.interpreter.client")
+        if self.death is not None:
+            return
+        self.client = module.KernelClient(info)
+        self._tasks += [
+            asyncio.create_task(self._read_iopub()),
+            asyncio.create_task(self._read_replies(self.client.shell)),
+            asyncio.create_task(self._read_replies(self.client.control)),
+        ]
+        self._handshake = asyncio.create_task(self._wait_answering())
+        # Nobody may be waiting when a kernel dies during its start: consume the error here.
+        self._handshake.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Return once the kernel answers requests and its outputs reach us; raise if it died."""
+        if self.ready:
+            return
+        if self.death is not None or self._handshake is None:
+            raise KernelDiedError(self.death or "the kernel is not running")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._handshake), timeout)
+        except TimeoutError:
+            raise KernelDiedError(f"the kernel did not answer within {timeout:.0f} s") from None
+
+    async def _wait_answering(self) -> None:
+        assert self.client is not None
+        while True:
+            await self.request(self.client.shell, "kernel_info_request")
+            if self._iopub_seen.is_set():
+                break
+            # The kernel answers but our subscription may not be connected yet: the status messages
+            # of the next request will show when it is.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._iopub_seen.wait(), IOPUB_PROBE_SECONDS)
+                break
+        self.ready = True
+
+    async def request(self, sock: Any, msg_type: str, content: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send a request and wait for its reply (raises KernelDiedError if the kernel dies first)."""
+        assert self.client is not None
+        if self.death is not None:
+            raise KernelDiedError(self.death)
+        msg_id = self.client.send(sock, msg_type, content or {})
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[msg_id] = future
+        try:
+            return await future
+        finally:
+            self._replies.pop(msg_id, None)
+
+    # -- executions --------------------------------------------------------------------------------
+    def submit(self, code: str, *, silent: bool = False) -> Submission:
+        """Send an execute_request; its iopub messages arrive on the returned submission's queue."""
+        assert self.client is not None
+        content = {"code": code, "silent": silent, "store_history": not silent, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": not silent}
+        msg = self.client.session.msg("execute_request", content)
+        submission = Submission(self, msg["header"]["msg_id"])
+        if self.death is not None:
+            submission.queue.put_nowait(KernelExit(DIED_ERROR, self.death))
+            return submission
+        self.waiters[submission.msg_id] = submission
+        self.client.shell.send_multipart(self.client.session.serialize(msg))
+        return submission
+
+    def interrupt(self) -> None:
+        """Interrupt the running code the way the kernel's spec asks for."""
+        if self.death is not None or self.proc is None:
+            return
+        if self.spec.interrupt_mode == "message" and self.client is not None:
+            self.client.send(self.client.control, "interrupt_request", {})
+            return
+        # The whole process group: Python's KeyboardInterrupt, and the programs it or Bash started.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+
+    async def shutdown(self, error_name: str, message: str) -> None:
+        """Kill the kernel and everything in its process group; waits until it is gone.
+
+        Executions in flight end with an error named `error_name` saying `message`.
+        """
+        if self.proc is None:
+            return
+        if self.death is None:
+            self._kill_error = (error_name, message)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        await self._exited.wait()
+
+    @property
+    def alive(self) -> bool:
+        """True until the process has exited."""
+        return self.death is None
+
+    @property
+    def expected_exit(self) -> bool:
+        """True when the agent killed the kernel on purpose (restart, removal)."""
+        return self._kill_error is not None
+
+    # -- background tasks --------------------------------------------------------------------------
+    async def _read_iopub(self) -> None:
+        assert self.client is not None
+        client, waiters, seen = self.client, self.waiters, self._iopub_seen
+        while True:
+            msg = await client.recv(client.iopub)
+            seen.set()
+            waiter = waiters.get(msg["parent_header"].get("msg_id"))
+            if waiter is not None:
+                waiter.queue.put_nowait(msg)
+
+    async def _read_replies(self, sock: Any) -> None:
+        assert self.client is not None
+        while True:
+            msg = await self.client.recv(sock)
+            future = self._replies.get(msg["parent_header"].get("msg_id"))
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+    async def _watch(self) -> None:
+        assert self.proc is not None
+        try:
+            returncode = await self.proc.wait()
+        finally:
+            LIVE_PIDS.discard(self.proc.pid)
+        name, self.death = self._kill_error or (DIED_ERROR, describe_exit(returncode))
+        if self._kill_error is None:
+            log.warning("kernel %s (%s): %s", self.id, self.language.name, self.death)
+        for submission in list(self.waiters.values()):
+            submission.queue.put_nowait(KernelExit(name, self.death))
+        self.waiters.clear()
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(KernelDiedError(self.death))
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.client is not None:
+            self.client.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+        self._exited.set()
+        if self.on_exit is not None:
+            self.on_exit(self)

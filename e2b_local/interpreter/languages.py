@@ -1,0 +1,121 @@
+"""The languages the code interpreter runs, the kernel behind each, and per-language code snippets.
+
+E2B names a context's language with the Jupyter kernel it runs (`python`, `javascript`, ...) and
+accepts a few aliases. Here Python runs on ipykernel, JavaScript and TypeScript on Deno's kernel
+(Deno treats both the same way; each language still gets its own default context, as on E2B), and
+Bash on e2b-local's own Bash kernel. The kernel specs themselves are files of the code-interpreter
+root filesystem (written by `e2b_local.isolation.rootfs`), read when a kernel starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Where the code-interpreter template installs its kernel specs (Jupyter's system-wide data path).
+KERNELS_DIR = Path("/usr/local/share/jupyter/kernels")
+# The language of a request that names none (E2B's default).
+DEFAULT_LANGUAGE = "python"
+# What E2B's server accepts besides the canonical names.
+ALIASES = {"js": "javascript", "ts": "typescript", "py": "python", "python3": "python", "sh": "bash"}
+# A name Bash accepts for a variable; others cannot be exported from a shell.
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class UnsupportedLanguageError(ValueError):
+    """A context was requested for a language e2b-local has no kernel for."""
+
+    def __init__(self, language: str) -> None:
+        supported = ", ".join(
+            name + "".join(f" ({alias})" for alias, target in ALIASES.items() if target == name and len(alias) == 2)
+            for name in LANGUAGES
+        )
+        super().__init__(f"language '{language}' is not supported by e2b-local; supported languages: {supported}")
+
+
+class KernelNotInstalledError(RuntimeError):
+    """The sandbox's root filesystem has no kernel spec for a language (e.g. the `base` template)."""
+
+
+def _python_env(assign: dict[str, str], remove: list[str]) -> str:
+    # One expression statement: it binds no name in the user's namespace, and silent runs display nothing.
+    return f"(lambda e: (e.update({assign!r}), [e.pop(k, None) for k in {remove!r}]))(__import__('os').environ)"
+
+
+def _deno_env(assign: dict[str, str], remove: list[str]) -> str:
+    lines = [f"Deno.env.set({json.dumps(k)}, {json.dumps(v)});" for k, v in assign.items()]
+    lines += [f"Deno.env.delete({json.dumps(k)});" for k in remove]
+    return "\n".join([*lines, "void 0;"])
+
+
+def _bash_env(assign: dict[str, str], remove: list[str]) -> str:
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in assign.items() if _SHELL_NAME.match(k)]
+    lines += [f"unset {k}" for k in remove if _SHELL_NAME.match(k)]
+    return "\n".join(lines) or ":"
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language the interpreter offers."""
+
+    name: str
+    kernel: str
+    # "ipc" (Unix socket files) where the kernel supports it; Deno's kernel only speaks TCP.
+    transport: str
+    env_code: Callable[[dict[str, str], list[str]], str]
+    # The quote character E2B strips from a plain-text result that is one quoted string
+    # (E2B strips Python's single quotes; Deno quotes strings with double ones).
+    result_quote: str = "'"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+LANGUAGES: dict[str, Language] = {
+    "python": Language("python", "python3", "ipc", _python_env),
+    "javascript": Language("javascript", "deno", "tcp", _deno_env, result_quote='"'),
+    "typescript": Language("typescript", "deno", "tcp", _deno_env, result_quote='"'),
+    "bash": Language("bash", "bash", "ipc", _bash_env),
+}
+
+
+def normalize(language: str | None) -> str:
+    """E2B's normalisation: empty is Python, case and surrounding blanks do not matter, aliases map."""
+    if not language or not language.strip():
+        return DEFAULT_LANGUAGE
+    name = language.strip().lower()
+    return ALIASES.get(name, name)
+
+
+def get_language(language: str | None) -> Language:
+    """The language named by a request; raises UnsupportedLanguageError for the others."""
+    name = normalize(language)
+    found = LANGUAGES.get(name)
+    if found is None:
+        raise UnsupportedLanguageError(language or "")
+    return found
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """The parts of a Jupyter kernel spec (kernel.json) the interpreter uses."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    # "signal": SIGINT to the kernel's process group; "message": an interrupt_request on the control channel.
+    interrupt_mode: str
+
+    @classmethod
+    def load(cls, name: str, directory: Path = KERNELS_DIR) -> KernelSpec:
+        """Read `<directory>/<name>/kernel.json`."""
+        path = directory / name / "kernel.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise KernelNotInstalledError(
+                f"the '{name}' kernel is not installed in this sandbox (use the code-interpreter-v1 template)"
+            ) from None
+        return cls(name, list(data["argv"]), dict(data.get("env") or {}), data.get("interrupt_mode", "signal"))
