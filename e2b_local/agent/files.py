@@ -33,8 +33,9 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from e2b_local.agent.filesystem import METADATA_XATTR_PREFIX, WORKER_POOL, run_as
+from e2b_local.agent.filesystem import FILE_MODE, METADATA_XATTR_PREFIX, WORKER_POOL, make_dirs, run_as
 from e2b_local.agent.state import STATE
 from e2b_local.agent.users import UnknownUserError, User, user_by_name
 
@@ -59,6 +60,7 @@ class FilesError(Exception):
         self.message = message
 
     def response(self) -> Response:
+        """The error as envd's JSON answer."""
         return JSONResponse({"code": self.status, "message": self.message}, status_code=self.status)
 
 
@@ -132,10 +134,12 @@ class _Descriptor:
         self._closed = False
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(fd, *args)` on a worker thread."""
         self._pending = WORKER_POOL.submit(fn, self.fd, *args)
         return await asyncio.wrap_future(self._pending)
 
     def close(self) -> None:
+        """Close now, or as soon as the running read or write returns."""
         if self._closed:
             return
         self._closed = True
@@ -162,11 +166,22 @@ def _open_for_read(path: str) -> int:
 
 
 async def _chunks(file: _Descriptor) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await file.run(os.read, READ_CHUNK):
-            yield chunk
-    finally:
-        file.close()
+    while chunk := await file.run(os.read, READ_CHUNK):
+        yield chunk
+
+
+class _FileResponse(StreamingResponse):
+    """A streamed file that is closed however the response ends (even before its first chunk)."""
+
+    def __init__(self, file: _Descriptor, media_type: str) -> None:
+        super().__init__(_chunks(file), media_type=media_type)
+        self.file = file
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
 
 
 async def download(request: Request) -> Response:
@@ -179,12 +194,14 @@ async def download(request: Request) -> Response:
         path = user.resolve(path_arg)
         try:
             fd = await run_as(user, _open_for_read, path)
+        except NotADirectoryError:
+            raise FilesError(404, f"path '{path}' does not exist") from None  # a file used as a directory
         except OSError as exc:
             raise _os_error(exc, path) from None
     except FilesError as exc:
         return exc.response()
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return StreamingResponse(_chunks(_Descriptor(fd)), media_type=media_type)
+    return _FileResponse(_Descriptor(fd), media_type)
 
 
 # -- upload ----------------------------------------------------------------------------------------
@@ -221,17 +238,18 @@ def _write_metadata(fd: int, metadata: dict[str, str]) -> None:
 
 
 def _open_for_write(path: str, as_root: bool, metadata: dict[str, str]) -> int:
-    os.makedirs(posixpath.dirname(path), 0o755, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    make_dirs(posixpath.dirname(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags, FILE_MODE)
     try:
         os.set_blocking(fd, True)
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FilesError(400, f"path '{path}' is not a regular file")
-        # envd hands an overwritten file to the acting user; only root may take it over from another owner.
-        if as_root and (st.st_uid, st.st_gid) != (0, 0):
-            os.fchown(fd, 0, 0)
-        _write_metadata(fd, metadata)
+        # Devices and pipes are written to as they are (envd too), without owner or metadata changes.
+        if stat.S_ISREG(st.st_mode):
+            # envd hands an overwritten file to the acting user; only root may take it from another owner.
+            if as_root and (st.st_uid, st.st_gid) != (0, 0):
+                os.fchown(fd, 0, 0)
+            _write_metadata(fd, metadata)
     except BaseException:
         os.close(fd)
         raise
@@ -456,35 +474,47 @@ async def _upload_multipart(request: Request, body: AsyncIterator[bytes], user: 
     return written
 
 
-async def upload(request: Request) -> Response:
-    """`POST /files`: write one or several files; answers `[{"path", "name", "type": "file"}, ...]`."""
+async def _write_request(request: Request, raw: AsyncIterator[bytes]) -> list[dict[str, Any]]:
     query = request.query_params
     path_arg = query.get("path")
+    authorize(request, path_arg or "", query.get("username"), "write")
+    user = _acting_user(query.get("username"))
+    metadata = _metadata_from_headers(request)
+    body = raw
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding == "gzip":
+        body = _gunzip(raw)
+    elif encoding not in ("", "identity"):
+        raise FilesError(400, f"unsupported Content-Encoding '{encoding}'")
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        return await _upload_multipart(request, body, user, path_arg, metadata)
+    # Any other body is the file's content (the SDK sends application/octet-stream).
+    if not path_arg:
+        raise FilesError(400, "the path query parameter is required for a raw upload")
+    return [await _store(user, user.resolve(path_arg), body, metadata)]
+
+
+async def _drain(raw: AsyncIterator[bytes]) -> None:
+    # A refused upload's body is still read, so that the host's connection to the agent ends the
+    # request cleanly and can be reused (an unread body makes the server drop the connection).
+    with contextlib.suppress(ClientDisconnect, RuntimeError):
+        async for _chunk in raw:
+            pass
+
+
+async def upload(request: Request) -> Response:
+    """`POST /files`: write one or several files; answers `[{"path", "name", "type": "file"}, ...]`."""
+    raw = request.stream()
     try:
-        authorize(request, path_arg or "", query.get("username"), "write")
-        user = _acting_user(query.get("username"))
-        metadata = _metadata_from_headers(request)
-        body: AsyncIterator[bytes] = request.stream()
-        encoding = request.headers.get("content-encoding", "").strip().lower()
-        if encoding == "gzip":
-            body = _gunzip(body)
-        elif encoding not in ("", "identity"):
-            raise FilesError(400, f"unsupported Content-Encoding '{encoding}'")
-        content_type = request.headers.get("content-type", "").lower()
-        if content_type.startswith("multipart/"):
-            written = await _upload_multipart(request, body, user, path_arg, metadata)
-        else:
-            # Any other body is the file's content (the SDK sends application/octet-stream).
-            if not path_arg:
-                raise FilesError(400, "the path query parameter is required for a raw upload")
-            written = [await _store(user, user.resolve(path_arg), body, metadata)]
+        return JSONResponse(await _write_request(request, raw))
     except FilesError as exc:
-        return exc.response()
+        error = exc
     except (MultipartError, zlib.error) as exc:
-        return FilesError(400, f"error reading the upload: {exc}").response()
+        error = FilesError(400, f"error reading the upload: {exc}")
     except ClientDisconnect:
         return FilesError(400, "the client disconnected during the upload").response()
-    return JSONResponse(written)
+    await _drain(raw)
+    return error.response()
 
 
 def routes() -> list[Route]:

@@ -1,14 +1,15 @@
 """envd's `filesystem.Filesystem` service: stat, list, create, move and remove entries, and watch directories.
 
-Acting user and permissions. The caller picks the Unix user with `Authorization: Basic` (default `user`).
-The agent is the sandbox's root, but every filesystem call made for a non-root user runs in a worker
-thread that has first switched its *own* filesystem identity to that user: `setfsuid`/`setfsgid` plus
-the user's supplementary groups, set with the raw `setgroups` system call because glibc's wrapper
-would change the groups of every thread in the process. The kernel then applies the user's Unix
-permissions exactly as it would for the user's own process (search permission on every directory on
-the way, symlinks resolved in the sandbox's view, no check-then-use race), leaving a fs uid of 0 clears
-the capabilities that override file permissions, and whatever the call creates is owned by the user,
-which is what envd achieves with its `chown` after the fact. Root's calls run without a switch.
+Acting user and permissions. The caller names the Unix user with `Authorization: Basic` (default
+`user`). The agent is the sandbox's root; a call for any other user runs on a worker thread that first
+takes that user's filesystem identity for itself alone: `setfsuid`/`setfsgid`, plus the user's
+supplementary groups set through the raw `setgroups` system call (glibc's wrapper would change every
+thread of the process). Moving the fs uid away from 0 also drops, for that thread, the capabilities
+that bypass file permissions. The kernel then checks the call exactly as it checks the user's own
+processes (search permission on every directory of the path, symlinks resolved in the sandbox's view,
+no gap between check and use), and what the call creates belongs to the user, the outcome envd reaches
+by chowning afterwards. Root's calls run without a switch. envd itself does every operation as root,
+so there a non-root user can also touch files its permissions forbid; here it cannot.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import secrets
 import shutil
 import stat
 import struct
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +54,10 @@ DEFAULT_KEEPALIVE_SECONDS = 50.0
 # How long a poll for watcher events waits for already queued kernel events to be processed.
 SETTLE_SECONDS = 1.0
 WORKERS = 8
+# Modes of the directories and files envd creates (0777 and 0666 under its umask of 022); passed as
+# such, they come out the same whatever umask the agent inherited, unless that one is stricter.
+DIR_MODE = 0o755
+FILE_MODE = 0o644
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # The raw system call number of setgroups, which changes only the calling thread's groups. On an
@@ -279,6 +285,20 @@ def _list_dir(path: str, depth: int) -> list[pb.EntryInfo]:
     return entries
 
 
+def make_dirs(path: str) -> None:
+    """`mkdir -p` creating every missing directory with mode 0755, as envd does."""
+    if os.path.isdir(path):
+        return
+    parent = posixpath.dirname(path)
+    if parent != path:
+        make_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
 def _make_dir(path: str) -> pb.EntryInfo:
     try:
         st = os.stat(path)
@@ -288,13 +308,13 @@ def _make_dir(path: str) -> pb.EntryInfo:
         if stat.S_ISDIR(st.st_mode):
             raise ConnectError(Code.ALREADY_EXISTS, f"directory already exists: {path}")
         raise ConnectError(Code.INVALID_ARGUMENT, f"path already exists but it is not a directory: {path}")
-    os.makedirs(path, 0o755, exist_ok=True)
+    make_dirs(path)
     return entry_info(path)
 
 
 def _move(source: str, destination: str) -> pb.EntryInfo:
     os.lstat(source)  # a missing source is not_found, before any directory gets created
-    os.makedirs(posixpath.dirname(destination), 0o755, exist_ok=True)
+    make_dirs(posixpath.dirname(destination))
     try:
         os.rename(source, destination)
     except OSError as exc:
@@ -351,22 +371,50 @@ _EVENT_TYPES = (
 )
 
 
-def _add_watch(fd: int, path: str, mask: int) -> int:
-    wd = _libc.inotify_add_watch(fd, os.fsencode(path), mask)
-    if wd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
-    return wd
+class Inotify:
+    """One inotify instance. Watches are added from worker threads (as the acting user) while the event
+    loop reads events, so the descriptor is closed under a lock: never while a worker still uses it."""
+
+    def __init__(self) -> None:
+        self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self._lock = threading.Lock()
+
+    def add_watch(self, path: str, mask: int) -> int:
+        """Watch `path` for `mask` (permission checks apply to the calling thread); returns the descriptor."""
+        with self._lock:
+            if self.fd < 0:
+                raise OSError(errno.EBADF, "the watch was closed")
+            wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), mask)
+            if wd < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), path)
+            return wd
+
+    def rm_watch(self, wd: int) -> None:
+        """Stop one watch."""
+        with self._lock:
+            if self.fd >= 0:
+                _libc.inotify_rm_watch(self.fd, wd)
+
+    def close(self) -> None:
+        """Release the instance and all its watches."""
+        with self._lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
 
-def _add_tree(fd: int, root: str, relative: str, first_mask: int) -> tuple[list[tuple[int, str]], list[str]]:
+def _add_tree(inotify: Inotify, root: str, relative: str, first_mask: int) -> tuple[list[tuple[int, str]], list[str]]:
     """Watch `root` and every directory below it.
 
     Returns the watches as (descriptor, directory relative to the watched root) and every entry found
     below `root`. Each directory is watched before it is listed, so an entry created meanwhile is
     either in the listing or reported by the kernel.
     """
-    added = [(_add_watch(fd, root, first_mask), relative)]
+    added = [(inotify.add_watch(root, first_mask), relative)]
     found: list[str] = []
     for directory, subdirs, files in os.walk(root):
         base = posixpath.join(relative, posixpath.relpath(directory, root)) if directory != root else relative
@@ -374,7 +422,7 @@ def _add_tree(fd: int, root: str, relative: str, first_mask: int) -> tuple[list[
             path = posixpath.join(directory, name)
             found.append(posixpath.join(base, name))
             try:
-                wd = _add_watch(fd, path, WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW)
+                wd = inotify.add_watch(path, WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW)
             except OSError:
                 continue  # unreadable for this user, a symlink, or gone already
             added.append((wd, posixpath.join(base, name)))
@@ -397,28 +445,28 @@ class DirectoryWatch:
         self.recursive = recursive
         self.include_entry = include_entry
         self.deliver = deliver
-        self.fd = -1
+        self.inotify: Inotify | None = None
         self.paths: dict[int, str] = {}  # watch descriptor -> directory relative to root ("" is root)
         self.raw: asyncio.Queue[tuple[int, int, str]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Watch the tree; raises ConnectError when the directory cannot be watched."""
-        self.fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if self.fd < 0:
-            err = ctypes.get_errno()
-            raise ConnectError(Code.INTERNAL, f"error creating watcher: {os.strerror(err)}")
+        try:
+            inotify = Inotify()
+        except OSError as exc:
+            raise ConnectError(Code.INTERNAL, f"error creating watcher: {exc.strerror}") from None
         try:
             if self.recursive:
-                added, _ = await _checked(self.user, self.root, _add_tree, self.fd, self.root, "", WATCH_MASK)
+                added, _ = await _checked(self.user, self.root, _add_tree, inotify, self.root, "", WATCH_MASK)
             else:
-                added = [(await _checked(self.user, self.root, _add_watch, self.fd, self.root, WATCH_MASK), "")]
+                added = [(await _checked(self.user, self.root, inotify.add_watch, self.root, WATCH_MASK), "")]
         except BaseException:
-            os.close(self.fd)
-            self.fd = -1
+            inotify.close()
             raise
+        self.inotify = inotify
         self.paths.update(added)
-        asyncio.get_running_loop().add_reader(self.fd, self._readable)
+        asyncio.get_running_loop().add_reader(inotify.fd, self._readable)
         self.task = asyncio.create_task(self._process())
 
     def close(self) -> None:
@@ -426,14 +474,16 @@ class DirectoryWatch:
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        if self.fd >= 0:
-            asyncio.get_running_loop().remove_reader(self.fd)
-            os.close(self.fd)
-            self.fd = -1
+        if self.inotify is not None:
+            asyncio.get_running_loop().remove_reader(self.inotify.fd)
+            self.inotify.close()
+            self.inotify = None
 
     def _readable(self) -> None:
+        if self.inotify is None:
+            return
         try:
-            data = os.read(self.fd, 64 * 1024)
+            data = os.read(self.inotify.fd, 64 * 1024)
         except (BlockingIOError, InterruptedError):
             return
         offset = 0
@@ -446,8 +496,7 @@ class DirectoryWatch:
 
     async def settle(self) -> None:
         """Return once every event the kernel has queued so far has been delivered."""
-        if self.fd >= 0:
-            self._readable()
+        self._readable()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.raw.join(), SETTLE_SECONDS)
 
@@ -482,12 +531,13 @@ class DirectoryWatch:
             for wd, path in list(self.paths.items()):
                 if path == relative or path.startswith(prefix):
                     del self.paths[wd]
-                    _libc.inotify_rm_watch(self.fd, wd)
-        elif mask & (IN_CREATE | IN_MOVED_TO):
+                    if self.inotify is not None:
+                        self.inotify.rm_watch(wd)
+        elif mask & (IN_CREATE | IN_MOVED_TO) and self.inotify is not None:
             path = posixpath.join(self.root, relative)
             mask_bits = WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW
             try:
-                added, found = await run_as(self.user, _add_tree, self.fd, path, relative, mask_bits)
+                added, found = await run_as(self.user, _add_tree, self.inotify, path, relative, mask_bits)
             except OSError:
                 return  # gone again, or not readable by this user
             self.paths.update(added)
@@ -533,22 +583,26 @@ class FilesystemService(Filesystem):
         self.watchers: dict[str, PollingWatcher] = {}
 
     async def stat(self, request: pb.StatRequest, ctx: RequestContext) -> pb.StatResponse:
+        """The entry at a path (`files.exists`, `files.get_info`)."""
         user = request_user(ctx)
         path = user.resolve(request.path)
         return pb.StatResponse(entry=await _checked(user, path, entry_info, path))
 
     async def list_dir(self, request: pb.ListDirRequest, ctx: RequestContext) -> pb.ListDirResponse:
+        """A directory's entries down to `depth` levels, the directory itself excluded."""
         user = request_user(ctx)
         path = user.resolve(request.path)
         entries = await _checked(user, path, _list_dir, path, request.depth or 1)
         return pb.ListDirResponse(entries=entries)
 
     async def make_dir(self, request: pb.MakeDirRequest, ctx: RequestContext) -> pb.MakeDirResponse:
+        """Create a directory and its missing parents; `already_exists` if it is there."""
         user = request_user(ctx)
         path = user.resolve(request.path)
         return pb.MakeDirResponse(entry=await _checked(user, path, _make_dir, path))
 
     async def move(self, request: pb.MoveRequest, ctx: RequestContext) -> pb.MoveResponse:
+        """Rename an entry, creating the destination's parent directories."""
         user = request_user(ctx)
         source, destination = user.resolve(request.source), user.resolve(request.destination)
         try:
@@ -560,6 +614,7 @@ class FilesystemService(Filesystem):
         return pb.MoveResponse(entry=entry)
 
     async def remove(self, request: pb.RemoveRequest, ctx: RequestContext) -> pb.RemoveResponse:
+        """Remove a file or a whole directory tree (a missing path is not an error)."""
         user = request_user(ctx)
         path = user.resolve(request.path)
         await _checked(user, path, _remove, path)
@@ -575,6 +630,7 @@ class FilesystemService(Filesystem):
         return watch
 
     async def watch_dir(self, request: pb.WatchDirRequest, ctx: RequestContext) -> AsyncIterator[pb.WatchDirResponse]:
+        """Stream a directory's events: `start` first, then events and keepalives until the deadline."""
         queue: asyncio.Queue[pb.FilesystemEvent] = asyncio.Queue()
         watch = await self._open_watch(ctx, request.path, request.recursive, request.include_entry, queue.put_nowait)
         loop = asyncio.get_running_loop()
@@ -607,6 +663,7 @@ class FilesystemService(Filesystem):
             watch.close()
 
     async def create_watcher(self, request: pb.CreateWatcherRequest, ctx: RequestContext) -> pb.CreateWatcherResponse:
+        """Start a watch whose events are collected for `GetWatcherEvents`."""
         watcher = PollingWatcher()
         watcher.watch = await self._open_watch(ctx, request.path, request.recursive, request.include_entry,
                                                watcher.events.append)
@@ -622,13 +679,16 @@ class FilesystemService(Filesystem):
 
     async def get_watcher_events(self, request: pb.GetWatcherEventsRequest,
                                  ctx: RequestContext) -> pb.GetWatcherEventsResponse:
+        """The events of a polling watch since the previous call."""
         watcher = self._watcher(request.watcher_id)
         if watcher.watch is not None:
             await watcher.watch.settle()
-        events, watcher.events[:] = list(watcher.events), []
+        events = list(watcher.events)
+        watcher.events.clear()  # in place: the watch appends to this very list
         return pb.GetWatcherEventsResponse(events=events)
 
     async def remove_watcher(self, request: pb.RemoveWatcherRequest, ctx: RequestContext) -> pb.RemoveWatcherResponse:
+        """Stop a polling watch."""
         watcher = self._watcher(request.watcher_id)
         del self.watchers[request.watcher_id]
         if watcher.watch is not None:

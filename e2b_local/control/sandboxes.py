@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -98,6 +99,9 @@ class SandboxManager:
         self.registry = Registry(paths.registry)
         self.rootfs = RootfsStore(paths.rootfs)
         self.seccomp = compiled_filter(paths.home / "seccomp.bpf")
+        # Every sandbox directory and cgroup of this server starts with this, so that several servers on
+        # one machine (say, test runs) can tell their sandboxes from each other's.
+        self.key_prefix = "k" + hashlib.sha256(str(paths.home).encode()).hexdigest()[:6] + "-"
         self.records: dict[str, SandboxRecord] = {}
         self.live: dict[str, Live] = {}
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
@@ -158,7 +162,7 @@ class SandboxManager:
 
     async def _boot(self, template: str, internet: bool) -> Booted:
         layers = await asyncio.to_thread(self.rootfs.layers, template)
-        container = Container(self.paths.sandboxes, new_id("k"))
+        container = Container(self.paths.sandboxes, new_id(self.key_prefix))
 
         def boot() -> Booted:
             container.prepare()

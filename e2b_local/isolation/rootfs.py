@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -48,6 +49,23 @@ CODE_INTERPRETER_REQUIREMENTS = (
 )
 # Bump to rebuild cached root filesystems when the recipe changes in a way the lists above do not show.
 RECIPE_VERSION = "1"
+# The code interpreter's kernel-side files (IPython start-up, the Bash kernel), copied into its layer.
+KERNEL_FILES = Path(__file__).resolve().parent.parent / "interpreter" / "kernel_files"
+# Where those files land inside the code-interpreter root filesystem.
+KERNEL_SHARE = "usr/local/share/e2b-local"
+# Jupyter's system-wide kernel specs directory (also where ipykernel's own spec is installed).
+KERNEL_SPECS = "usr/local/share/jupyter/kernels"
+# Read by the agent: a sandbox of this template starts its Python kernel as soon as the agent starts.
+TEMPLATE_MARKER = "etc/e2b/template"
+# Settings for every IPython kernel of the template (IPython reads /etc/ipython for all users).
+IPYTHON_KERNEL_CONFIG = f"""\
+# IPython kernels of the e2b-local code-interpreter template (written by e2b_local.isolation.rootfs).
+c = get_config()  # noqa: F821
+# E2B's extra result formats (e2b/data, e2b/chart, JSON) and start-up conveniences.
+c.InteractiveShellApp.exec_files = ["/{KERNEL_SHARE}/ipython_startup.py"]
+# Plain-text tracebacks, as E2B's template configures them.
+c.InteractiveShell.colors = "nocolor"
+"""
 # Where the agent's packages live inside every root filesystem.
 AGENT_SITE = "opt/e2b-local/site-packages"
 # Mount points inside the sandbox: the pristine base (read-only), the agent's code, its socket dir.
@@ -78,9 +96,9 @@ class RootfsStore:
         return self.directory / f"base-{recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS)}"
 
     def code_interpreter_path(self) -> Path:
-        return self.directory / (
-            f"code-interpreter-v1-{recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS)}"
-        )
+        files = sorted((path, hashlib.sha256(content).hexdigest()) for path, content in kernel_support_files().items())
+        digest = recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS, files)
+        return self.directory / f"code-interpreter-v1-{digest}"
 
     def layers(self, template: str) -> list[Path]:
         """The lower layers of a template, topmost first, building any that are missing."""
@@ -191,10 +209,46 @@ class RootfsStore:
         return target
 
 
+def kernel_support_files() -> dict[str, bytes]:
+    """Every file the code interpreter adds to its layer, by path relative to the root filesystem.
+
+    Kernel specs: Python runs ipykernel with the template's own interpreter; Bash runs e2b-local's
+    kernel (interrupted by SIGINT to its process group, like ipykernel); Deno's kernel takes
+    interrupts as control messages (a signal would kill it) and prints without colours.
+    """
+    python = "/usr/bin/python3"
+    specs = {
+        "python3": {"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": "Python 3", "language": "python", "interrupt_mode": "signal",
+                    "env": {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}, "metadata": {"debugger": True}},
+        "bash": {"argv": [python, f"/{KERNEL_SHARE}/bash_kernel.py", "-f", "{connection_file}"],
+                 "display_name": "Bash", "language": "bash", "interrupt_mode": "signal"},
+        "deno": {"argv": ["/usr/local/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"],
+                 "display_name": "Deno", "language": "typescript", "interrupt_mode": "message",
+                 "env": {"NO_COLOR": "1"}},
+    }
+    files = {f"{KERNEL_SPECS}/{name}/kernel.json": json.dumps(spec, indent=1).encode() for name, spec in specs.items()}
+    for name in ("ipython_startup.py", "bash_kernel.py"):
+        files[f"{KERNEL_SHARE}/{name}"] = (KERNEL_FILES / name).read_bytes()
+    files["etc/ipython/ipython_kernel_config.py"] = IPYTHON_KERNEL_CONFIG.encode()
+    files[TEMPLATE_MARKER] = b"code-interpreter-v1\n"
+    return files
+
+
 def _install_kernel_support(rootfs: Path) -> None:
-    """Hook for the code interpreter template's extra files (kernel specs, startup scripts)."""
-    startup = rootfs / "etc/ipython/profile_default/startup"
-    startup.mkdir(parents=True, exist_ok=True)
+    """Write the kernel specs, IPython settings, the Bash kernel and the template marker."""
+    for relative, content in kernel_support_files().items():
+        path = rootfs / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o644)
+    # matplotlib builds its font cache on first use, which would cost every sandbox about a second
+    # on its first plot: build it once here, in the default user's home.
+    subprocess.run(
+        ["chroot", f"--userspec={USER_ID}:{USER_ID}", str(rootfs), "/usr/bin/env", "-i", f"HOME=/home/{USER_NAME}",
+         "MPLBACKEND=Agg", "/usr/bin/python3", "-c", "import matplotlib.pyplot"],
+        check=True, capture_output=True,
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------------

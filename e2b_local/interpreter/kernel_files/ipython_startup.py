@@ -1,0 +1,157 @@
+"""E2B's extra result formats for the IPython kernels of the code-interpreter template (e2b-local).
+
+Run by every IPython kernel at start (`InteractiveShellApp.exec_files`, set in /etc/ipython). It adds:
+
+- `e2b/data` (the SDK's `Result.data`): a pandas DataFrame as {column: [values, ...]};
+- `e2b/chart` (`Result.chart`): a matplotlib Figure described by `e2b_charts.chart_figure_to_dict`;
+- `application/json` for plain dicts and lists (numpy values included), as E2B's template does;
+- Pillow images shown by `Image.show()` or saved to a path are displayed, as on E2B;
+- the user's site-packages directory is created and on sys.path, so that `pip install --user` done
+  after the kernel started can be imported without a restart.
+
+Nothing heavy is imported here: the formatters are registered by type name and resolved only when a
+DataFrame or a Figure is actually displayed, which keeps the kernel's start fast. Everything is
+defined inside one function that deletes itself, so the user's namespace stays clean.
+"""
+
+
+def _e2b_local_setup() -> None:
+    import importlib.machinery
+    import json
+    import math
+    import os
+    import site
+    import sys
+
+    import IPython
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
+
+    shell = IPython.get_ipython()
+    if shell is None:
+        return
+
+    def without_nan(value: object) -> object:
+        # JSON has no NaN or infinity; E2B's serializer writes them as null.
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: without_nan(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [without_nan(v) for v in value]
+        return value
+
+    def plain(value: object) -> object:
+        # Fallback converter for json.dumps: numpy scalars and arrays, timestamps, sets.
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        if isinstance(value, (set, frozenset)):
+            return list(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    def to_json(value: object) -> object:
+        """A JSON-compatible copy of `value`, or None when it holds something JSON cannot."""
+        try:
+            return json.loads(json.dumps(value, default=plain, allow_nan=False))
+        except ValueError:
+            try:
+                return without_nan(json.loads(json.dumps(value, default=plain)))
+            except (TypeError, ValueError, RecursionError):
+                return None
+        except (TypeError, RecursionError):
+            return None
+
+    def dataframe_columns(frame: object) -> object:
+        columns = frame.to_dict(orient="list")  # type: ignore[attr-defined]
+        return to_json({str(name): values for name, values in columns.items()})
+
+    def figure_chart(figure: object) -> object:
+        try:
+            from e2b_charts import chart_figure_to_dict
+
+            return chart_figure_to_dict(figure)
+        except Exception:
+            return None
+
+    class DataFormatter(BaseFormatter):
+        """The `e2b/data` MIME type."""
+
+        format_type = Unicode("e2b/data")
+        print_method = ObjectName("_repr_e2b_data_")
+        _return_type = (dict,)
+
+    class ChartFormatter(BaseFormatter):
+        """The `e2b/chart` MIME type."""
+
+        format_type = Unicode("e2b/chart")
+        print_method = ObjectName("_repr_e2b_chart_")
+        _return_type = (dict,)
+
+    formatters = shell.display_formatter.formatters
+    data = DataFormatter(parent=shell.display_formatter)
+    data.for_type_by_name("pandas.core.frame", "DataFrame", dataframe_columns)
+    formatters["e2b/data"] = data
+    chart = ChartFormatter(parent=shell.display_formatter)
+    chart.for_type_by_name("matplotlib.figure", "Figure", figure_chart)
+    formatters["e2b/chart"] = chart
+    formatters["application/json"].for_type(dict, to_json)
+    formatters["application/json"].for_type(list, to_json)
+
+    # User installs: site skips ~/.local/lib/pythonX.Y/site-packages when it does not exist at start,
+    # and a directory missing at start would never be looked at again by the import system.
+    if site.ENABLE_USER_SITE:
+        user_site = site.getusersitepackages()
+        try:
+            os.makedirs(user_site, exist_ok=True)
+        except OSError:
+            pass
+        else:
+            if user_site not in sys.path:
+                system = [i for i, p in enumerate(sys.path) if p.endswith(("site-packages", "dist-packages"))]
+                sys.path.insert(system[0] if system else len(sys.path), user_site)
+                site.addsitedir(user_site)  # its .pth files
+
+    class PillowHook:
+        """Patches PIL.Image when the user imports it, without importing it now."""
+
+        def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+            if name != "PIL.Image":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+            if spec is None or spec.loader is None:
+                return spec
+            load = spec.loader.exec_module
+
+            def exec_module(module: object) -> None:
+                load(module)  # type: ignore[arg-type]
+                patch_pillow(module)
+
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+            return spec
+
+    def patch_pillow(module: object) -> None:
+        from IPython.display import display
+
+        image_class = module.Image  # type: ignore[attr-defined]
+        save = image_class.save
+
+        def save_and_display(self: object, fp: object, format: object = None, **params: object) -> object:
+            if isinstance(fp, (str, os.PathLike)):
+                display(self)
+            return save(self, fp, format, **params)
+
+        def show(self: object, title: object = None) -> None:
+            display(self)
+
+        image_class.save = save_and_display
+        image_class.show = show
+
+    if "PIL.Image" not in sys.modules:
+        sys.meta_path.insert(0, PillowHook())
+
+
+_e2b_local_setup()
+del _e2b_local_setup

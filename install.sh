@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what e2b-local needs on Debian or Ubuntu: the system packages (as root, through apt) and a
+# virtualenv in .venv with the project. `--test` adds the test tools. Re-runs are cheap.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" -ne 0 ]; then
+    # Sandboxes need root on the host (cgroups, mounts, user-namespace maps).
+    exec sudo -E bash "$0" "$@"
+fi
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "install.sh: Python 3.11 or newer is required (found $("$python" --version 2>&1))" >&2
+    exit 1
+fi
+
+echo "install.sh: installing system packages (bubblewrap, slirp4netns, mmdebstrap)" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns mmdebstrap libseccomp2 ca-certificates \
+    python3-venv >/dev/null
+
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+echo "install.sh: installing the project into .venv" >&2
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+echo "install.sh: done" >&2

@@ -1,0 +1,100 @@
+"""Creating and killing many sandboxes leaves nothing behind: processes, mounts, cgroups, devices, files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import httpx
+from e2b import Sandbox
+
+from e2b_local.isolation.cgroups import leftover_cgroups
+
+# The acceptance criterion of the project: 200 create/kill cycles.
+CYCLES = 200
+
+
+def server_prefix(home: Path) -> str:
+    """The key prefix of the server's sandboxes (as SandboxManager derives it)."""
+    return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"
+
+
+def our_cgroups(prefix: str) -> set[str]:
+    return {p.name for p in leftover_cgroups() if p.name.startswith(prefix)}
+
+
+def our_processes(prefix: str) -> set[int]:
+    """Host pids of processes in any of this server's sandbox cgroups."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/cgroup").read_text()
+            except OSError:
+                continue
+            if f"/e2b-local/{prefix}" in text:
+                found.add(int(entry))
+    return found
+
+
+def zombies_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def snapshot(server, prefix: str) -> dict[str, object]:
+    return {
+        "sandbox dirs": sorted(p.name for p in (server.home / "sandboxes").iterdir()),
+        "cgroups": sorted(our_cgroups(prefix)),
+        "processes": len(our_processes(prefix)),
+        "host mounts": len(Path("/proc/self/mountinfo").read_text().splitlines()),
+        "host network devices": sorted(os.listdir("/sys/class/net")),
+        "zombies": zombies_of(server.process.pid),
+    }
+
+
+def settled(server, prefix: str, timeout: float = 60) -> dict[str, object]:
+    """A snapshot once the warm pool has stopped changing."""
+    previous = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = snapshot(server, prefix)
+        if current == previous:
+            return current
+        previous = current
+        time.sleep(1.5)
+    return previous
+
+
+def test_create_kill_cycles_leak_nothing(e2b_server) -> None:
+    prefix = server_prefix(e2b_server.home)
+    headers = {"X-API-Key": e2b_server.api_key}
+    before = settled(e2b_server, prefix)
+    with httpx.Client(base_url=e2b_server.url, headers=headers, timeout=60) as client:
+        for i in range(CYCLES):
+            created = client.post("/v2/sandboxes", json={"templateID": "base", "metadata": {"cycle": str(i)}})
+            assert created.status_code == 201, created.text
+            sandbox_id = created.json()["sandboxID"]
+            if i % 50 == 0:  # now and then, make the sandbox do some work before it goes
+                sandbox = Sandbox.connect(sandbox_id)
+                sandbox.commands.run("sleep 30 &  echo busy > /tmp/busy", user="root")
+            assert client.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert client.get("/v2/sandboxes", params={"metadata": "cycle=0"}).json() == []
+    after = settled(e2b_server, prefix)
+    assert after["zombies"] == []
+    # Warm-pool sandboxes are replaced along the way: compare what exists, not which one it is.
+    assert after["cgroups"] == after["sandbox dirs"]
+    for key in ("sandbox dirs", "cgroups"):
+        assert len(after[key]) == len(before[key]), key
+    for key in ("processes", "host mounts", "host network devices"):
+        assert after[key] == before[key], key
