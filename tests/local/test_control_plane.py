@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -75,14 +75,14 @@ def test_set_timeout_and_connect_extend(e2b_server) -> None:
     with Sandbox.create(timeout=60) as sandbox:
         sandbox.set_timeout(600)
         end = sandbox.get_info().end_at
-        assert 590 <= (end - datetime.now(timezone.utc)).total_seconds() <= 601
+        assert 590 <= (end - datetime.now(UTC)).total_seconds() <= 601
         sandbox.set_timeout(30)  # set_timeout may shorten the lifetime
-        assert (sandbox.get_info().end_at - datetime.now(timezone.utc)).total_seconds() <= 31
+        assert (sandbox.get_info().end_at - datetime.now(UTC)).total_seconds() <= 31
         same = Sandbox.connect(sandbox.sandbox_id, timeout=300)
         assert same.commands.run("echo connected").stdout == "connected\n"
-        assert (sandbox.get_info().end_at - datetime.now(timezone.utc)).total_seconds() >= 290
+        assert (sandbox.get_info().end_at - datetime.now(UTC)).total_seconds() >= 290
         Sandbox.connect(sandbox.sandbox_id, timeout=10)  # connect never shortens
-        assert (sandbox.get_info().end_at - datetime.now(timezone.utc)).total_seconds() >= 280
+        assert (sandbox.get_info().end_at - datetime.now(UTC)).total_seconds() >= 280
 
 
 def test_list_filters_and_pagination(e2b_server) -> None:
@@ -106,7 +106,7 @@ def test_list_filters_and_pagination(e2b_server) -> None:
         assert {s.sandbox_id for p in seen for s in p} == {s.sandbox_id for s in created}
         ascending = Sandbox.list(query=query, order="asc").next_items()
         assert [s.sandbox_id for s in ascending] == [s.sandbox_id for s in created]
-        later = datetime.now(timezone.utc) + timedelta(minutes=1)
+        later = datetime.now(UTC) + timedelta(minutes=1)
         assert Sandbox.list(query=SandboxQuery(metadata={"suite": tag}, started_after=later)).next_items() == []
         templated = Sandbox.list(query=SandboxQuery(metadata={"suite": tag}, template="base")).next_items()
         assert len(templated) == 3
@@ -129,14 +129,14 @@ def test_metrics(e2b_server) -> None:
         start = int(time.time()) + 1  # the API takes whole seconds
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            newer = sandbox.get_metrics(start=datetime.fromtimestamp(start, timezone.utc))
+            newer = sandbox.get_metrics(start=datetime.fromtimestamp(start, UTC))
             if newer:
                 assert newer[-1].disk_used >= 20_000_000
                 break
             time.sleep(0.5)
         else:
             pytest.fail("no metrics sample within 15 s (E2B samples every 5 s)")
-        assert sandbox.get_metrics(end=datetime.fromtimestamp(start - 3600, timezone.utc)) == []
+        assert sandbox.get_metrics(end=datetime.fromtimestamp(start - 3600, UTC)) == []
 
 
 def test_v1_routes_and_error_bodies(e2b_server) -> None:
