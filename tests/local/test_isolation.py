@@ -35,7 +35,7 @@ def test_host_file_is_unreadable(sbx: Sandbox, tmp_path: Path) -> None:
     for path in (Path("/tmp") / f"e2b-isolation-{uuid.uuid4().hex}", tmp_path / "secret.txt"):
         path.write_text(secret)
         try:
-            _code, out = run_root(sbx, f"cat {path}; cat /proc/1/root{path}; grep -r {secret} /tmp /root /home "
+            _, out = run_root(sbx, f"cat {path}; cat /proc/1/root{path}; grep -r {secret} /tmp /root /home "
                                       "/proc/1/root/tmp 2>/dev/null; echo done")
             assert secret not in out
             assert "done" in out.splitlines()
@@ -47,7 +47,7 @@ def test_host_root_filesystem_is_not_the_sandbox_root(sbx: Sandbox) -> None:
     host_marker = Path("/etc") / f"e2b-isolation-{uuid.uuid4().hex}"
     host_marker.write_text("host")
     try:
-        _code, out = run_root(sbx, f"test -e {host_marker} && echo visible || echo absent")
+        _, out = run_root(sbx, f"test -e {host_marker} && echo visible || echo absent")
         assert out.strip() == "absent"
     finally:
         host_marker.unlink()
@@ -60,14 +60,14 @@ def test_host_processes_are_invisible_and_unkillable(sbx: Sandbox) -> None:
     marker = f"e2b-isolation-{uuid.uuid4().hex}"
     host = subprocess.Popen(["bash", "-c", f"exec -a {marker} sleep 300"])
     try:
-        code, out = run_root(sbx, "ps -eo pid,args")
+        _, out = run_root(sbx, "ps -eo pid,args")
         assert marker not in out
         pids_inside = [line.split()[0] for line in out.splitlines()[1:]]
         assert len(pids_inside) < 20  # only the sandbox's own few processes
-        code, out = run_root(sbx, f"kill -9 {host.pid}; echo rc=$?")
+        _, out = run_root(sbx, f"kill -9 {host.pid}; echo rc=$?")
         time.sleep(0.2)
         assert host.poll() is None, "a host process was killed from inside the sandbox"
-        _code, out = run_root(sbx, "kill -9 -1; echo survived")  # every process it can see, as root
+        _, out = run_root(sbx, "kill -9 -1; echo survived")  # every process it can see, as root
         time.sleep(0.2)
         assert host.poll() is None
     finally:
@@ -96,7 +96,7 @@ def test_host_loopback_is_unreachable(e2b_server, sbx: Sandbox) -> None:
     try:
         api_port = e2b_server.url.rsplit(":", 1)[1]
         for target in (f"127.0.0.1:{port}", f"10.0.2.2:{port}", f"127.0.0.1:{api_port}", f"10.0.2.2:{api_port}"):
-            _code, out = run_root(sbx, f"curl -sS -m 3 http://{target}/health; echo rc=$?")
+            _, out = run_root(sbx, f"curl -sS -m 3 http://{target}/health; echo rc=$?")
             assert "rc=0" not in out, f"{target} was reachable from the sandbox: {out}"
     finally:
         thread.join()
@@ -108,9 +108,9 @@ def test_no_internet_gives_loopback_only(e2b_server) -> None:
     with Sandbox.create(allow_internet_access=False) as sandbox:
         code, out = run_root(sandbox, "ls /sys/class/net 2>/dev/null || ip -br link")
         assert "tap0" not in out
-        code, out = run_root(sandbox, "curl -sS -m 5 https://pypi.org/simple/ -o /dev/null; echo rc=$?")
+        _, out = run_root(sandbox, "curl -sS -m 5 https://pypi.org/simple/ -o /dev/null; echo rc=$?")
         assert "rc=0" not in out
-        _code, out = run_root(sandbox, "python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 & "
+        _, out = run_root(sandbox, "python3 -m http.server 8000 --bind 127.0.0.1 >/dev/null 2>&1 & "
                                       "sleep 1; curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/")
         assert out.strip() == "200"  # the sandbox's own loopback works
 
@@ -134,7 +134,7 @@ def test_sandboxes_cannot_see_each_other(e2b_server, sbx: Sandbox) -> None:
     with Sandbox.create() as other:
         other.commands.run("echo other-secret > /tmp/other-file")
         handle = other.commands.run("exec -a other-sandbox-process sleep 60", background=True)
-        _code, out = run_root(sbx, "cat /tmp/other-file; ps -eo args")
+        _, out = run_root(sbx, "cat /tmp/other-file; ps -eo args")
         assert "other-secret" not in out
         assert "other-sandbox-process" not in out
         handle.kill()
