@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     elif args.command == "download":
         target = Path(args.local).expanduser()
-        if target.is_dir():
+        if target.is_dir() or args.local.endswith(("/", "\\")):  # an existing or intended folder
             target = target / Path(args.remote).name
         target.parent.mkdir(parents=True, exist_ok=True)
         size = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sandbox_backend import (
@@ -71,17 +72,21 @@ def sample_dict(sample: Any) -> dict[str, Any]:
     return to_jsonable(sample)
 
 
-TABLE_HEADER = f"{'timestamp':<26} {'cpu%':>6} {'cpus':>4} {'mem MiB':>15} {'cache MiB':>9} {'disk MiB':>17}"
+def read_samples(sandbox_cls: Any, sandbox_id: str) -> list[dict[str, Any]]:
+    """All samples of a sandbox as JSON values, oldest first."""
+    samples = [sample_dict(s) for s in sandbox_cls.get_metrics(sandbox_id)]
+    return sorted(samples, key=lambda s: datetime.fromisoformat(s["timestamp"]))
+
+
+TABLE_HEADER = f"{'time (UTC)':<19} {'cpu%':>6} {'cpus':>4} {'mem MiB':>15} {'cache MiB':>9} {'disk MiB':>17}"
 
 
 def table_row(s: dict[str, Any]) -> str:
     """Format one sample as a table row."""
     mem = f"{s['mem_used'] / MIB:.0f}/{s['mem_total'] / MIB:.0f}"
     disk = f"{s['disk_used'] / MIB:.0f}/{s['disk_total'] / MIB:.0f}"
-    return (
-        f"{s['timestamp']:<26} {s['cpu_used_pct']:>6.1f} {s['cpu_count']:>4} {mem:>15} "
-        f"{s['mem_cache'] / MIB:>9.0f} {disk:>17}"
-    )
+    when = datetime.fromisoformat(s["timestamp"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when:<19} {s['cpu_used_pct']:>6.1f} {s['cpu_count']:>4} {mem:>15} {s['mem_cache'] / MIB:>9.0f} {disk:>17}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from e2b import Sandbox
 
     if args.watch is None:
-        samples = [sample_dict(s) for s in Sandbox.get_metrics(args.sandbox_id)]
+        samples = read_samples(Sandbox, args.sandbox_id)
         if not samples:
             log(f"no sample yet: E2B samples every {SAMPLE_INTERVAL_S} s, retry in a few seconds")
         shown = samples if args.history else samples[-1:]
@@ -112,14 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.format == "table":
         print(TABLE_HEADER, flush=True)
-    last_seen: str | None = None
+    last_seen: datetime | None = None
     polls = 0
     while args.count == 0 or polls < args.count:
         if polls:
             time.sleep(args.watch)
         polls += 1
-        samples = [sample_dict(s) for s in Sandbox.get_metrics(args.sandbox_id)]
-        fresh = [s for s in samples if last_seen is None or s["timestamp"] > last_seen]
+        samples = read_samples(Sandbox, args.sandbox_id)
+        fresh = [s for s in samples if last_seen is None or datetime.fromisoformat(s["timestamp"]) > last_seen]
         if not args.history and last_seen is None:
             fresh = fresh[-1:]
         for s in fresh:
@@ -128,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 emit_json_line({"sandbox_id": args.sandbox_id, **s})
         if samples:
-            last_seen = samples[-1]["timestamp"]
+            last_seen = datetime.fromisoformat(samples[-1]["timestamp"])
     return EXIT_OK
 
 
