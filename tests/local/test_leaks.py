@@ -57,7 +57,9 @@ def snapshot(server, prefix: str) -> dict[str, object]:
         "sandbox dirs": sorted(p.name for p in (server.home / "sandboxes").iterdir()),
         "cgroups": sorted(our_cgroups(prefix)),
         "processes": len(our_processes(prefix)),
-        "host mounts": len(Path("/proc/self/mountinfo").read_text().splitlines()),
+        # Mounts on the host that involve this server's files (sandbox mounts live in private namespaces).
+        "host mounts": [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                        if str(server.home) in line or "e2b" in line],
         "host network devices": sorted(os.listdir("/sys/class/net")),
         "zombies": zombies_of(server.process.pid),
     }
