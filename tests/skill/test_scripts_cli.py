@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from .snippets import REPO_ROOT, SCRIPTS
-from .test_backend import write_fake_e2b_local
 from .test_snippets_static import find_ruff
 
 SCRIPT_NAMES = ["run_code.py", "lifecycle.py", "metrics.py", "files.py", "commands.py"]
@@ -46,16 +45,13 @@ def run_script(name: str, *args: str, env: dict[str, str], cwd: Path, stdin: str
 
 @pytest.fixture
 def script_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """An environment without E2B settings, with a fake e2b-local that is not running, and a clean cwd.
+    """An environment without E2B settings and a clean cwd.
 
-    The fake keeps the scripts from starting a real server when a test falls through to the local
-    backend.
+    Every test here fails before a backend is chosen, or chooses E2B cloud explicitly; finding and
+    starting e2b-local is tested against the real server in tests/local/.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
-    bin_dir = tmp_path / "bin"
-    write_fake_e2b_local(bin_dir, tmp_path / "never-created" / "state")
-    (bin_dir / "e2b-local").write_text("#!/bin/sh\necho 'fake e2b-local: refusing' >&2\nexit 1\n")
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["E2B_LOCAL_HOME"] = str(tmp_path / "e2b-local-home")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     return env, cwd
@@ -122,14 +118,6 @@ def test_cloud_flag_without_key_exits_3(script_env) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_failing_e2b_local_exits_3(script_env) -> None:
-    env, cwd = script_env
-    result = run_script("run_code.py", "--code", "print(1)", env=env, cwd=cwd)
-    assert result.returncode == 3
-    assert "e2b-local start" in result.stderr and "fix:" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_unreachable_api_from_dotenv_exits_3(script_env) -> None:
     pytest.importorskip("dotenv")
     env, cwd = script_env
@@ -142,25 +130,14 @@ def test_unreachable_api_from_dotenv_exits_3(script_env) -> None:
     assert result.stdout == ""
 
 
-def test_local_backend_announced_once(script_env, tmp_path: Path) -> None:
+def test_debug_variable_shows_the_traceback(script_env) -> None:
     env, cwd = script_env
-    state = tmp_path / "state"
-    state.touch()
-    write_fake_e2b_local(Path(env["PATH"].split(os.pathsep)[0]), state)
-    result = run_script("metrics.py", "some-sandbox", env=env, cwd=cwd)
-    assert result.returncode == 3, result.stderr
-    assert result.stderr.count("backend: e2b-local at http://127.0.0.1:1 (already running)") == 1
-    assert "Traceback" not in result.stderr
-
-
-def test_debug_variable_shows_the_traceback(script_env, tmp_path: Path) -> None:
-    env, cwd = script_env
-    state = tmp_path / "state"
-    state.touch()
-    write_fake_e2b_local(Path(env["PATH"].split(os.pathsep)[0]), state)
-    result = run_script("lifecycle.py", "info", "x", env={**env, "E2B_SCRIPTS_DEBUG": "1"}, cwd=cwd)
-    assert result.returncode == 3
-    assert "Traceback" in result.stderr
+    cloud = {**env, "E2B_API_KEY": "e2b_" + "5" * 40, "E2B_API_URL": CLOSED_URL, "E2B_SANDBOX_URL": CLOSED_URL}
+    quiet = run_script("lifecycle.py", "info", "x", env=cloud, cwd=cwd)
+    loud = run_script("lifecycle.py", "info", "x", env={**cloud, "E2B_SCRIPTS_DEBUG": "1"}, cwd=cwd)
+    assert quiet.returncode == loud.returncode == 3
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr
 
 
 def test_scripts_and_tools_are_ruff_clean() -> None:
