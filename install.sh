@@ -18,10 +18,10 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 1
 fi
 
-echo "install.sh: installing system packages (bubblewrap, slirp4netns, mmdebstrap)" >&2
+echo "install.sh: installing system packages (bubblewrap, slirp4netns, nftables, mmdebstrap)" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns mmdebstrap libseccomp2 ca-certificates \
+apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
     python3-venv >/dev/null
 
 if [ ! -x .venv/bin/python ]; then

@@ -21,12 +21,15 @@ START_TIMEOUT = 900.0
 
 
 @contextmanager
-def local_server(pool_size: int = 1) -> Iterator[dict[str, str]]:
-    """A server with its own data directory (sharing the root filesystem cache); yields SDK settings."""
+def local_server(pool_size: int = 1, home: Path | None = None) -> Iterator[dict[str, str]]:
+    """A server with its own data directory (sharing the root filesystem cache); yields SDK settings.
+
+    `home` is that data directory when the caller wants to look into it; a fresh one by default.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    home = Path(tempfile.mkdtemp(prefix="e2b-bench-"))
+    home = home or Path(tempfile.mkdtemp(prefix="e2b-bench-"))
     rootfs = os.environ.get("E2B_LOCAL_ROOTFS") or str(Paths(default_home()).rootfs)
     env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": rootfs,
            "E2B_LOCAL_POOL_SIZE": str(pool_size)}

@@ -6,7 +6,7 @@ import base64
 import json
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from e2b_local.control.sandboxes import DEFAULT_TIMEOUT, SandboxManager
 
 # The API's page size limit for list.
 MAX_PAGE = 100
+T = TypeVar("T")
 
 
 def _manager(request: Request) -> SandboxManager:
@@ -56,13 +57,19 @@ def _str_map(data: dict[str, Any], name: str) -> dict[str, str]:
 
 
 def _lifecycle(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The `lifecycle` object get_info reports, from create's autoPause / autoResume fields."""
     if "autoPause" not in data and "autoResume" not in data:
         return None
     auto_resume = data.get("autoResume") or {}
-    return {
+    lifecycle = {
         "onTimeout": "pause" if data.get("autoPause") else "kill",
         "autoResume": bool(auto_resume.get("enabled")) if isinstance(auto_resume, dict) else bool(auto_resume),
     }
+    if lifecycle["autoResume"] and lifecycle["onTimeout"] != "pause":
+        raise ApiError(400, "autoResume needs autoPause: only a paused sandbox can be resumed")
+    if lifecycle["autoResume"] and data.get("autoPauseMemory") is False:
+        raise ApiError(400, "autoResume cannot be combined with a filesystem-only auto-pause (autoPauseMemory: false)")
+    return lifecycle
 
 
 async def create_sandbox(request: Request) -> Response:
@@ -79,6 +86,7 @@ async def create_sandbox(request: Request) -> Response:
         allow_internet_access=allow if isinstance(allow, bool) else None,
         network=data.get("network") if isinstance(data.get("network"), dict) else None,
         lifecycle=_lifecycle(data),
+        auto_pause_memory=data.get("autoPauseMemory") is not False,
     )
     return JSONResponse(wire.sandbox(record), status_code=201)
 
@@ -129,21 +137,27 @@ def _decode_token(token: str) -> int:
         raise ApiError(400, "invalid nextToken") from None
 
 
-async def list_sandboxes_v2(request: Request) -> Response:
-    records = _filtered(request, {"running", "paused"})
+def page_of(request: Request, items: list[T], max_page: int) -> tuple[list[T], dict[str, str]]:
+    """The page `limit` and `nextToken` ask for, and the `X-Next-Token` header when more follow."""
     limit = request.query_params.get("limit")
     try:
-        size = min(int(limit), MAX_PAGE) if limit else MAX_PAGE
+        size = min(int(limit), max_page) if limit else max_page
     except ValueError:
         raise ApiError(400, "'limit' must be an integer") from None
     if size < 1:
         raise ApiError(400, "'limit' must be at least 1")
     token = request.query_params.get("nextToken")
     offset = _decode_token(token) if token else 0
-    page = records[offset:offset + size]
-    headers = {"X-Total-Running": str(sum(r.state == "running" for r in records))}
-    if offset + size < len(records):
+    headers = {}
+    if offset + size < len(items):
         headers["X-Next-Token"] = _encode_token(offset + size)
+    return items[offset:offset + size], headers
+
+
+async def list_sandboxes_v2(request: Request) -> Response:
+    records = _filtered(request, {"running", "paused"})
+    page, headers = page_of(request, records, MAX_PAGE)
+    headers["X-Total-Running"] = str(sum(r.state == "running" for r in records))
     return JSONResponse([wire.listed(r) for r in page], headers=headers)
 
 
@@ -174,17 +188,6 @@ async def refresh(request: Request) -> Response:
     duration = _int_field(data, "duration", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
     _manager(request).extend_timeout(request.path_params["sandbox_id"], duration)
     return Response(status_code=204)
-
-
-async def connect(request: Request) -> Response:
-    data = await _json(request)
-    manager = _manager(request)
-    sandbox_id = request.path_params["sandbox_id"]
-    record = manager.get(sandbox_id)
-    timeout = _int_field(data, "timeout", None)
-    if timeout is not None:
-        manager.extend_timeout(sandbox_id, timeout)
-    return JSONResponse(wire.sandbox(record), status_code=200)
 
 
 def _range_param(request: Request, name: str) -> float | None:
@@ -219,8 +222,11 @@ async def health(request: Request) -> Response:
 
 def routes() -> list[Route]:
     """Every control-plane route."""
+    from e2b_local.control import api_persistence
+
     sid = "/sandboxes/{sandbox_id}"
     return [
+        *api_persistence.routes(),
         Route("/health", health, methods=["GET"]),
         Route("/v2/sandboxes", create_sandbox, methods=["POST"]),
         Route("/sandboxes", create_sandbox, methods=["POST"]),
@@ -231,7 +237,5 @@ def routes() -> list[Route]:
         Route(sid, kill_sandbox, methods=["DELETE"]),
         Route(sid + "/timeout", set_timeout, methods=["POST"]),
         Route(sid + "/refreshes", refresh, methods=["POST"]),
-        Route("/v2" + sid + "/connect", connect, methods=["POST"]),
-        Route(sid + "/connect", connect, methods=["POST"]),
         Route(sid + "/metrics", sandbox_metrics, methods=["GET"]),
     ]

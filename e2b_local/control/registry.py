@@ -1,4 +1,4 @@
-"""The registry of sandboxes, kept in SQLite so that it survives a restart (or crash) of the server."""
+"""The registry of sandboxes and snapshots, kept in SQLite so that it survives a restart (or crash) of the server."""
 
 from __future__ import annotations
 
@@ -7,19 +7,37 @@ import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (
     sandbox_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    build_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 """
+# The namespace snapshot names are reported in (E2B puts the team's slug there).
+SNAPSHOT_NAMESPACE = "local"
+
+Record = TypeVar("Record")
+
+
+def _from_json(cls: type[Record], text: str) -> Record:
+    # Fields added by later versions are ignored, so an older server can read a newer registry.
+    data = json.loads(text)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
 class SandboxRecord:
-    """Everything known about one sandbox. Times are Unix seconds (floats)."""
+    """Everything known about one sandbox. Times are Unix seconds (floats).
+
+    While a sandbox is paused, `end_at` is the moment it was paused: a paused sandbox does not expire.
+    """
 
     sandbox_id: str
     template_id: str
@@ -37,22 +55,66 @@ class SandboxRecord:
     allow_internet_access: bool = True
     network: dict[str, Any] | None = None
     lifecycle: dict[str, Any] | None = None
-    pause_mode: str | None = None
+    pause_mode: str | None = None  # full | filesystem, while paused
     pid: int = 0
     slirp_pid: int = 0
+    # The read-only layers under the sandbox's own files, topmost first (empty: the template's current ones).
+    layers: list[str] = field(default_factory=list)
+    # The built-in template those layers belong to (differs from template_id for snapshot-based sandboxes).
+    base_template: str = ""
+    # The lifetime given at create, in seconds: an automatic resume grants it again.
+    timeout: int = 300
+    # What an automatic pause at the timeout keeps: memory and files (True) or files only.
+    auto_pause_memory: bool = True
+    # The agent did not answer when the sandbox was paused with its memory: only a reboot may resume it.
+    envd_unresponsive_at_pause: bool = False
 
     @classmethod
     def from_json(cls, text: str) -> SandboxRecord:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return _from_json(cls, text)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class SnapshotRecord:
+    """One snapshot build: a copy of a sandbox's files over the template layers it ran on.
+
+    Memory is never part of a local snapshot: sandboxes started from one boot fresh on its files.
+    """
+
+    build_id: str  # its directory under the data directory's snapshots/
+    template_id: str  # the snapshot template; every build of one name shares it
+    tag: str
+    sandbox_id: str  # the sandbox it was taken from
+    base_template: str
+    layers: list[str]
+    created_at: float
+    name: str | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def snapshot_id(self) -> str:
+        """E2B's form: `namespace/name:tag` for a named snapshot, else `template-id:tag`."""
+        if self.name:
+            return f"{SNAPSHOT_NAMESPACE}/{self.name}:{self.tag}"
+        return f"{self.template_id}:{self.tag}"
+
+    @property
+    def names(self) -> list[str]:
+        return [self.snapshot_id] if self.name else []
+
+    @classmethod
+    def from_json(cls, text: str) -> SnapshotRecord:
+        return _from_json(cls, text)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
 
 class Registry:
-    """A small, thread-safe store of sandbox records."""
+    """A small, thread-safe store of sandbox and snapshot records."""
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
@@ -76,6 +138,20 @@ class Registry:
         with self._lock:
             rows = self._db.execute("SELECT record FROM sandboxes").fetchall()
         return [SandboxRecord.from_json(row[0]) for row in rows]
+
+    def put_snapshot(self, record: SnapshotRecord) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO snapshots (build_id, record) VALUES (?, ?)",
+                             (record.build_id, record.to_json()))
+
+    def delete_snapshot(self, build_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM snapshots WHERE build_id = ?", (build_id,))
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM snapshots").fetchall()
+        return [SnapshotRecord.from_json(row[0]) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -40,8 +40,12 @@ async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receiv
     headers = dict(scope["headers"])
     client = await manager.client_for_request(sandbox_id)
     if client is None:
-        # "was not found" is what the SDK looks for to raise SandboxNotRunningException.
-        await respond_json(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})
+        # "was not found" is what the SDK looks for to raise SandboxNotRunningException, whose text
+        # says the sandbox was killed, paused or timed out; ours says which.
+        message = f"The sandbox {sandbox_id} was not found"
+        if manager.is_paused(sandbox_id):
+            message += " running: it is paused (resume it with Sandbox.connect)"
+        await respond_json(send, 502, {"code": 502, "message": message})
         return
     if headers.get(b"e2b-sandbox-port") not in AGENT_PORTS:
         await respond_json(send, 502, {"code": 502, "message": "The sandbox is running but port is not open"})

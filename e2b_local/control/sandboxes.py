@@ -1,8 +1,9 @@
-"""Sandbox lifecycles: create (from a warm pool when possible), find, time out, and kill.
+"""Sandbox lifecycles: create (from a warm pool when possible), find, time out, boot again, and kill.
 
 The manager owns the registry, the containers and a client per sandbox agent. Blocking work
 (launching namespaces, waiting for an agent, deleting directories) runs in worker threads so that
-the event loop keeps serving every other sandbox meanwhile.
+the event loop keeps serving every other sandbox meanwhile. Pausing and resuming live in
+`pausing.py`, snapshots and forks in `snapshots.py`; both build on the primitives here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import logging
 import os
 import secrets
-import shutil
 import string
 import time
 from dataclasses import dataclass, field
@@ -23,11 +23,15 @@ from typing import Any
 import httpx
 
 from e2b_local.config import Paths
+from e2b_local.control import egress, pausing
 from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.registry import Registry, SandboxRecord
+from e2b_local.control.snapshots import SnapshotStore
+from e2b_local.isolation import firewall, network
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
+from e2b_local.isolation.firewall import EgressPolicy
 from e2b_local.isolation.rootfs import TEMPLATES, RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
 
@@ -63,12 +67,22 @@ def default_limits() -> Limits:
     return Limits(memory_mb=DEFAULT_MEMORY_MB, cpu_count=DEFAULT_CPU_COUNT, max_pids=DEFAULT_MAX_PIDS)
 
 
-def normalize_template(template: str) -> str:
-    """Accept `name`, `name:tag` and `namespace/name` for the built-in templates."""
+def builtin_template(template: str) -> str | None:
+    """The built-in template `template` names (`name`, `name:tag` or `namespace/name`), if any."""
     name = template.split("/")[-1].split(":")[0]
-    if name not in TEMPLATES:
-        raise ApiError(404, f"template '{template}' not found")
-    return name
+    return name if name in TEMPLATES else None
+
+
+@dataclass
+class Source:
+    """What a new sandbox starts from: a built-in template, or saved files over a template's layers."""
+
+    template_id: str
+    alias: str | None
+    base_template: str
+    layers: list[Path] | None = None  # None: the template's current layers
+    files: Path | None = None  # an upper layer to copy; None: empty
+    env_vars: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +93,7 @@ class Booted:
     pid: int
     slirp_pid: int
     internet: bool
+    layers: list[Path]
 
 
 @dataclass
@@ -104,6 +119,7 @@ class SandboxManager:
         self.key_prefix = "k" + hashlib.sha256(str(paths.home).encode()).hexdigest()[:6] + "-"
         self.records: dict[str, SandboxRecord] = {}
         self.live: dict[str, Live] = {}
+        self.snapshots = SnapshotStore(paths.snapshots, self.registry)
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,17 +132,29 @@ class SandboxManager:
         known = set()
         for record in self.registry.all():
             container = Container(self.paths.sandboxes, record.key)
-            if record.state == "running" and not container.alive():
-                log.info("sandbox %s did not survive; removing it", record.sandbox_id)
-                self.registry.delete(record.sandbox_id)
-                await asyncio.to_thread(container.destroy)
-                continue
+            alive = await asyncio.to_thread(container.alive)
+            if record.state == "running" and not alive:
+                if (record.lifecycle or {}).get("onTimeout") != "pause":
+                    log.info("sandbox %s did not survive; removing it", record.sandbox_id)
+                    self.registry.delete(record.sandbox_id)
+                    await asyncio.to_thread(container.destroy)
+                    continue
+                # Asked to be paused rather than lost: keep its files, resume will boot on them.
+                log.info("sandbox %s did not survive (machine restarted?); keeping its files, paused",
+                         record.sandbox_id)
+                record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
+                self.registry.put(record)
+            elif alive:
+                # A crash may have come between a freeze and its thaw (a snapshot's copy, say): running
+                # sandboxes run, paused ones stay frozen, whatever happened meanwhile.
+                await asyncio.to_thread(container.freeze if record.state == "paused" else container.thaw)
             known.add(record.key)
             self.records[record.sandbox_id] = record
             self.live[record.sandbox_id] = Live(container, _agent_client(container))
         for leftover in self.paths.sandboxes.iterdir():
             if leftover.name not in known:
                 await asyncio.to_thread(Container(self.paths.sandboxes, leftover.name).destroy)
+        await asyncio.to_thread(self.snapshots.clean_up)
         self._tasks = [asyncio.create_task(self._expire_loop()), asyncio.create_task(self._metrics_loop())]
         for template in TEMPLATES:
             self._refill(template)
@@ -160,22 +188,29 @@ class SandboxManager:
                 return
             self.pool[template].append(booted)
 
-    async def _boot(self, template: str, internet: bool) -> Booted:
-        layers = await asyncio.to_thread(self.rootfs.layers, template)
+    async def _boot(self, template: str, internet: bool, layers: list[Path] | None = None,
+                    files: Path | None = None) -> Booted:
+        """Start a new sandbox of `template`, on `files` (a saved upper layer) if given."""
+        layers = layers or await asyncio.to_thread(self.rootfs.layers, template)
         container = Container(self.paths.sandboxes, new_id(self.key_prefix))
 
         def boot() -> Booted:
-            container.prepare()
             try:
-                info = container.launch(layers, default_limits(), self.seccomp, "e2b-sandbox", internet,
-                                        base_layer=layers[-1])
-                container.wait_for_agent()
+                container.prepare(upper_from=files)
+                pid, slirp_pid = self._launch(container, layers, internet)
             except BaseException:
                 container.destroy()
                 raise
-            return Booted(container, info.pid, info.slirp_pid, internet)
+            return Booted(container, pid, slirp_pid, internet, layers)
 
         return await asyncio.to_thread(boot)
+
+    def _launch(self, container: Container, layers: list[Path], internet: bool) -> tuple[int, int]:
+        """Start the namespaces and agent of a prepared container; blocks until the agent listens."""
+        info = container.launch(layers, default_limits(), self.seccomp, "e2b-sandbox", internet,
+                                base_layer=layers[-1])
+        container.wait_for_agent()
+        return info.pid, info.slirp_pid
 
     async def _take(self, template: str, internet: bool) -> Booted:
         if internet and self.pool[template]:
@@ -189,26 +224,54 @@ class SandboxManager:
         return booted
 
     # -- operations ----------------------------------------------------------------------------------
+    def resolve(self, template: str) -> Source:
+        """What `templateID` names: a built-in template, or a snapshot (by id or name, with optional tag)."""
+        name = builtin_template(template)
+        if name is not None:
+            return Source(template_id=name, alias=name, base_template=name)
+        snapshot = self.snapshots.for_template(template)
+        if snapshot is None:
+            raise ApiError(404, f"template '{template}' not found")
+        layers = [Path(p) for p in snapshot.layers]
+        if not all(p.is_dir() for p in layers):
+            log.warning("snapshot %s: its template layers were rebuilt; using the current ones", snapshot.snapshot_id)
+            layers = []
+        return Source(template_id=snapshot.template_id, alias=snapshot.name, base_template=snapshot.base_template,
+                      layers=layers or None, files=self.snapshots.files(snapshot), env_vars=snapshot.env_vars)
+
     async def create(self, template: str, timeout: int | None, metadata: dict[str, str], env_vars: dict[str, str],
                      allow_internet_access: bool | None, network: dict[str, Any] | None,
-                     lifecycle: dict[str, Any] | None) -> SandboxRecord:
-        name = normalize_template(template)
+                     lifecycle: dict[str, Any] | None, auto_pause_memory: bool = True) -> SandboxRecord:
+        return await self.spawn(self.resolve(template), timeout, metadata, env_vars, allow_internet_access, network,
+                                lifecycle, auto_pause_memory)
+
+    async def spawn(self, source: Source, timeout: int | None, metadata: dict[str, str], env_vars: dict[str, str],
+                    allow_internet_access: bool | None, network: dict[str, Any] | None,
+                    lifecycle: dict[str, Any] | None, auto_pause_memory: bool = True) -> SandboxRecord:
+        """Start and register a new sandbox from `source`."""
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        if timeout < 0 or timeout > MAX_TIMEOUT:
-            raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT} seconds")
-        internet = allow_internet_access is not False
-        booted = await self._take(name, internet)
+        check_timeout(timeout)
+        allowed = allow_internet_access is not False
+        policy = await self.egress_policy(network, allowed)
+        internet = not policy.denies_everything
+        if source.files is None and source.layers is None:
+            booted = await self._take(source.base_template, internet)
+        else:
+            booted = await self._boot(source.base_template, internet, source.layers, source.files)
         now = time.time()
         limits = default_limits()
         record = SandboxRecord(
-            sandbox_id=new_id(), template_id=name, key=booted.container.key, access_token=secrets.token_hex(16),
-            started_at=now, end_at=now + timeout, alias=name, metadata=dict(metadata), env_vars=dict(env_vars),
-            cpu_count=limits.cpu_count, memory_mb=limits.memory_mb, disk_size_mb=DEFAULT_DISK_MB,
-            allow_internet_access=internet, network=network, lifecycle=lifecycle, pid=booted.pid,
-            slirp_pid=booted.slirp_pid,
+            sandbox_id=new_id(), template_id=source.template_id, key=booted.container.key,
+            access_token=secrets.token_hex(16), started_at=now, end_at=now + timeout, alias=source.alias,
+            metadata=dict(metadata), env_vars={**source.env_vars, **env_vars}, cpu_count=limits.cpu_count,
+            memory_mb=limits.memory_mb, disk_size_mb=DEFAULT_DISK_MB, allow_internet_access=allowed,
+            network=network, lifecycle=lifecycle, pid=booted.pid, slirp_pid=booted.slirp_pid,
+            layers=[str(p) for p in booted.layers], base_template=source.base_template, timeout=timeout,
+            auto_pause_memory=auto_pause_memory,
         )
         client = _agent_client(booted.container)
         try:
+            await self._enforce(record, policy, internet)
             await self._init_agent(record, client)
         except Exception:
             await client.aclose()
@@ -219,6 +282,74 @@ class SandboxManager:
         live = self.live[record.sandbox_id] = Live(booted.container, client)
         self._sample(record, live)  # so that metrics have a first reading at once
         return record
+
+    async def boot_again(self, record: SandboxRecord) -> None:
+        """Start a fresh agent on the sandbox's own files (a filesystem resume or a reboot).
+
+        Whatever still runs in the sandbox is killed first. The agent gets the sandbox's env vars and
+        token again, and the network rules are applied to the new network namespace.
+        """
+        live = self.live[record.sandbox_id]
+        await live.client.aclose()
+        container = live.container
+        layers = [Path(p) for p in record.layers]
+        if not layers or not all(p.is_dir() for p in layers):
+            layers = await asyncio.to_thread(self.rootfs.layers, record.base_template or record.template_id)
+        policy = await self.egress_policy(record.network, record.allow_internet_access)
+        internet = not policy.denies_everything
+
+        def boot() -> tuple[int, int]:
+            container.stop()
+            container.prepare_reboot()
+            return self._launch(container, layers, internet)
+
+        record.pid, record.slirp_pid = await asyncio.to_thread(boot)
+        record.layers = [str(p) for p in layers]
+        live.client = _agent_client(container)
+        await self._enforce(record, policy, internet)
+        await self._init_agent(record, live.client)
+
+    async def egress_policy(self, network: dict[str, Any] | None, allow_internet_access: bool) -> EgressPolicy:
+        """The outbound rules of these settings (domain names are looked up in a worker thread)."""
+        if not network or not network.get("allowOut"):
+            return egress.policy(network, allow_internet_access)  # no names to look up: no thread hop
+        egress.check(network)
+        return await asyncio.to_thread(egress.policy, network, allow_internet_access)
+
+    async def _enforce(self, record: SandboxRecord, policy: EgressPolicy, internet: bool,
+                       replacing: bool = False) -> None:
+        """Write the sandbox's outbound rules into its network namespace."""
+        if not policy.restricts and not replacing:
+            return  # a fresh namespace has no rules to remove
+        if not internet and not replacing and not firewall.available():
+            return  # no network stack at all: nothing can leave, rules would only repeat that
+        try:
+            await asyncio.to_thread(firewall.apply, record.pid, policy)
+        except RuntimeError as exc:
+            raise ApiError(500, str(exc)) from None
+
+    async def update_network(self, sandbox_id: str, settings: dict[str, Any] | None,
+                             allow_internet_access: bool) -> None:
+        """Replace a running sandbox's outbound rules (E2B's update has replace semantics)."""
+        policy = await self.egress_policy(settings, allow_internet_access)
+        async with self.lock(sandbox_id):
+            record = self.get(sandbox_id)
+            if record.state != "running":
+                raise ApiError(409, f"sandbox '{sandbox_id}' is paused; resume it before changing its network")
+            internet = not policy.denies_everything
+            await self._enforce(record, policy, internet, replacing=True)
+            if internet and not record.slirp_pid:
+                # Created without any way out: give it its user-mode network stack now, rules first.
+                container = self.live[sandbox_id].container
+
+                def attach() -> int:
+                    pid = network.attach_slirp4netns(record.pid)
+                    container.cgroup.add(pid)  # frozen, killed and accounted with the sandbox
+                    return pid
+
+                record.slirp_pid = await asyncio.to_thread(attach)
+            record.network, record.allow_internet_access = settings, allow_internet_access
+            self.registry.put(record)
 
     async def _init_agent(self, record: SandboxRecord, client: httpx.AsyncClient) -> None:
         response = await client.post("/init", json={
@@ -256,21 +387,42 @@ class SandboxManager:
         reap_children()
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> None:
+        """Reset the sandbox's deadline to now + `timeout`.
+
+        A paused sandbox has no deadline: there it becomes the lifetime an automatic resume grants.
+        """
         record = self.get(sandbox_id)
-        if timeout < 0 or timeout > MAX_TIMEOUT:
-            raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT} seconds")
-        record.end_at = time.time() + timeout
+        check_timeout(timeout)
+        if record.state == "paused":
+            record.timeout = timeout
+        else:
+            record.end_at = time.time() + timeout
         self.registry.put(record)
 
     def extend_timeout(self, sandbox_id: str, timeout: int) -> None:
         """Connect's rule: a running sandbox's end time only moves later."""
         record = self.get(sandbox_id)
-        record.end_at = max(record.end_at, time.time() + timeout)
-        self.registry.put(record)
+        check_timeout(timeout)
+        if record.state == "running":
+            record.end_at = max(record.end_at, time.time() + timeout)
+            self.registry.put(record)
+
+    def is_paused(self, sandbox_id: str) -> bool:
+        record = self.records.get(sandbox_id)
+        return record is not None and record.state == "paused"
 
     async def client_for_request(self, sandbox_id: str) -> httpx.AsyncClient | None:
-        """The agent client of a running sandbox, or None when it is not running."""
+        """The agent client of a running sandbox, or None when it is not running.
+
+        A paused sandbox whose lifecycle has auto-resume is resumed first, as E2B does on traffic.
+        """
         record = self.records.get(sandbox_id)
+        if record is not None and record.state == "paused" and (record.lifecycle or {}).get("autoResume"):
+            try:
+                await pausing.resume(self, sandbox_id, timeout=record.timeout, automatic=True)
+            except Exception:
+                log.exception("sandbox %s: automatic resume failed", sandbox_id)
+                return None
         live = self.live.get(sandbox_id)
         if record is None or live is None or record.state != "running":
             return None
@@ -292,7 +444,11 @@ class SandboxManager:
             reap_children()
 
     async def on_timeout(self, record: SandboxRecord) -> None:
-        """What happens when a sandbox's time is up (E2B's default: it is killed)."""
+        """What happens when a sandbox's time is up: killed (E2B's default), or paused if its lifecycle says so."""
+        if (record.lifecycle or {}).get("onTimeout") == "pause":
+            log.info("sandbox %s timed out; pausing it", record.sandbox_id)
+            await pausing.pause(self, record.sandbox_id, keep_memory=record.auto_pause_memory)
+            return
         log.info("sandbox %s timed out", record.sandbox_id)
         await self.kill(record.sandbox_id)
 
@@ -310,10 +466,12 @@ class SandboxManager:
                     await asyncio.to_thread(self._sample, record, live)
 
 
+def check_timeout(timeout: int) -> None:
+    if timeout < 0 or timeout > MAX_TIMEOUT:
+        raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT} seconds")
+
+
 def _agent_client(container: Container) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
     return httpx.AsyncClient(transport=transport, base_url="http://sandbox", timeout=None)
 
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -27,7 +27,7 @@ OPEN_PATHS = ("/health",)
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.error_code)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

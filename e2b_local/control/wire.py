@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from e2b_local.control.registry import SandboxRecord
+from e2b_local.control.registry import SandboxRecord, SnapshotRecord
 from e2b_local.control.sandboxes import CLIENT_ID, ENVD_VERSION
 
 
@@ -60,4 +60,11 @@ def detail(record: SandboxRecord) -> dict[str, Any]:
         out["lifecycle"] = record.lifecycle
     if record.pause_mode is not None:
         out["pauseMode"] = record.pause_mode
+    if record.state == "paused" and record.pause_mode == "full":
+        out["envdUnresponsiveAtPause"] = record.envd_unresponsive_at_pause
     return out
+
+
+def snapshot(record: SnapshotRecord) -> dict[str, Any]:
+    """The `SnapshotInfo` object of create_snapshot and list_snapshots."""
+    return {"snapshotID": record.snapshot_id, "names": record.names}

@@ -76,14 +76,33 @@ class Container:
         self.directory.mkdir(parents=True)
         self.directory.chmod(0o700)
         if upper_from is not None:
-            subprocess.run(["cp", "-a", "--reflink=auto", str(upper_from), str(self.upper)], check=True)
+            copy_tree(upper_from, self.upper)
         else:
             self.upper.mkdir()
-        for sub in ("work", "merged", "run"):
+        (self.directory / "merged").mkdir()
+        os.chown(self.upper, HOST_ID_BASE, HOST_ID_BASE)
+        self._fresh_scratch()
+
+    def prepare_reboot(self) -> None:
+        """Ready a stopped sandbox's directories for a new launch on the files it already has."""
+        self.close()
+        for sub in ("work", "run"):
+            shutil.rmtree(self.directory / sub, ignore_errors=True)
+        self._fresh_scratch()
+
+    def _fresh_scratch(self) -> None:
+        # The overlay's work directory and the agent's socket directory start empty on every boot.
+        for sub in ("work", "run"):
             (self.directory / sub).mkdir()
-        for sub in ("upper", "work", "run"):
             os.chown(self.directory / sub, HOST_ID_BASE, HOST_ID_BASE)
         self.run_dir.chmod(0o700)
+
+    def copy_files(self, destination: Path) -> None:
+        """Copy the sandbox's own files (its upper layer) to `destination`, which must not exist.
+
+        Callers freeze a running sandbox around this, so that the copy is one consistent moment.
+        """
+        copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
                base_layer: Path) -> ContainerInfo:
@@ -132,6 +151,19 @@ class Container:
         detail = agent_log.read_text()[-2000:] if agent_log.exists() else ""
         raise RuntimeError(f"the sandbox agent did not start: {detail}")
 
+    def freeze(self) -> None:
+        """Stop every process where it stands; memory stays as it is."""
+        self.cgroup.freeze()
+
+    def thaw(self) -> None:
+        self.cgroup.thaw()
+
+    def stop(self) -> None:
+        """Kill every process of the sandbox but keep its files, for a later boot on them."""
+        self.close()
+        self.cgroup.kill_all()
+        self.cgroup.remove()
+
     def destroy(self) -> None:
         """Kill every process of the sandbox and delete everything it had on disk."""
         self.close()
@@ -142,6 +174,19 @@ class Container:
 
     def alive(self) -> bool:
         return bool(self.cgroup.pids())
+
+
+def copy_tree(source: Path, destination: Path) -> None:
+    """Copy a sandbox file tree with owners, modes, times, links and overlay xattrs (whiteouts, opaque dirs).
+
+    `--reflink=auto` shares data blocks on filesystems that can (btrfs, xfs), a plain copy elsewhere.
+    """
+    # Success is read from the output: the server's reaper (waitpid(-1)) may take cp's exit status.
+    result = subprocess.run(["sh", "-c", 'cp -a --reflink=auto -- "$0" "$1" && echo copied', str(source),
+                             str(destination)], capture_output=True, text=True)
+    if result.stdout.strip() != "copied":
+        shutil.rmtree(destination, ignore_errors=True)
+        raise RuntimeError(f"copying sandbox files failed: {result.stderr.strip()[-1000:]}")
 
 
 def reap_children() -> None:

@@ -9,8 +9,9 @@ the sandbox is no child of the server's threads and outlives a restart of the se
    on a private tmpfs, then unshares user and network namespaces and waits;
 3. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns when the
    sandbox may reach the internet, and lets the child go;
-4. the child becomes root of its user namespace and executes bubblewrap, which adds pid, ipc and
-   uts namespaces, private /proc and /dev, the seccomp filter, and starts the in-sandbox agent;
+4. the child becomes root of its user namespace, drops CAP_NET_ADMIN for good and executes
+   bubblewrap, which adds pid, ipc and uts namespaces, private /proc and /dev, the seccomp filter,
+   and starts the in-sandbox agent;
 5. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
 """
 
@@ -30,6 +31,11 @@ from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+PR_CAPBSET_DROP = 24
+# Dropped for everything in the sandbox, root included: its outbound rules live in its network
+# namespace (see firewall.py) and must stay out of its reach. Nothing inside needs it: loopback is
+# brought up here, and slirp4netns configures the tap device from the host.
+CAP_NET_ADMIN = 12
 # Paths inside the sandbox.
 BASE_MOUNT = "/.e2b/base"
 AGENT_MOUNT = "/.e2b/agent"
@@ -122,7 +128,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
         "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
-        "--cap-add", "ALL",
+        "--cap-add", "ALL", "--cap-drop", "CAP_NET_ADMIN",
         "--seccomp", str(seccomp_fd),
         "--new-session",
         "--clearenv",
@@ -184,6 +190,10 @@ def _child(spec: LaunchSpec, ready_w: int, go_r: int, status_w: int) -> None:
     os.setresuid(0, 0, 0)
     os.setgroups([])
     network.bring_up_loopback()
+    # Out of the bounding set too, so that no later exec (a file with capabilities, say) can regain it.
+    if _libc.prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"dropping CAP_NET_ADMIN: {os.strerror(err)}")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(log, 1)

@@ -20,6 +20,8 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 # The largest MTU slirp4netns supports; big frames make its throughput several times higher.
 SLIRP_MTU = 65520
+# The DNS forwarder slirp4netns offers inside the sandbox (its default 10.0.2.0/24 network).
+SLIRP_DNS = "10.0.2.3"
 
 
 def bring_up_loopback() -> None:

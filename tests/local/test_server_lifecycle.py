@@ -69,7 +69,9 @@ def test_sandboxes_survive_server_restart(tmp_path: Path, how: str) -> None:
     sandbox = Sandbox.create(timeout=600, metadata={"restart": how}, **env)
     try:
         sandbox.commands.run("echo kept > /home/user/file.txt")
-        counter = sandbox.commands.run("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done",
+        # Written to a temporary file and renamed, so that a reader never sees it empty mid-write.
+        counter = sandbox.commands.run("i=0; while true; do i=$((i+1)); echo $i > /tmp/count.tmp; "
+                                       "mv /tmp/count.tmp /tmp/count; sleep 0.1; done",
                                        background=True)
         time.sleep(0.5)
         if how == "stop":

@@ -1,0 +1,124 @@
+"""Outbound network rules (`network=`, `allow_internet_access`, `update_network`) through the real SDK.
+
+Targets: a small HTTP server on this host's own non-loopback address (reached from the sandbox
+through slirp4netns) and PyPI over HTTPS, which sandboxes here can reach. curl's `--resolve` pins
+pypi.org to the address resolved on the host, so that DNS rules do not blur what is tested.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from e2b import CommandExitException, Sandbox, SandboxException
+
+
+def _host_address() -> str:
+    """This host's address on its default route (never loopback, which sandboxes cannot reach)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((socket.gethostbyname("pypi.org"), 443))
+        return s.getsockname()[0]
+
+
+@pytest.fixture(scope="module")
+def local_site() -> Iterator[str]:
+    """`address:port` of an HTTP server on the host's own non-loopback address."""
+    server = http.server.ThreadingHTTPServer((_host_address(), 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"{host}:{port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def pypi() -> str:
+    return socket.gethostbyname("pypi.org")
+
+
+def reaches(sandbox: Sandbox, url: str, resolve: str | None = None) -> bool:
+    """Whether an HTTP(S) request from inside the sandbox gets any answer."""
+    pin = f"--resolve {resolve} " if resolve else ""
+    try:
+        sandbox.commands.run(f"curl -sS -m 10 -o /dev/null {pin}{url}", timeout=30)
+    except CommandExitException:
+        return False
+    return True
+
+
+def can_reach_pypi(sandbox: Sandbox, address: str) -> bool:
+    return reaches(sandbox, "https://pypi.org/simple/", resolve=f"pypi.org:443:{address}")
+
+
+def test_deny_all_with_an_allowed_hole(e2b_server, local_site: str, pypi: str) -> None:
+    network = {"deny_out": ["0.0.0.0/0"], "allow_out": [local_site.split(":")[0]]}
+    with Sandbox.create(network=network) as sandbox:
+        assert reaches(sandbox, f"http://{local_site}/")
+        assert not can_reach_pypi(sandbox, pypi)
+        assert sandbox.get_info().network == {"allow_out": network["allow_out"], "deny_out": ["0.0.0.0/0"]}
+
+
+def test_deny_one_address(e2b_server, local_site: str, pypi: str) -> None:
+    with Sandbox.create(network={"deny_out": [f"{pypi}/32"]}) as sandbox:
+        assert not can_reach_pypi(sandbox, pypi)
+        assert reaches(sandbox, f"http://{local_site}/")
+
+
+def test_update_network_replaces_the_rules(e2b_server, local_site: str, pypi: str) -> None:
+    with Sandbox.create() as sandbox:
+        assert can_reach_pypi(sandbox, pypi)
+        sandbox.update_network({"deny_out": [pypi]})
+        assert not can_reach_pypi(sandbox, pypi)
+        assert reaches(sandbox, f"http://{local_site}/")
+        sandbox.update_network({"allow_internet_access": False})
+        assert not reaches(sandbox, f"http://{local_site}/")
+        sandbox.update_network({})  # replace semantics: no rules at all
+        assert can_reach_pypi(sandbox, pypi)
+
+
+def test_no_internet_then_a_hole(e2b_server, local_site: str, pypi: str) -> None:
+    with Sandbox.create(allow_internet_access=False) as sandbox:
+        assert not reaches(sandbox, f"http://{local_site}/")
+        assert sandbox.get_info().allow_internet_access is False
+        sandbox.update_network({"allow_out": [local_site.split(":")[0]], "allow_internet_access": False})
+        assert reaches(sandbox, f"http://{local_site}/")
+        assert not can_reach_pypi(sandbox, pypi)
+
+
+def test_domain_in_allow_out(e2b_server, local_site: str) -> None:
+    with Sandbox.create(network={"deny_out": ["0.0.0.0/0"], "allow_out": ["pypi.org"]}) as sandbox:
+        assert reaches(sandbox, "https://pypi.org/simple/")  # resolved by the sandbox's own DNS
+        assert not reaches(sandbox, f"http://{local_site}/")
+
+
+def test_root_in_the_sandbox_cannot_lift_the_rules(e2b_server, pypi: str) -> None:
+    with Sandbox.create(network={"deny_out": [pypi]}) as sandbox:
+        status = sandbox.commands.run("grep -E '^Cap(Eff|Bnd)' /proc/self/status", user="root").stdout
+        for line in status.splitlines():
+            assert not int(line.split()[1], 16) & (1 << 12), f"CAP_NET_ADMIN present: {line}"
+        attempts = ("ip link set tap0 down", "ip route del default", "ip link add dummy0 type dummy",
+                    "ip addr add 10.9.9.9/32 dev lo")
+        for attempt in attempts:
+            with pytest.raises(CommandExitException):
+                sandbox.commands.run(attempt, user="root")
+        assert not can_reach_pypi(sandbox, pypi)
+
+
+def test_rules_survive_pause_and_reboot(e2b_server, local_site: str, pypi: str) -> None:
+    with Sandbox.create(network={"deny_out": [pypi]}) as sandbox:
+        sandbox.pause(mode="filesystem")
+        resumed = Sandbox.connect(sandbox.sandbox_id)
+        assert not can_reach_pypi(resumed, pypi)
+        assert reaches(resumed, f"http://{local_site}/")
+
+
+def test_unsupported_rules_are_refused(e2b_server) -> None:
+    for network in ({"deny_out": ["example.com"]}, {"allow_out": ["*.example.com"], "deny_out": ["0.0.0.0/0"]},
+                    {"rules": {"example.com": [{"transform": {"headers": {"X-Key": "v"}}}]}}):
+        with pytest.raises(SandboxException) as info:
+            Sandbox.create(network=network)
+        assert info.value.status_code == 400
