@@ -61,7 +61,7 @@ async def pause(manager: SandboxManager, sandbox_id: str, keep_memory: bool = Tr
             await asyncio.to_thread(live.container.freeze)
             record.envd_unresponsive_at_pause = not healthy
         else:
-            await live.client.aclose()
+            await live.aclose()
             await asyncio.to_thread(live.container.stop)
         record.state = "paused"
         record.pause_mode = "full" if keep_memory else "filesystem"

@@ -1,7 +1,7 @@
 """Forwards sandbox-addressed requests (`E2b-Sandbox-Id` header) to that sandbox's agent.
 
 Bodies stream both ways as they are produced (Connect streams and NDJSON need each message flushed),
-and a client that hangs up closes the upstream request too, so the agent sees the disconnect.
+and a client that hangs up closes the upstream connection too, so the agent sees the disconnect.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import json
 
-import httpx
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.control.sandboxes import SandboxManager
+from e2b_local.control.upstream import UpstreamError, UpstreamResponse, drop
 
 # The in-sandbox ports the SDK addresses: envd and the code interpreter.
 AGENT_PORTS = (b"49983", b"49999")
@@ -38,8 +38,8 @@ async def respond_json(send: Send, status: int, body: dict[str, object]) -> None
 async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Proxy one request to the sandbox's agent."""
     headers = dict(scope["headers"])
-    client = await manager.client_for_request(sandbox_id)
-    if client is None:
+    upstream = await manager.upstream_for_request(sandbox_id)
+    if upstream is None:
         # "was not found" is what the SDK looks for to raise SandboxNotRunningException, whose text
         # says the sandbox was killed, paused or timed out; ours says which.
         message = f"The sandbox {sandbox_id} was not found"
@@ -65,25 +65,35 @@ async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receiv
         body_done.set()
 
     path = scope.get("raw_path") or scope["path"].encode()
-    url = path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
-    upstream_headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
-    request = client.build_request(scope["method"], url, headers=upstream_headers, content=request_body())
+    target = path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
+    upstream_headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k != b"content-length"]
+    length = headers.get(b"content-length")
+    response: UpstreamResponse | None = None
     try:
-        response = await client.send(request, stream=True)
+        response = await upstream.request(scope["method"], target, upstream_headers, request_body(),
+                                          int(length) if length is not None else None)
     except ClientGone:
         return
-    except httpx.TransportError:
+    except (UpstreamError, OSError, ValueError):
+        drop(response)
         await respond_json(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})
         return
     try:
-        await send({"type": "http.response.start", "status": response.status_code, "headers": [
-            (k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP
+        await send({"type": "http.response.start", "status": response.status, "headers": [
+            (k, v) for k, v in response.headers if k not in HOP_BY_HOP
         ]})
-
-        async def pump() -> None:
-            async for chunk in response.aiter_raw():
+        if not response.streaming:
+            async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+            response.release()
+            return
+
+        async def pump() -> None:
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            response.release()
 
         async def client_gone() -> None:
             await body_done.wait()
@@ -92,11 +102,12 @@ async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receiv
 
         pumping = asyncio.create_task(pump())
         watching = asyncio.create_task(client_gone())
-        _done, _ = await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
         for task in (pumping, watching):
             task.cancel()
         for task in (pumping, watching):
-            with contextlib.suppress(asyncio.CancelledError, httpx.TransportError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
                 await task
     finally:
-        await response.aclose()
+        # Whatever was not handed back complete is closed, so the agent sees the client go.
+        drop(response)

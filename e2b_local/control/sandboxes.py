@@ -28,6 +28,7 @@ from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.registry import Registry, SandboxRecord
 from e2b_local.control.snapshots import SnapshotStore
+from e2b_local.control.upstream import AgentUpstream
 from e2b_local.isolation import firewall, network
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
@@ -103,6 +104,17 @@ class Live:
     container: Container
     client: httpx.AsyncClient
     metrics: MetricsSeries = field(default_factory=MetricsSeries)
+    upstream: AgentUpstream | None = None
+
+    def __post_init__(self) -> None:
+        # The proxy's own connections; the httpx client serves the control plane's calls (/init, health).
+        self.upstream = AgentUpstream(self.container.connect_path())
+
+    async def aclose(self) -> None:
+        """Close every connection to the agent (before it goes away or is replaced)."""
+        await self.client.aclose()
+        if self.upstream is not None:
+            await self.upstream.aclose()
 
 
 class SandboxManager:
@@ -168,7 +180,7 @@ class SandboxManager:
                 await asyncio.to_thread(booted.container.destroy)
             booted_list.clear()
         for live in self.live.values():
-            await live.client.aclose()
+            await live.aclose()
         self.registry.close()
 
     # -- pool ----------------------------------------------------------------------------------------
@@ -290,7 +302,7 @@ class SandboxManager:
         token again, and the network rules are applied to the new network namespace.
         """
         live = self.live[record.sandbox_id]
-        await live.client.aclose()
+        await live.aclose()
         container = live.container
         layers = [Path(p) for p in record.layers]
         if not layers or not all(p.is_dir() for p in layers):
@@ -306,6 +318,7 @@ class SandboxManager:
         record.pid, record.slirp_pid = await asyncio.to_thread(boot)
         record.layers = [str(p) for p in layers]
         live.client = _agent_client(container)
+        live.upstream = AgentUpstream(container.connect_path())
         await self._enforce(record, policy, internet)
         await self._init_agent(record, live.client)
 
@@ -380,7 +393,7 @@ class SandboxManager:
             self.registry.delete(sandbox_id)
             live = self.live.pop(sandbox_id, None)
             if live is not None:
-                await live.client.aclose()
+                await live.aclose()
             container = live.container if live else Container(self.paths.sandboxes, record.key)
             await asyncio.to_thread(container.destroy)
         self._locks.pop(sandbox_id, None)
@@ -411,8 +424,8 @@ class SandboxManager:
         record = self.records.get(sandbox_id)
         return record is not None and record.state == "paused"
 
-    async def client_for_request(self, sandbox_id: str) -> httpx.AsyncClient | None:
-        """The agent client of a running sandbox, or None when it is not running.
+    async def upstream_for_request(self, sandbox_id: str) -> AgentUpstream | None:
+        """The agent connections of a running sandbox, or None when it is not running.
 
         A paused sandbox whose lifecycle has auto-resume is resumed first, as E2B does on traffic.
         """
@@ -426,7 +439,7 @@ class SandboxManager:
         live = self.live.get(sandbox_id)
         if record is None or live is None or record.state != "running":
             return None
-        return live.client
+        return live.upstream
 
     def metrics(self, sandbox_id: str) -> MetricsSeries:
         self.get(sandbox_id)
