@@ -4,6 +4,7 @@ It runs in the sandbox, in the agent's process, and drives real Jupyter kernels 
 sandbox's default user with the sandbox's own interpreters:
 
 - `languages`: which languages exist, their kernels, and the snippets that set env vars in each;
+- `connection`: kernels' connection files (Unix socket files, or loopback TCP for Deno);
 - `client`: a lean Jupyter client (ZeroMQ + jupyter_client's Session) for one kernel;
 - `kernels`: starting, watching, interrupting and killing one kernel process;
 - `contexts`: E2B's contexts (one kernel each), the default context per language;
@@ -12,5 +13,6 @@ sandbox's default user with the sandbox's own interpreters:
 - `app`: the ASGI application the agent hands port-49999 requests to.
 
 The kernel-side files (IPython start-up, the Bash kernel) live in `kernel_files/` and are copied into
-the code-interpreter root filesystem by `e2b_local.isolation.rootfs`.
+the code-interpreter root filesystem by `e2b_local.isolation.rootfs`, which also writes the kernel
+specs and the marker file (/etc/e2b/template) that makes the agent start the Python kernel at boot.
 """

@@ -1,14 +1,14 @@
 """The ASGI application behind port 49999: E2B's code-interpreter API (protocol notes, section 5).
 
-| route                          | answer                                                             |
-|--------------------------------|--------------------------------------------------------------------|
-| POST /execute                  | NDJSON stream; 400 language+context, 404 unknown context, 500 when  |
-|                                | no kernel can start ("Failed to create context: ..."), 401 token   |
-| POST /contexts                 | {"id", "language", "cwd"}                                          |
-| GET /contexts                  | [{"id", "language", "cwd"}, ...]                                   |
-| POST /contexts/{id}/restart    | null                                                               |
-| DELETE /contexts/{id}          | null                                                               |
-| GET /health                    | "OK"                                                               |
+| route                       | answer                                                                  |
+|-----------------------------|-------------------------------------------------------------------------|
+| POST /execute               | NDJSON stream; 400 both language and context, 401 bad token, 404       |
+|                             | unknown context, 500 unknown language or a kernel that cannot start     |
+| POST /contexts              | {"id", "language", "cwd"}                                               |
+| GET /contexts               | [{"id", "language", "cwd"}, ...]                                        |
+| POST /contexts/{id}/restart | null (404 unknown context)                                              |
+| DELETE /contexts/{id}       | null (404 unknown context)                                              |
+| GET /health                 | "OK"                                                                    |
 
 Only /execute checks the sandbox's access token: the SDK sends it nowhere else on this port.
 """
@@ -31,6 +31,7 @@ from e2b_local.interpreter.languages import KernelNotInstalledError, Unsupported
 # Written into the code-interpreter root filesystem (see e2b_local.isolation.rootfs): the agent of
 # such a sandbox starts the Python kernel as soon as it starts, before the sandbox is handed out.
 TEMPLATE_MARKER = Path("/etc/e2b/template")
+# What the marker says in that template.
 CODE_INTERPRETER_TEMPLATE = "code-interpreter-v1"
 # Request bodies here are small JSON objects; anything bigger than this is refused.
 MAX_BODY = 64 * 1024 * 1024

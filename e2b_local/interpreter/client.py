@@ -1,67 +1,119 @@
 """A lean Jupyter client for one kernel: ZeroMQ sockets and message framing.
 
-jupyter_client's `Session` signs and (de)serialises messages; the sockets are plain `zmq.asyncio`
-ones, each read by one task of the kernel, which costs less per message than jupyter_client's
-channel classes and their polling.
+This sits on the hot path of every execution, so it is built to cost little CPU:
+
+- jupyter_client's `Session` builds and signs requests, but incoming messages are verified and
+  parsed here: `Session.deserialize` turns every timestamp into a datetime with dateutil, which costs
+  more than everything else the agent does for a short execution, while E2B's lines want the
+  timestamp as the string the kernel sent anyway;
+- the sockets are plain (blocking-API) ZeroMQ sockets watched by the event loop through their file
+  descriptors: each wake-up drains every waiting message and hands it to a callback, with no future
+  or task per message as `zmq.asyncio` and jupyter_client's channels would create.
+
+ZeroMQ's descriptor only signals edges, so a socket is drained completely on every wake-up, and once
+more after each send (a send may consume the edge of an incoming message).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
 from jupyter_client.session import Session
 
 from e2b_local.interpreter.connection import SIGNATURE_SCHEME, ConnectionInfo
 
+# Separates the routing identities from the signed parts of a Jupyter message.
+DELIMITER = b"<IDS|MSG>"
 # How soon a socket retries connecting to a kernel that is not listening yet (ZeroMQ's default, 100 ms,
 # would add up to that much to every kernel start).
 RECONNECT_MS = 5
 
-_context: zmq.asyncio.Context | None = None
+Handler = Callable[[dict[str, Any]], None]
 
 
-def _zmq_context() -> zmq.asyncio.Context:
-    global _context
-    if _context is None:
-        _context = zmq.asyncio.Context()
-    return _context
+class MessageError(ValueError):
+    """A message that is malformed or whose signature does not match."""
 
 
 class KernelClient:
-    """The shell, iopub and control sockets of one kernel, with signing."""
+    """The shell, control and iopub sockets of one kernel; messages go to the handlers given."""
 
-    def __init__(self, info: ConnectionInfo) -> None:
+    def __init__(self, info: ConnectionInfo, on_iopub: Handler, on_reply: Handler) -> None:
         self.session = Session(key=info.key.encode(), signature_scheme=SIGNATURE_SCHEME, username="e2b-local")
-        ctx = _zmq_context()
+        self._mac = hmac.new(info.key.encode(), digestmod=hashlib.sha256)
+        self._loop = asyncio.get_running_loop()
+        ctx = zmq.Context.instance()
         self.shell = self._connect(ctx, zmq.DEALER, info.url("shell"))
         self.control = self._connect(ctx, zmq.DEALER, info.url("control"))
         self.iopub = self._connect(ctx, zmq.SUB, info.url("iopub"))
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._handlers = {self.shell: on_reply, self.control: on_reply, self.iopub: on_iopub}
+        for sock in self._handlers:
+            self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock)
 
     @staticmethod
-    def _connect(ctx: zmq.asyncio.Context, kind: int, url: str) -> zmq.asyncio.Socket:
+    def _connect(ctx: zmq.Context, kind: int, url: str) -> zmq.Socket:
         sock = ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         sock.connect(url)
         return sock
 
-    def send(self, sock: zmq.asyncio.Socket, msg_type: str, content: dict[str, Any]) -> str:
+    def send(self, sock: zmq.Socket, msg_type: str, content: dict[str, Any]) -> str:
         """Sign and send a request; returns its message id (replies and outputs carry it as parent)."""
         msg = self.session.msg(msg_type, content)
-        # A DEALER socket queues without blocking, so the send completes before this returns.
-        sock.send_multipart(self.session.serialize(msg))
+        self.send_message(sock, msg)
         return msg["header"]["msg_id"]
 
-    async def recv(self, sock: zmq.asyncio.Socket) -> dict[str, Any]:
-        """The next message on a socket, verified and parsed."""
-        frames = await sock.recv_multipart(copy=False)
-        _idents, parts = self.session.feed_identities(frames, copy=False)
-        return self.session.deserialize(parts, content=True, copy=False)
+    def send_message(self, sock: zmq.Socket, msg: dict[str, Any]) -> None:
+        """Send a message built with `session.msg` (a DEALER queues it without blocking)."""
+        sock.send_multipart(self.session.serialize(msg))
+        self._loop.call_soon(self._drain, sock)
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        handler = self._handlers.get(sock)
+        if handler is None:  # closed meanwhile
+            return
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = self.parse(frames)
+            except (MessageError, ValueError, KeyError):
+                continue  # nothing but the kernel knows the key: not a message for us
+            handler(msg)
+            if sock not in self._handlers:  # the handler closed the client
+                return
+
+    def parse(self, frames: list[bytes]) -> dict[str, Any]:
+        """Verify and parse one message's frames (identities, delimiter, signature, four JSON parts)."""
+        try:
+            start = frames.index(DELIMITER) + 1
+        except ValueError:
+            raise MessageError("no delimiter") from None
+        if len(frames) < start + 5:
+            raise MessageError("truncated message")
+        signature, header, parent, metadata, content = frames[start:start + 5]
+        mac = self._mac.copy()
+        for part in (header, parent, metadata, content):
+            mac.update(part)
+        if not hmac.compare_digest(mac.hexdigest().encode(), signature):
+            raise MessageError("bad signature")
+        head = json.loads(header)
+        return {"header": head, "msg_type": head["msg_type"], "parent_header": json.loads(parent),
+                "content": json.loads(content)}
 
     def close(self) -> None:
-        """Close the sockets (pending messages are dropped)."""
-        for sock in (self.shell, self.control, self.iopub):
+        """Stop watching and close the sockets (pending messages are dropped)."""
+        for sock in list(self._handlers):
+            self._loop.remove_reader(sock.getsockopt(zmq.FD))
             sock.close(linger=0)
+        self._handlers.clear()

@@ -9,16 +9,16 @@ of memory, `exit()`) is replaced at once, so the next execution finds a fresh on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 
 from e2b_local.agent.state import STATE
 from e2b_local.agent.users import User
-from e2b_local.interpreter.kernels import Kernel
+from e2b_local.interpreter.kernels import KERNELS_ROOT, Kernel, KernelDiedError
 from e2b_local.interpreter.languages import Language, get_language
 
 log = logging.getLogger("e2b_local.interpreter")
@@ -66,6 +66,8 @@ class ContextManager:
     """All contexts of the sandbox."""
 
     def __init__(self) -> None:
+        # Directories of kernels a previous agent started (before a reboot of the agent) are stale.
+        shutil.rmtree(KERNELS_ROOT, ignore_errors=True)
         self.contexts: dict[str, Context] = {}
         self.defaults: dict[str, str] = {}
         self._default_locks: dict[str, asyncio.Lock] = {}
@@ -145,11 +147,18 @@ class ContextManager:
 
     async def _ensure_kernel(self, ctx: Context) -> Kernel:
         async with ctx.starting:
+            if ctx.id not in self.contexts:  # removed while a request waited for it
+                raise KernelDiedError(f"context {ctx.id} was removed")
             if ctx.kernel is None or not ctx.kernel.alive:
                 kernel = Kernel(f"{ctx.id}.{next(_kernel_numbers)}", ctx.language, ctx.cwd,
                                 on_exit=lambda k: self._on_exit(ctx, k))
                 ctx.kernel = kernel
-                await kernel.start()
+                try:
+                    await kernel.start()
+                except BaseException:
+                    ctx.kernel = None  # the next execution tries again
+                    await kernel.shutdown(*REMOVED)
+                    raise
                 ctx.env = dict(kernel.env)
             return ctx.kernel
 
@@ -180,12 +189,6 @@ class ContextManager:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def close(self) -> None:
-        """Kill every kernel (used when the agent stops)."""
-        for ctx in list(self.contexts.values()):
-            with contextlib.suppress(Exception):
-                await self._discard(ctx, REMOVED)
 
 
 def _resolve_cwd(cwd: str | None) -> str:

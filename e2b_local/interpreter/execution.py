@@ -7,6 +7,10 @@ out), and the request's own `env_vars`. After it, another hidden execution resto
 E2B's server does: back to the sandbox's value, or unset. A client that disconnects (the SDK's
 timeout closes the connection) interrupts the kernel; if the code does not stop soon after, the
 kernel is restarted so that the context is usable again.
+
+Every write crosses the host's proxy and wakes three processes, so lines are written in as few
+writes as streaming allows: whatever is queued goes out together, the status line waits for the
+first output, and an execution that ends before its first write is one plain (non-chunked) body.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 from starlette.types import Receive, Send
@@ -21,6 +26,7 @@ from starlette.types import Receive, Send
 from e2b_local.agent.state import STATE
 from e2b_local.interpreter.contexts import RESTARTED, Context, ContextManager
 from e2b_local.interpreter.kernels import Kernel, KernelDiedError, KernelExit, Submission
+from e2b_local.interpreter.languages import KernelNotInstalledError
 from e2b_local.interpreter.outputs import END_OF_EXECUTION, KEEPALIVE, Translator, encode, error_line
 
 log = logging.getLogger("e2b_local.interpreter")
@@ -29,6 +35,8 @@ log = logging.getLogger("e2b_local.interpreter")
 KEEPALIVE_SECONDS = 5.0
 # How long interrupted code may take to stop before its kernel is restarted instead.
 INTERRUPT_GRACE_SECONDS = 3.0
+# After a fence's request is idle, how long its token may still take to arrive (see Language.fence).
+FENCE_GRACE_SECONDS = 1.0
 # How long the hidden environment snippets may run.
 HIDDEN_TIMEOUT_SECONDS = 10.0
 # Queued on an execution when its client hangs up.
@@ -46,6 +54,7 @@ class Execution:
         self.env_vars = {str(k): str(v) for k, v in (env_vars or {}).items()}
         self.gone = False
         self.submission: Submission | None = None
+        self.started = False
 
     def client_gone(self) -> None:
         """Called when the HTTP client disconnects."""
@@ -61,63 +70,93 @@ class Execution:
         try:
             try:
                 kernel = await self.manager.kernel_for(ctx)
-            except (KernelDiedError, OSError, ValueError) as exc:
+            except (KernelDiedError, KernelNotInstalledError, OSError, ValueError) as exc:
                 await _plain(send, 500, f"Failed to start the {ctx.language.name} kernel: {exc}")
                 return
             if self.gone:
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": NDJSON_HEADERS})
             await self._sync_env(kernel)
             self.submission = kernel.submit(self.code)
             if self.gone:
                 self.submission.queue.put_nowait(DISCONNECTED)
-            finished = await self._stream(self.submission, send)
-            release_now = False
-            if finished:
-                self._after(self._restore_env(kernel))
-            else:
+            try:
+                finished = await self._stream(kernel, self.submission, send)
+            except BaseException:
+                self.submission.close()
+                raise
+            # Work left after the response (restoring env vars, stopping abandoned code) runs in the
+            # background and keeps the context locked until it is done.
+            if not finished:
                 kernel.interrupt()
+                release_now = False
                 self._after(self._abandon(kernel, self.submission))
+            else:
+                self.submission.close()
+                if self.env_vars:
+                    release_now = False
+                    self._after(self._restore_env(kernel))
         finally:
             if release_now:
                 ctx.lock.release()
 
-    async def _stream(self, submission: Submission, send: Send) -> bool:
+    async def _stream(self, kernel: Kernel, submission: Submission, send: Send) -> bool:
         """Forward the submission's outputs; False when the client left before the end."""
-        translator = Translator(self.ctx.language.result_quote)
+        translator = Translator(submission.msg_id, self.ctx.language.result_quote)
+        fence = self.ctx.language.fence
         queue = submission.queue
-        try:
+        # Lines that wait for the next write rather than take one of their own (each write travels
+        # through the host's proxy): number_of_executions, and the main result, which the kernel
+        # follows with nothing but its idle status.
+        held: list[dict[str, Any]] = []
+        while True:
+            try:
+                async with asyncio.timeout(FENCE_GRACE_SECONDS if translator.fence_idle else KEEPALIVE_SECONDS):
+                    item = await queue.get()
+            except TimeoutError:
+                if translator.fence_idle:  # the fence ran but its token never came: give up waiting
+                    await self._write(send, encode([*held, END_OF_EXECUTION]), more=False)
+                    return True
+                await self._write(send, encode([*held, KEEPALIVE]))
+                held = []
+                continue
+            lines, held = held, []
+            # Whatever else is already queued goes out in the same write.
             while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE_SECONDS):
-                        item = await queue.get()
-                except TimeoutError:
-                    await _body(send, encode([KEEPALIVE]))
-                    continue
-                lines: list[dict[str, Any]] = []
-                # Whatever else is already queued goes out in the same write.
-                while True:
-                    if item is DISCONNECTED:
-                        return False
-                    if isinstance(item, KernelExit):
-                        lines += [error_line(item.name, item.message), END_OF_EXECUTION]
-                        await _body(send, encode(lines), more=False)
-                        return True
-                    assert isinstance(item, dict)
-                    line = translator.line(item)
-                    if line is not None:
-                        lines.append(line)
-                    if translator.finished:
-                        lines.append(END_OF_EXECUTION)
-                        await _body(send, encode(lines), more=False)
-                        return True
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if lines:
-                    await _body(send, encode(lines))
-        finally:
-            submission.close()
+                if item is DISCONNECTED:
+                    return False
+                if isinstance(item, KernelExit):
+                    lines += [error_line(item.name, item.message), END_OF_EXECUTION]
+                    await self._write(send, encode(lines), more=False)
+                    return True
+                assert isinstance(item, dict)
+                line = translator.line(item)
+                if line is not None:
+                    lines.append(line)
+                if translator.idle and fence is not None and translator.fence_token is None:
+                    translator.fence_token = f"\x1ee2b-local-fence-{secrets.token_hex(8)}"
+                    kernel.submit(fence(translator.fence_token), silent=True, into=submission)
+                if translator.finished:
+                    lines.append(END_OF_EXECUTION)
+                    await self._write(send, encode(lines), more=False)
+                    return True
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if lines and (lines[-1]["type"] == "number_of_executions" or lines[-1].get("is_main_result")):
+                held = lines
+            elif lines:
+                await self._write(send, encode(lines))
+
+    async def _write(self, send: Send, data: bytes, more: bool = True) -> None:
+        # The status line and headers go out with the first lines, not before the code runs: one
+        # write fewer through the host's proxy, and the client wakes up once.
+        if not self.started:
+            self.started = True
+            headers = NDJSON_HEADERS
+            if not more:  # the whole response at once: a plain body instead of chunks, one write less
+                headers = [*headers, (b"content-length", str(len(data)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _body(send, data, more)
 
     # -- environment -------------------------------------------------------------------------------
     async def _sync_env(self, kernel: Kernel) -> None:

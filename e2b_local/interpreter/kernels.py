@@ -41,8 +41,6 @@ LOG_ROOT = Path("/.e2b/run/kernels")
 START_TIMEOUT = 60.0
 # After a kernel answered kernel_info, how long to wait for an iopub message before asking again.
 IOPUB_PROBE_SECONDS = 0.05
-
-
 # Pids of kernel processes not yet waited for; the agent's zombie reaper must leave them to asyncio.
 LIVE_PIDS: set[int] = set()
 
@@ -68,23 +66,33 @@ def describe_exit(returncode: int) -> str:
     if returncode >= 0:
         what = f"The kernel exited with code {returncode}"
     else:
-        what = f"The kernel was killed by {signal.Signals(-returncode).name}"
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        what = f"The kernel was killed by {name}"
         if -returncode == signal.SIGKILL:
             what += " (usually because the sandbox ran out of memory)"
     return what + "; the context restarts with a fresh kernel and its previous state is lost"
 
 
 class Submission:
-    """One request sent to the kernel's shell channel: its id and the queue of its iopub messages."""
+    """Requests sent to the kernel's shell channel whose iopub messages share one queue.
+
+    Usually one request; a follow-up can join it (`Kernel.submit(..., into=...)`) when its messages
+    belong to the same execution, like the fence that flushes Deno's late output.
+    """
 
     def __init__(self, kernel: Kernel, msg_id: str) -> None:
         self.kernel = kernel
         self.msg_id = msg_id
+        self.msg_ids = [msg_id]
         self.queue: asyncio.Queue[dict[str, Any] | KernelExit | object] = asyncio.Queue()
 
     def close(self) -> None:
         """Stop routing messages to this submission."""
-        self.kernel.waiters.pop(self.msg_id, None)
+        for msg_id in self.msg_ids:
+            self.kernel.waiters.pop(msg_id, None)
 
 
 class Kernel:
@@ -105,7 +113,7 @@ class Kernel:
         self.death: str | None = None
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._iopub_seen = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
         self._kill_error: tuple[str, str] | None = None
@@ -137,18 +145,13 @@ class Kernel:
                 user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
             )
         LIVE_PIDS.add(self.proc.pid)
-        self._tasks.append(asyncio.create_task(self._watch()))
+        self._watcher = asyncio.create_task(self._watch())
         # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while
         # the kernel boots, off the event loop.
         module = await asyncio.to_thread(importlib.import_module, "e2b_local.interpreter.client")
         if self.death is not None:
             return
-        self.client = module.KernelClient(info)
-        self._tasks += [
-            asyncio.create_task(self._read_iopub()),
-            asyncio.create_task(self._read_replies(self.client.shell)),
-            asyncio.create_task(self._read_replies(self.client.control)),
-        ]
+        self.client = module.KernelClient(info, self._on_iopub, self._on_reply)
         self._handshake = asyncio.create_task(self._wait_answering())
         # Nobody may be waiting when a kernel dies during its start: consume the error here.
         self._handshake.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -191,18 +194,26 @@ class Kernel:
             self._replies.pop(msg_id, None)
 
     # -- executions --------------------------------------------------------------------------------
-    def submit(self, code: str, *, silent: bool = False) -> Submission:
-        """Send an execute_request; its iopub messages arrive on the returned submission's queue."""
+    def submit(self, code: str, *, silent: bool = False, into: Submission | None = None) -> Submission:
+        """Send an execute_request; its iopub messages arrive on the returned submission's queue.
+
+        With `into`, the request joins that submission (its messages go to the same queue).
+        """
         assert self.client is not None
         content = {"code": code, "silent": silent, "store_history": not silent, "user_expressions": {},
                    "allow_stdin": False, "stop_on_error": not silent}
         msg = self.client.session.msg("execute_request", content)
-        submission = Submission(self, msg["header"]["msg_id"])
+        msg_id = msg["header"]["msg_id"]
+        if into is None:
+            submission = Submission(self, msg_id)
+        else:
+            submission = into
+            submission.msg_ids.append(msg_id)
         if self.death is not None:
             submission.queue.put_nowait(KernelExit(DIED_ERROR, self.death))
             return submission
-        self.waiters[submission.msg_id] = submission
-        self.client.shell.send_multipart(self.client.session.serialize(msg))
+        self.waiters[msg_id] = submission
+        self.client.send_message(self.client.shell, msg)
         return submission
 
     def interrupt(self) -> None:
@@ -221,7 +232,9 @@ class Kernel:
 
         Executions in flight end with an error named `error_name` saying `message`.
         """
-        if self.proc is None:
+        if self.proc is None:  # it never started
+            self.death = self.death or message
+            shutil.rmtree(self._directory, ignore_errors=True)
             return
         if self.death is None:
             self._kill_error = (error_name, message)
@@ -240,23 +253,16 @@ class Kernel:
         return self._kill_error is not None
 
     # -- background tasks --------------------------------------------------------------------------
-    async def _read_iopub(self) -> None:
-        assert self.client is not None
-        client, waiters, seen = self.client, self.waiters, self._iopub_seen
-        while True:
-            msg = await client.recv(client.iopub)
-            seen.set()
-            waiter = waiters.get(msg["parent_header"].get("msg_id"))
-            if waiter is not None:
-                waiter.queue.put_nowait(msg)
+    def _on_iopub(self, msg: dict[str, Any]) -> None:
+        self._iopub_seen.set()
+        waiter = self.waiters.get(msg["parent_header"].get("msg_id"))
+        if waiter is not None:
+            waiter.queue.put_nowait(msg)
 
-    async def _read_replies(self, sock: Any) -> None:
-        assert self.client is not None
-        while True:
-            msg = await self.client.recv(sock)
-            future = self._replies.get(msg["parent_header"].get("msg_id"))
-            if future is not None and not future.done():
-                future.set_result(msg)
+    def _on_reply(self, msg: dict[str, Any]) -> None:
+        future = self._replies.get(msg["parent_header"].get("msg_id"))
+        if future is not None and not future.done():
+            future.set_result(msg)
 
     async def _watch(self) -> None:
         assert self.proc is not None
@@ -273,9 +279,6 @@ class Kernel:
         for future in self._replies.values():
             if not future.done():
                 future.set_exception(KernelDiedError(self.death))
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
         if self.client is not None:
             self.client.close()
         shutil.rmtree(self._directory, ignore_errors=True)

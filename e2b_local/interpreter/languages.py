@@ -13,14 +13,14 @@ import json
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 # Where the code-interpreter template installs its kernel specs (Jupyter's system-wide data path).
 KERNELS_DIR = Path("/usr/local/share/jupyter/kernels")
 # The language of a request that names none (E2B's default).
 DEFAULT_LANGUAGE = "python"
-# What E2B's server accepts besides the canonical names.
+# Other names for the languages: E2B's own (js, ts) and a few obvious ones.
 ALIASES = {"js": "javascript", "ts": "typescript", "py": "python", "python3": "python", "sh": "bash"}
 # A name Bash accepts for a variable; others cannot be exported from a shell.
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -58,6 +58,10 @@ def _bash_env(assign: dict[str, str], remove: list[str]) -> str:
     return "\n".join(lines) or ":"
 
 
+def _deno_fence(token: str) -> str:
+    return f"console.log({json.dumps(token)})"
+
+
 @dataclass(frozen=True)
 class Language:
     """One language the interpreter offers."""
@@ -70,13 +74,16 @@ class Language:
     # The quote character E2B strips from a plain-text result that is one quoted string
     # (E2B strips Python's single quotes; Deno quotes strings with double ones).
     result_quote: str = "'"
-    extra_env: dict[str, str] = field(default_factory=dict)
+    # Code that prints its argument through the same path as the user's output, for kernels whose
+    # output may still be on its way when they report idle (Deno forwards console output from a
+    # separate task): once the printed token arrives, everything printed before it has arrived too.
+    fence: Callable[[str], str] | None = None
 
 
 LANGUAGES: dict[str, Language] = {
     "python": Language("python", "python3", "ipc", _python_env),
-    "javascript": Language("javascript", "deno", "tcp", _deno_env, result_quote='"'),
-    "typescript": Language("typescript", "deno", "tcp", _deno_env, result_quote='"'),
+    "javascript": Language("javascript", "deno", "tcp", _deno_env, result_quote='"', fence=_deno_fence),
+    "typescript": Language("typescript", "deno", "tcp", _deno_env, result_quote='"', fence=_deno_fence),
     "bash": Language("bash", "bash", "ipc", _bash_env),
 }
 

@@ -31,19 +31,18 @@ MIME_KEYS = {
     "e2b/data": "data",
     "e2b/chart": "chart",
 }
-# The lines that close every response.
+# The last line of every response.
 END_OF_EXECUTION = {"type": "end_of_execution"}
+# Written after a long silence (the SDK skips it).
 KEEPALIVE = {"type": "keepalive"}
 
 
 def timestamp(header: dict[str, Any]) -> str:
-    """The message's creation time in Jupyter's wire format (jupyter_client parses it into a datetime)."""
+    """The message's creation time as the kernel wrote it (ISO 8601), or now when it wrote none."""
     date = header.get("date")
-    if isinstance(date, datetime.datetime):
-        if date.tzinfo is not None:
-            date = date.astimezone(datetime.UTC).replace(tzinfo=None)
-        return date.isoformat(timespec="microseconds") + "Z"
-    return str(date or datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"))
+    if isinstance(date, str) and date:
+        return date
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def result_line(data: dict[str, Any], is_main_result: bool, quote: str) -> dict[str, Any]:
@@ -66,17 +65,32 @@ def result_line(data: dict[str, Any], is_main_result: bool, quote: str) -> dict[
 
 
 class Translator:
-    """Turns the messages of one execution into lines; remembers what E2B's server remembers."""
+    """Turns the messages of one execution into lines; remembers what E2B's server remembers.
 
-    def __init__(self, quote: str = "'") -> None:
+    `msg_id` is the user's request. When a fence follows it (see `Language.fence`), messages of the
+    fence request are late output of the user's code, up to the fence's token.
+    """
+
+    def __init__(self, msg_id: str, quote: str = "'") -> None:
+        self.msg_id = msg_id
         self.quote = quote
         self.errored = False
-        self.finished = False
+        self.idle = False
+        self.fence_token: str | None = None
+        self.fence_idle = False
+        self.fence_seen = False
+
+    @property
+    def finished(self) -> bool:
+        """True once the kernel is idle again and, with a fence, all output has arrived."""
+        return self.idle and (self.fence_token is None or self.fence_seen)
 
     def line(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """The line for one message, or None when the message produces none."""
         kind = msg["msg_type"]
         content = msg["content"]
+        if msg["parent_header"].get("msg_id") != self.msg_id:
+            return self._fence_line(msg)
         if kind == "stream":
             name = content.get("name")
             if name in ("stdout", "stderr"):
@@ -96,8 +110,29 @@ class Translator:
         if kind == "execute_input":
             return {"type": "number_of_executions", "execution_count": content.get("execution_count")}
         if kind == "status" and content.get("execution_state") == "idle":
-            self.finished = True
+            self.idle = True
         return None
+
+    def _fence_line(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        # Deno labels output with the latest request when it sends it, not when the code produced it:
+        # outputs labelled with the fence are the user's code's, except the fence's own token.
+        kind = msg["msg_type"]
+        content = msg["content"]
+        if self.fence_token is None:
+            return None
+        if kind == "status" and content.get("execution_state") == "idle":
+            self.fence_idle = True
+        if kind in ("execute_result", "display_data", "error"):
+            return self.line({**msg, "parent_header": {"msg_id": self.msg_id}})
+        if kind != "stream":
+            return None
+        text = content.get("text", "")
+        if self.fence_token in text:
+            self.fence_seen = True
+            text = text.replace(self.fence_token + "\n", "").replace(self.fence_token, "")
+        if not text or content.get("name") not in ("stdout", "stderr"):
+            return None
+        return {"type": content["name"], "text": text, "timestamp": timestamp(msg["header"])}
 
 
 def error_line(name: str, value: str, traceback: str = "") -> dict[str, Any]:

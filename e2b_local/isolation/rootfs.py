@@ -49,6 +49,9 @@ CODE_INTERPRETER_REQUIREMENTS = (
 )
 # Bump to rebuild cached root filesystems when the recipe changes in a way the lists above do not show.
 RECIPE_VERSION = "1"
+# Bump to rebuild the code-interpreter layer when `_install_kernel_support` changes (its files' contents
+# are part of the layer's name already).
+KERNEL_SUPPORT_VERSION = "2"
 # The code interpreter's kernel-side files (IPython start-up, the Bash kernel), copied into its layer.
 KERNEL_FILES = Path(__file__).resolve().parent.parent / "interpreter" / "kernel_files"
 # Where those files land inside the code-interpreter root filesystem.
@@ -65,6 +68,9 @@ c = get_config()  # noqa: F821
 c.InteractiveShellApp.exec_files = ["/{KERNEL_SHARE}/ipython_startup.py"]
 # Plain-text tracebacks, as E2B's template configures them.
 c.InteractiveShell.colors = "nocolor"
+# Input history in memory: a sandbox's kernel does not outlive it, and saving each cell to SQLite
+# costs about 2 ms of CPU per execution.
+c.HistoryManager.hist_file = ":memory:"
 """
 # Where the agent's packages live inside every root filesystem.
 AGENT_SITE = "opt/e2b-local/site-packages"
@@ -97,7 +103,8 @@ class RootfsStore:
 
     def code_interpreter_path(self) -> Path:
         files = sorted((path, hashlib.sha256(content).hexdigest()) for path, content in kernel_support_files().items())
-        digest = recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS, files)
+        digest = recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS, KERNEL_SUPPORT_VERSION,
+                             files)
         return self.directory / f"code-interpreter-v1-{digest}"
 
     def layers(self, template: str) -> list[Path]:
@@ -243,9 +250,11 @@ def _install_kernel_support(rootfs: Path) -> None:
         path.write_bytes(content)
         path.chmod(0o644)
     # matplotlib builds its font cache on first use, which would cost every sandbox about a second
-    # on its first plot: build it once here, in the default user's home.
+    # on its first plot: build it once here, in the default user's home (as that user, whose files
+    # in the base layer belong to the shifted uid already).
+    user = HOST_ID_BASE + USER_ID
     subprocess.run(
-        ["chroot", f"--userspec={USER_ID}:{USER_ID}", str(rootfs), "/usr/bin/env", "-i", f"HOME=/home/{USER_NAME}",
+        ["chroot", f"--userspec={user}:{user}", str(rootfs), "/usr/bin/env", "-i", f"HOME=/home/{USER_NAME}",
          "MPLBACKEND=Agg", "/usr/bin/python3", "-c", "import matplotlib.pyplot"],
         check=True, capture_output=True,
     )

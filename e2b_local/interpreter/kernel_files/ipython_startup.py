@@ -3,15 +3,17 @@
 Run by every IPython kernel at start (`InteractiveShellApp.exec_files`, set in /etc/ipython). It adds:
 
 - `e2b/data` (the SDK's `Result.data`): a pandas DataFrame as {column: [values, ...]};
-- `e2b/chart` (`Result.chart`): a matplotlib Figure described by `e2b_charts.chart_figure_to_dict`;
+- `e2b/chart` (`Result.chart`): a matplotlib Figure described by `e2b_charts.chart_figure_to_dict`
+  (E2B's own extractor, published on PyPI);
 - `application/json` for plain dicts and lists (numpy values included), as E2B's template does;
 - Pillow images shown by `Image.show()` or saved to a path are displayed, as on E2B;
 - the user's site-packages directory is created and on sys.path, so that `pip install --user` done
   after the kernel started can be imported without a restart.
 
-Nothing heavy is imported here: the formatters are registered by type name and resolved only when a
-DataFrame or a Figure is actually displayed, which keeps the kernel's start fast. Everything is
-defined inside one function that deletes itself, so the user's namespace stays clean.
+Nothing heavy is imported here: DataFrames and Figures are recognised by their class names, and
+pandas, matplotlib or e2b_charts are only used once such an object is displayed, which keeps the
+kernel's start fast. Everything is defined inside one function that deletes itself, so the user's
+namespace stays clean.
 """
 
 
@@ -42,7 +44,9 @@ def _e2b_local_setup() -> None:
         return value
 
     def plain(value: object) -> object:
-        # Fallback converter for json.dumps: numpy scalars and arrays, timestamps, sets.
+        # Fallback converter for json.dumps: numpy scalars and arrays, timestamps, sets, pandas' NaT and NA.
+        if type(value).__name__ in ("NaTType", "NAType"):
+            return None
         if hasattr(value, "tolist"):
             return value.tolist()
         if hasattr(value, "isoformat"):
@@ -82,20 +86,32 @@ def _e2b_local_setup() -> None:
         print_method = ObjectName("_repr_e2b_data_")
         _return_type = (dict,)
 
+    def is_figure(value: object) -> bool:
+        return any(c.__name__ == "Figure" and c.__module__ == "matplotlib.figure" for c in type(value).__mro__)
+
     class ChartFormatter(BaseFormatter):
-        """The `e2b/chart` MIME type."""
+        """The `e2b/chart` MIME type.
+
+        Figures are recognised here rather than registered as a type: matplotlib's inline backend
+        removes every formatter's Figure entry when pyplot is set up.
+        """
 
         format_type = Unicode("e2b/chart")
         print_method = ObjectName("_repr_e2b_chart_")
         _return_type = (dict,)
 
+        def __call__(self, obj: object) -> object:
+            if self.enabled and is_figure(obj):
+                return figure_chart(obj)
+            return super().__call__(obj)
+
     formatters = shell.display_formatter.formatters
     data = DataFormatter(parent=shell.display_formatter)
-    data.for_type_by_name("pandas.core.frame", "DataFrame", dataframe_columns)
+    # pandas 3 reports its classes as members of the top-level package, older versions did not.
+    for module in ("pandas", "pandas.core.frame"):
+        data.for_type_by_name(module, "DataFrame", dataframe_columns)
     formatters["e2b/data"] = data
-    chart = ChartFormatter(parent=shell.display_formatter)
-    chart.for_type_by_name("matplotlib.figure", "Figure", figure_chart)
-    formatters["e2b/chart"] = chart
+    formatters["e2b/chart"] = ChartFormatter(parent=shell.display_formatter)
     formatters["application/json"].for_type(dict, to_json)
     formatters["application/json"].for_type(list, to_json)
 
