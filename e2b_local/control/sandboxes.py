@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import string
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ DEFAULT_DISK_MB = int(os.environ.get("E2B_LOCAL_DISK_MB", "10240"))
 DEFAULT_MAX_PIDS = int(os.environ.get("E2B_LOCAL_MAX_PIDS", "1024"))
 # Pre-started sandboxes kept per template, so that create returns at once.
 POOL_SIZE = int(os.environ.get("E2B_LOCAL_POOL_SIZE", "1"))
+# How long shutdown waits for sandboxes still booting, so it can discard them.
+SHUTDOWN_BOOT_WAIT = 30.0
 # How often expiry is checked.
 TIMEOUT_TICK = 0.25
 # The envd version we report: new enough that the SDK enables every feature (see the protocol notes).
@@ -136,6 +139,11 @@ class SandboxManager:
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
+        # Boots in worker threads, and the sandboxes they started that no coroutine has taken yet.
+        self._boot_lock = threading.Lock()
+        self._in_flight = 0
+        self._unclaimed: set[Container] = set()
+        self._stopping = False
 
     # -- startup and shutdown ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -173,8 +181,18 @@ class SandboxManager:
 
     async def stop(self) -> None:
         """Stop background work; sandboxes keep running (pool sandboxes are discarded)."""
+        self._stopping = True
         for task in [*self._tasks, *self._pool_tasks.values()]:
             task.cancel()
+        # Boots run in threads that cancellation cannot stop: wait for them, then discard what they
+        # started and nobody claimed (a sandbox left behind here would run with no server to kill it).
+        deadline = time.monotonic() + SHUTDOWN_BOOT_WAIT
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        with self._boot_lock:
+            unclaimed, self._unclaimed = list(self._unclaimed), set()
+        for container in unclaimed:
+            await asyncio.to_thread(container.destroy)
         for booted_list in self.pool.values():
             for booted in booted_list:
                 await asyncio.to_thread(booted.container.destroy)
@@ -207,15 +225,27 @@ class SandboxManager:
         container = Container(self.paths.sandboxes, new_id(self.key_prefix))
 
         def boot() -> Booted:
+            with self._boot_lock:
+                self._in_flight += 1
             try:
                 container.prepare(upper_from=files)
                 pid, slirp_pid = self._launch(container, layers, internet)
+                if self._stopping:
+                    raise RuntimeError("the server is shutting down")
+                with self._boot_lock:
+                    self._unclaimed.add(container)
             except BaseException:
                 container.destroy()
                 raise
+            finally:
+                with self._boot_lock:
+                    self._in_flight -= 1
             return Booted(container, pid, slirp_pid, internet, layers)
 
-        return await asyncio.to_thread(boot)
+        booted = await asyncio.to_thread(boot)
+        with self._boot_lock:
+            self._unclaimed.discard(container)
+        return booted
 
     def _launch(self, container: Container, layers: list[Path], internet: bool) -> tuple[int, int]:
         """Start the namespaces and agent of a prepared container; blocks until the agent listens."""

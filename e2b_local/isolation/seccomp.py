@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pyseccomp as seccomp
@@ -60,8 +61,9 @@ def _bits(mask: int) -> list[int]:
 def compiled_filter(path: Path) -> Path:
     """Write the BPF program to `path` (once) and return it."""
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
+        # A private temporary name: several processes may compile the filter at the same moment.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".seccomp-")
+        with os.fdopen(fd, "wb") as out:
             build_filter().export_bpf(out)
         os.replace(tmp, path)
     return path
