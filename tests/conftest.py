@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -18,6 +19,18 @@ import pytest
 ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
 # The first start of a server builds the root filesystems when the cache is cold.
 SERVER_START_TIMEOUT = 900.0
+
+
+def server_prefix(home: Path) -> str:
+    """The key prefix of a server's sandbox directories and cgroups (as SandboxManager derives it)."""
+    return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"
+
+
+def our_cgroups(prefix: str) -> set[str]:
+    """Names of the sandbox cgroups that exist now with this prefix."""
+    from e2b_local.isolation.cgroups import leftover_cgroups
+
+    return {p.name for p in leftover_cgroups() if p.name.startswith(prefix)}
 
 
 @dataclass(frozen=True)

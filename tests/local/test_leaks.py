@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 
 import httpx
+from conftest import our_cgroups, server_prefix
 from e2b import Sandbox
-
-from e2b_local.isolation.cgroups import leftover_cgroups
 
 # The acceptance criterion of the project: 200 create/kill cycles.
 CYCLES = 200
-
-
-def server_prefix(home: Path) -> str:
-    """The key prefix of the server's sandboxes (as SandboxManager derives it)."""
-    return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"
-
-
-def our_cgroups(prefix: str) -> set[str]:
-    return {p.name for p in leftover_cgroups() if p.name.startswith(prefix)}
 
 
 def our_processes(prefix: str) -> set[int]:

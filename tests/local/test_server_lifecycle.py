@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOTFS_CACHE, _free_port, start_server, stop_server
+from conftest import ROOTFS_CACHE, _free_port, our_cgroups, server_prefix, start_server, stop_server
 from e2b import Sandbox
 
 
@@ -52,6 +52,8 @@ def test_cli_start_env_status_stop(tmp_path: Path) -> None:
         stopped = cli(home, "stop")
     assert stopped.returncode == 0
     assert cli(home, "status").returncode == 3
+    # No sandbox was left registered, so nothing of this server may outlive it (its warm pool included).
+    assert our_cgroups(server_prefix(home)) == set()
 
 
 def test_help_shows_examples() -> None:
