@@ -37,10 +37,9 @@ from sandbox_backend import (
     run_main,
 )
 from sandbox_tools import (
-    TOOL_MAX_OUTPUT,
-    TOOL_TIMEOUT_S,
     Limits,
     SandboxSession,
+    add_limit_args,
     describe_call,
     execute,
     tool_definitions,
@@ -125,20 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
         help=f"lifetime of the sandbox from its creation (default {DEFAULT_SANDBOX_TIMEOUT_S}); "
         "with --sandbox-id, extends it",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=TOOL_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"limit of one code cell or foreground command (default {TOOL_TIMEOUT_S:g}; 0 = none)",
-    )
-    parser.add_argument(
-        "--max-output",
-        type=int,
-        default=TOOL_MAX_OUTPUT,
-        metavar="CHARS",
-        help=f"clip each text field of a tool result to about this many characters (default {TOOL_MAX_OUTPUT})",
-    )
+    add_limit_args(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON report instead of the bare answer")
     parser.add_argument(
         "--no-stream",

@@ -35,7 +35,7 @@ from sandbox_backend import (
     run_main,
     select_backend,
 )
-from sandbox_tools import TOOL_MAX_OUTPUT, TOOL_TIMEOUT_S, TOOLS, Limits, ToolOutcome, describe_call, execute, failure
+from sandbox_tools import TOOLS, Limits, ToolOutcome, add_limit_args, describe_call, execute, failure
 
 # Name the server reports to clients.
 SERVER_NAME = "e2b-sandbox"
@@ -127,20 +127,7 @@ def parse_args(argv: Sequence[str] | None) -> Any:
         metavar="SECONDS",
         help=f"lifetime of the sandboxes this server creates (default {DEFAULT_SANDBOX_TIMEOUT_S})",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=TOOL_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"limit of one code cell or foreground command (default {TOOL_TIMEOUT_S:g}; 0 = none)",
-    )
-    parser.add_argument(
-        "--max-output",
-        type=int,
-        default=TOOL_MAX_OUTPUT,
-        metavar="CHARS",
-        help=f"clip each text field of a tool result to about this many characters (default {TOOL_MAX_OUTPUT})",
-    )
+    add_limit_args(parser)
     parser.add_argument("--list-tools", action="store_true", help="print the tool definitions as JSON and exit")
     add_backend_args(parser)
     return parser.parse_args(argv)

@@ -14,6 +14,7 @@ the model to fix.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -145,6 +146,24 @@ TOOLS: list[dict[str, Any]] = [
 
 # The names of the tools above, for dispatching and for checks.
 TOOL_NAMES = tuple(tool["name"] for tool in TOOLS)
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """--timeout and --max-output, shared by every program that runs these tools."""
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=TOOL_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"limit of one code cell or foreground command (default {TOOL_TIMEOUT_S:g}; 0 = none)",
+    )
+    parser.add_argument(
+        "--max-output",
+        type=int,
+        default=TOOL_MAX_OUTPUT,
+        metavar="CHARS",
+        help=f"clip each text field of a tool result to about this many characters (default {TOOL_MAX_OUTPUT})",
+    )
 
 
 def tool_definitions() -> list[dict[str, Any]]:
