@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skill.snippets import SKILL_MD, python_blocks, runnable_python_blocks  # noqa: E402
+from skill.snippets import SKILL_MD, python_blocks, runnable_python_blocks
 
 # Generous: some snippets wait for a metrics sample (E2B samples every 5 s) or install a package.
 SNIPPET_TIMEOUT = 240
