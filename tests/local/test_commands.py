@@ -124,6 +124,8 @@ def test_pty_roundtrip_and_resize(sbx: Sandbox) -> None:
 def test_pty_kill(sbx: Sandbox) -> None:
     terminal = sbx.pty.create(PtySize(rows=24, cols=80))
     assert sbx.pty.kill(terminal.pid) is True
+    with pytest.raises(CommandExitException):
+        terminal.wait()  # the end event: the process is gone from the table from here on
     assert sbx.pty.kill(terminal.pid) is False
 
 
