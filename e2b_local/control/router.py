@@ -82,18 +82,16 @@ async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receiv
         await send({"type": "http.response.start", "status": response.status, "headers": [
             (k, v) for k, v in response.headers if k not in HOP_BY_HOP
         ]})
-        if not response.streaming:
-            async for chunk in response.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            response.release()
-            return
 
         async def pump() -> None:
             async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             response.release()
+
+        if not response.streaming:  # a bounded body: no need to watch for the client leaving
+            await pump()
+            return
 
         async def client_gone() -> None:
             await body_done.wait()
