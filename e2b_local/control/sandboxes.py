@@ -322,7 +322,9 @@ class SandboxManager:
         self.registry.put(record)
         self.records[record.sandbox_id] = record
         live = self.live[record.sandbox_id] = Live(booted.container, client)
-        self._sample(record, live)  # so that metrics have a first reading at once
+        # A first reading at once; off the event loop, since a sandbox started from a snapshot may
+        # have many files to measure.
+        await asyncio.to_thread(self._sample, record, live)
         return record
 
     async def boot_again(self, record: SandboxRecord) -> None:
