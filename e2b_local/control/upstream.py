@@ -81,10 +81,6 @@ class UpstreamResponse:
             return
         self._done = True
 
-    async def read(self) -> bytes:
-        """The whole body."""
-        return b"".join([chunk async for chunk in self.body()])
-
     def release(self) -> None:
         """Give the connection back for reuse if the exchange completed, else drop it."""
         conn, self._conn = self._conn, None
