@@ -10,15 +10,16 @@ import uvicorn
 from e2b_local.agent.app import AgentApp, owned_pids
 from e2b_local.agent.reaper import reap_forever
 
-DEFAULT_SOCKET = "/.e2b/run/agent.sock"
+# The launcher binds the agent's socket outside the sandbox and hands it over as this descriptor.
+AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
 
 
 def main() -> None:
-    path = os.environ.get("E2B_LOCAL_AGENT_SOCKET", DEFAULT_SOCKET)
-    if os.path.exists(path):
-        os.unlink(path)
+    fd = int(os.environ.pop(AGENT_FD_VARIABLE))
+    # Nothing the agent starts may inherit it.
+    os.set_inheritable(fd, False)
     config = uvicorn.Config(
-        AgentApp(), uds=path, log_level="warning", access_log=False, lifespan="off",
+        AgentApp(), fd=fd, log_level="warning", access_log=False, lifespan="off",
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=600, h11_max_incomplete_event_size=None,
     )

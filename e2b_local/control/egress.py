@@ -17,8 +17,7 @@ import socket
 from typing import Any
 
 from e2b_local.control.errors import ApiError
-from e2b_local.isolation.firewall import EgressPolicy, Network
-from e2b_local.isolation.network import SLIRP_DNS
+from e2b_local.isolation.firewall import EgressPolicy, Network, host_resolvers
 
 ALL_TRAFFIC = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
@@ -92,7 +91,8 @@ def policy(network: dict[str, Any] | None, allow_internet_access: bool) -> Egres
             domains = True
             allow.extend(_resolve(entry))
     if domains:
-        # The sandbox must be able to look the names up; its resolver is slirp4netns's forwarder.
-        allow.append(ipaddress.ip_network(SLIRP_DNS))
+        # The sandbox must be able to look the names up: its resolver, slirp4netns's forwarder, asks
+        # the host's name servers, and that is the traffic the host's firewall sees.
+        allow.extend(host_resolvers())
         allow.extend(ipaddress.ip_network(e) for e in _string_list(network, "dnsServers"))
     return EgressPolicy(allow=tuple(dict.fromkeys(allow)), deny=tuple(dict.fromkeys(deny)))

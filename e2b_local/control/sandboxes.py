@@ -149,6 +149,10 @@ class SandboxManager:
     async def start(self) -> None:
         """Adopt the sandboxes that survived a restart, clean up the rest, start background work."""
         await asyncio.to_thread(self.rootfs.ensure_base)
+        # Before any sandbox can send a packet: the host-side rules that keep every sandbox off the host.
+        await asyncio.to_thread(firewall.install)
+        if network.slirp4netns_path() is not None and await asyncio.to_thread(network.ensure_tun_device):
+            log.info("made %s usable by unprivileged programs (mode 0666, as udev sets it)", network.TUN_DEVICE)
         known = set()
         for record in self.registry.all():
             container = Container(self.paths.sandboxes, record.key)
@@ -363,13 +367,13 @@ class SandboxManager:
 
     async def _enforce(self, record: SandboxRecord, policy: EgressPolicy, internet: bool,
                        replacing: bool = False) -> None:
-        """Write the sandbox's outbound rules into its network namespace."""
+        """Install the sandbox's outbound rules in the host's firewall."""
         if not policy.restricts and not replacing:
-            return  # a fresh namespace has no rules to remove
-        if not internet and not replacing and not firewall.available():
-            return  # no network stack at all: nothing can leave, rules would only repeat that
+            return  # a fresh owner has no rules to remove
+        container = self.live[record.sandbox_id].container if record.sandbox_id in self.live else \
+            Container(self.paths.sandboxes, record.key)
         try:
-            await asyncio.to_thread(firewall.apply, record.pid, policy)
+            await asyncio.to_thread(firewall.apply, container.owner(), policy)
         except RuntimeError as exc:
             raise ApiError(500, str(exc)) from None
 
@@ -388,7 +392,9 @@ class SandboxManager:
                 container = self.live[sandbox_id].container
 
                 def attach() -> int:
-                    pid = network.attach_slirp4netns(record.pid)
+                    pid = network.attach_slirp4netns(record.pid, container.owner(),
+                                                     str(container.directory / "slirp4netns.log"),
+                                                     verify=lambda: record.pid in container.cgroup.pids())
                     container.cgroup.add(pid)  # frozen, killed and accounted with the sandbox
                     return pid
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import e2b_local
+from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
@@ -49,11 +50,33 @@ class Container:
 
     @property
     def run_dir(self) -> Path:
+        """Scratch space shared with the sandbox (/.e2b/run inside): the host never opens anything in it."""
         return self.directory / "run"
 
     @property
     def socket(self) -> Path:
-        return self.run_dir / "agent.sock"
+        """The agent's socket, in the sandbox's host-only directory (which the sandbox cannot see)."""
+        return self.directory / "agent.sock"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.directory / "agent.log"
+
+    @property
+    def owner_file(self) -> Path:
+        return self.directory / "owner"
+
+    def owner(self) -> int:
+        """The host uid that owns this sandbox (claimed on first launch, kept until it is destroyed)."""
+        try:
+            return int(self.owner_file.read_text())
+        except FileNotFoundError:
+            pass
+        uid = owners.claim(self.directory)
+        # A reclaimed uid may still carry a dead sandbox's rules.
+        firewall.remove(uid)
+        self.owner_file.write_text(str(uid))
+        return uid
 
     def connect_path(self) -> str:
         """A short path to the agent's socket, whatever the data directory's length.
@@ -62,7 +85,7 @@ class Container:
         directory keeps the path short. The descriptor lives as long as this object.
         """
         if self._run_fd is None:
-            self._run_fd = os.open(self.run_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._run_fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         return f"/proc/self/fd/{self._run_fd}/agent.sock"
 
     def close(self) -> None:
@@ -114,6 +137,7 @@ class Container:
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.directory / "work"), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
+            socket=str(self.socket), log=str(self.agent_log), owner=self.owner(),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
@@ -147,8 +171,7 @@ class Container:
                 break
             time.sleep(0.002)
         reap_children()
-        agent_log = self.run_dir / "agent.log"
-        detail = agent_log.read_text()[-2000:] if agent_log.exists() else ""
+        detail = self.agent_log.read_text(errors="replace")[-2000:] if self.agent_log.exists() else ""
         raise RuntimeError(f"the sandbox agent did not start: {detail}")
 
     def freeze(self) -> None:
@@ -169,8 +192,18 @@ class Container:
         self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
+        self._release_owner()
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.directory)
+
+    def _release_owner(self) -> None:
+        try:
+            uid = int(self.owner_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        with contextlib.suppress(RuntimeError):
+            firewall.remove(uid)
+        owners.release(uid, self.directory)
 
     def alive(self) -> bool:
         return bool(self.cgroup.pids())

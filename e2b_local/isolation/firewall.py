@@ -1,14 +1,18 @@
-"""Outbound traffic rules of a sandbox, enforced with nftables inside the sandbox's network namespace.
+"""Where sandbox traffic may go, enforced by nftables in the host's network namespace.
 
-The rules are written from the host (`nsenter --net=/proc/<pid>/ns/net nft -f -`): host root holds
-CAP_NET_ADMIN over every sandbox's network namespace, while the sandbox itself runs without
-CAP_NET_ADMIN (the launcher drops it from the bounding set), so root inside the sandbox can neither
-read nor change them. Every packet a sandbox sends leaves through its namespace's output hook, raw
-sockets included, before slirp4netns ever sees it.
+Everything a sandbox sends to the outside leaves through its slirp4netns, which re-makes each
+connection from the host as the sandbox's owner uid (owners.py). One host-wide table matches those
+sockets by uid, so the rules sit where nothing inside a sandbox can reach them, whatever packets it
+builds: the sandbox's own namespace holds no rule it could change or bypass.
 
-E2B's semantics: a destination matching `deny` is refused unless it also matches `allow` (an allow
-entry punches a hole in a deny); with no deny entry nothing is refused. Refused connections fail at
-once (TCP reset, ICMP for other protocols) rather than hanging until a timeout.
+For every sandbox, always: no destination that is this host (any local address: loopback,
+0.0.0.0, the host's interface addresses, broadcast and multicast) and nothing link-local
+(169.254.0.0/16, where cloud metadata services live, and fe80::/10). The one exception is DNS to
+the resolvers of /etc/resolv.conf, which slirp4netns's forwarder relays to even when they listen on
+the host's loopback (systemd-resolved). Before those, per sandbox, E2B's semantics: a destination
+matching `deny` is refused unless it also matches `allow` (an allowed destination still passes the
+rules above: no policy opens the host). Refused connections fail at once (TCP reset,
+ICMP for other protocols) rather than hanging until a timeout.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
-# One table per sandbox namespace; replaced as a whole on every change.
-TABLE = "e2b_egress"
-APPLIED = "e2b-egress-rules-applied"
+from e2b_local.isolation.owners import OWNER_BASE, OWNER_COUNT
+
+TABLE = "e2b_local"
+APPLIED = "e2b-firewall-applied"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
+RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -44,55 +52,122 @@ class EgressPolicy:
 
 
 def available() -> bool:
-    """Whether the host has the `nft` and `nsenter` programs rules are applied with."""
-    return shutil.which("nft") is not None and shutil.which("nsenter") is not None
+    """Whether the host has the `nft` program the rules are applied with."""
+    return shutil.which("nft") is not None
 
 
-def _elements(networks: list[Network]) -> str:
+def _elements(networks: list[Network] | tuple[Network, ...]) -> str:
     return ", ".join(str(n) for n in networks)
 
 
-def ruleset(policy: EgressPolicy) -> str:
-    """The nftables script that replaces the sandbox's egress table with `policy`."""
-    # Declaring the table before deleting it makes the delete succeed whether or not it existed.
-    lines = [f"table inet {TABLE} {{}}", f"delete table inet {TABLE}"]
-    if not policy.restricts:
-        return "\n".join(lines) + "\n"
-    lines.append(f"table inet {TABLE} {{")
-    chain = ["type filter hook output priority 0; policy accept;", 'oifname "lo" accept']
-    for family, version in (("ip", 4), ("ip6", 6)):
-        addr_type = "ipv4_addr" if version == 4 else "ipv6_addr"
-        for kind, networks in (("allow", policy.allow), ("deny", policy.deny)):
-            chosen = [n for n in networks if n.version == version]
-            if not chosen:
+def host_resolvers(resolv_conf: Path = RESOLV_CONF) -> list[Network]:
+    """The name servers of `resolv_conf` (slirp4netns's DNS forwarder sends queries there)."""
+    found: list[Network] = []
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                found.append(ipaddress.ip_network(parts[1].split("%")[0]))
+            except ValueError:
                 continue
-            name = f"{kind}{version}"
-            lines.append(f"  set {name} {{ type {addr_type}; flags interval; auto-merge; "
-                         f"elements = {{ {_elements(chosen)} }} }}")
-            if kind == "allow":
-                chain.append(f"{family} daddr @{name} accept")
-            else:
-                chain.append(f"{family} daddr @{name} meta l4proto tcp reject with tcp reset")
-                chain.append(f"{family} daddr @{name} reject")
-    lines.append("  chain output {")
-    lines.extend(f"    {rule}" for rule in chain)
-    lines.append("  }")
-    lines.append("}")
+    return found
+
+
+def chain_name(owner: int) -> str:
+    return f"sandbox_{owner}"
+
+
+def base_ruleset(resolvers: list[Network]) -> str:
+    """The table's shared part: every sandbox's traffic, and the rules that hold for all of them.
+
+    Idempotent (the shared chains are declared, flushed and refilled in one transaction, leaving each
+    sandbox's own chain alone), so every server applies it at start and with every change.
+    """
+    last = OWNER_BASE + OWNER_COUNT - 1
+    # Each sandbox's own rules first: they refuse what its policy denies and return otherwise, so that
+    # nothing a policy allows can open the host's addresses below.
+    rules = ["meta skuid vmap @sandboxes"]
+    for family, version in (("ip", 4), ("ip6", 6)):
+        chosen = [n for n in resolvers if n.version == version]
+        if chosen:
+            rules.append(f"{family} daddr {{ {_elements(chosen)} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
+    rules += [
+        "fib daddr type { local, broadcast, multicast } meta l4proto tcp reject with tcp reset",
+        "fib daddr type { local, broadcast, multicast } reject",
+        f"ip daddr {LINK_LOCAL[0]} meta l4proto tcp reject with tcp reset",
+        f"ip daddr {LINK_LOCAL[0]} reject",
+        f"ip6 daddr {LINK_LOCAL[1]} reject",
+    ]
+    lines = [
+        f"table inet {TABLE} {{",
+        "  map sandboxes { typeof meta skuid : verdict; }",
+        "  chain output { type filter hook output priority 0; policy accept; }",
+        "  chain sandboxes { }",
+        "}",
+        f"flush chain inet {TABLE} output",
+        f"flush chain inet {TABLE} sandboxes",
+        f"add rule inet {TABLE} output meta skuid {OWNER_BASE}-{last} jump sandboxes",
+        *(f"add rule inet {TABLE} sandboxes {rule}" for rule in rules),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def apply(pid: int, policy: EgressPolicy) -> None:
-    """Replace the egress rules of the network namespace process `pid` lives in."""
-    if not policy.restricts and not available():
-        return  # nothing to enforce, and nothing can have been enforced before
+def sandbox_ruleset(owner: int, policy: EgressPolicy) -> str:
+    """The script that replaces sandbox `owner`'s own rules with `policy`."""
+    chain = chain_name(owner)
+    lines = [
+        f"add chain inet {TABLE} {chain}",
+        f"flush chain inet {TABLE} {chain}",
+    ]
+    for family, version in (("ip", 4), ("ip6", 6)):
+        allow = [n for n in policy.allow if n.version == version]
+        deny = [n for n in policy.deny if n.version == version]
+        if allow and deny:
+            lines.append(f"add rule inet {TABLE} {chain} {family} daddr {{ {_elements(allow)} }} return")
+        if deny:
+            lines.append(f"add rule inet {TABLE} {chain} {family} daddr {{ {_elements(deny)} }} "
+                         "meta l4proto tcp reject with tcp reset")
+            lines.append(f"add rule inet {TABLE} {chain} {family} daddr {{ {_elements(deny)} }} reject")
+    lines.append(f"add element inet {TABLE} sandboxes {{ {owner} : jump {chain} }}")
+    return "\n".join(lines) + "\n"
+
+
+def removal_ruleset(owner: int) -> str:
+    """The script that forgets sandbox `owner`'s rules (declaring first makes it succeed either way)."""
+    chain = chain_name(owner)
+    return "\n".join([
+        f"add chain inet {TABLE} {chain}",
+        f"add element inet {TABLE} sandboxes {{ {owner} : jump {chain} }}",
+        f"delete element inet {TABLE} sandboxes {{ {owner} }}",
+        f"delete chain inet {TABLE} {chain}",
+    ]) + "\n"
+
+
+def _run(script: str) -> None:
     if not available():
-        raise RuntimeError("outbound network rules need nftables on the host (apt-get install nftables)")
+        raise RuntimeError("sandbox network rules need nftables on the host (apt-get install nftables)")
     # Success is read from the output, not the exit status: the server reaps orphaned sandbox
     # processes with waitpid(-1), which can take a child's status before subprocess sees it.
-    result = subprocess.run(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", "sh", "-c", f"nft -f - && echo {APPLIED}"],
-        input=ruleset(policy), capture_output=True, text=True,
-    )
+    result = subprocess.run(["sh", "-c", f"nft -f - && echo {APPLIED}"], input=script, capture_output=True,
+                            text=True)
     if APPLIED not in result.stdout:
-        raise RuntimeError(f"could not apply the sandbox's network rules: {result.stderr.strip()}")
+        raise RuntimeError(f"could not apply sandbox network rules: {result.stderr.strip()}")
 
+
+def install() -> None:
+    """Make sure the host-wide table and its shared rules are in place (before any sandbox starts)."""
+    _run(base_ruleset(host_resolvers()))
+
+
+def apply(owner: int, policy: EgressPolicy) -> None:
+    """Replace the outbound rules of the sandbox owned by `owner`."""
+    _run(base_ruleset(host_resolvers()) + sandbox_ruleset(owner, policy))
+
+
+def remove(owner: int) -> None:
+    """Drop the rules of the sandbox owned by `owner` (when it stops, or its owner is reclaimed)."""
+    _run(removal_ruleset(owner))

@@ -4,15 +4,19 @@ Run as a separate process by the server (`python -m e2b_local.isolation.launcher
 the sandbox is no child of the server's threads and outlives a restart of the server. Steps:
 
 1. join the sandbox's cgroups (everything started from here on is limited and accounted there);
-2. fork; the child, still host root, makes a private mount namespace, mounts the overlay root
+2. bind the agent's listening socket in the sandbox's host-only directory (the server connects
+   there; nothing inside the sandbox can see or replace that path) and fork;
+3. the child, still host root, makes a private mount namespace, mounts the overlay root
    (read-only template layers + the sandbox's private upper directory) and stages every bind source
-   on a private tmpfs, then unshares user and network namespaces and waits;
-3. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns when the
-   sandbox may reach the internet, and lets the child go;
-4. the child becomes root of its user namespace, drops CAP_NET_ADMIN for good and executes
-   bubblewrap, which adds pid, ipc and uts namespaces, private /proc and /dev, the seccomp filter,
-   and starts the in-sandbox agent;
-5. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
+   on a private tmpfs, then takes the sandbox's owner uid as its effective uid (keeping its
+   capabilities), so that the user namespace it unshares next, with the network namespace, belongs
+   to that uid, and waits;
+4. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns (as the
+   owner uid) when the sandbox may reach the internet, and lets the child go;
+5. the child becomes root of its user namespace, drops CAP_NET_ADMIN and CAP_NET_RAW for good, caps
+   its open files, and executes bubblewrap, which adds pid, ipc and uts namespaces, private /proc and
+   /dev, the seccomp filter, and starts the in-sandbox agent on the inherited socket;
+6. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import contextlib
 import ctypes
 import json
 import os
+import resource
+import socket
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -32,15 +38,24 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_CAPBSET_DROP = 24
-# Dropped for everything in the sandbox, root included: its outbound rules live in its network
-# namespace (see firewall.py) and must stay out of its reach. Nothing inside needs it: loopback is
-# brought up here, and slirp4netns configures the tap device from the host.
+PR_SET_SECUREBITS = 28
+# Changing the effective uid then keeps the capabilities (see _child).
+SECBIT_NO_SETUID_FIXUP = 1 << 2
+# Dropped for everything in the sandbox, root included. CAP_NET_ADMIN: nothing inside needs it
+# (loopback is brought up here, slirp4netns configures the tap device from outside). CAP_NET_RAW:
+# packet and raw sockets would let sandbox root hand-build frames for slirp4netns.
 CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+DROPPED_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)
+# Open files per process inside a sandbox (soft, hard): generous for real work, and with the pids and
+# memory limits a bound on what one sandbox can take of the host's file table.
+OPEN_FILES = (65_536, 65_536)
 # Paths inside the sandbox.
 BASE_MOUNT = "/.e2b/base"
 AGENT_MOUNT = "/.e2b/agent"
 RUN_MOUNT = "/.e2b/run"
-AGENT_SOCKET = RUN_MOUNT + "/agent.sock"
+# The agent finds its listening socket (inherited from the launcher) under this variable.
+AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
 
 
 @dataclass
@@ -53,6 +68,9 @@ class LaunchSpec:
     work: str
     merged: str
     run_dir: str
+    socket: str
+    log: str
+    owner: int
     base_layer: str
     agent_package: str
     seccomp_bpf: str
@@ -95,7 +113,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 
-def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
+def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int) -> list[str]:
     """The bubblewrap invocation that builds the sandbox around the staged root."""
     site_packages = BASE_MOUNT + "/" + AGENT_SITE
     boot = (
@@ -114,7 +132,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
-        "E2B_LOCAL_AGENT_SOCKET": AGENT_SOCKET,
+        AGENT_FD_VARIABLE: str(agent_fd),
         **spec.agent_env,
     }
     args = [
@@ -128,7 +146,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int) -> list[str]:
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
         "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
-        "--cap-add", "ALL", "--cap-drop", "CAP_NET_ADMIN",
+        "--cap-add", "ALL", "--cap-drop", "CAP_NET_ADMIN", "--cap-drop", "CAP_NET_RAW",
         "--seccomp", str(seccomp_fd),
         "--new-session",
         "--clearenv",
@@ -169,17 +187,25 @@ def _stage(spec: LaunchSpec) -> None:
         os.close(fd)
 
 
-def _child(spec: LaunchSpec, ready_w: int, go_r: int, status_w: int) -> None:
+def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, status_w: int) -> None:
     seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
     os.set_inheritable(seccomp_fd, True)
-    log = os.open(os.path.join(spec.run_dir, "agent.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchown(log, HOST_ID_BASE, HOST_ID_BASE)
+    listener.set_inheritable(True)
+    log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     _stage(spec)
     # Out-of-memory kills go to the sandbox's programs, never to its agent (which resets this to 0
     # for everything it starts). Needs CAP_SYS_RESOURCE, which some hosts withhold even from root;
     # there the kernel still picks the largest process, which is rarely the agent.
     with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
         f.write("-1000")
+    # The user namespace's owner is the creator's effective uid: the sandbox's own uid, so that the
+    # kernel's per-user counters of everything inside are charged to it and not to host root, and so
+    # that slirp4netns, running as that uid, may join the namespace. The capabilities stay (the
+    # securebit) for the rest of this set-up, and the bit is cleared again inside the namespace.
+    if _libc.prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "setting securebits")
+    os.setresgid(-1, spec.owner, -1)
+    os.setresuid(-1, spec.owner, -1)
     _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     os.write(ready_w, b"1")
     os.close(ready_w)
@@ -189,25 +215,51 @@ def _child(spec: LaunchSpec, ready_w: int, go_r: int, status_w: int) -> None:
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     os.setgroups([])
+    # Without this, a process inside that changes uid (root -> user) would keep root's capabilities.
+    if _libc.prctl(PR_SET_SECUREBITS, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "clearing securebits")
     network.bring_up_loopback()
-    # Out of the bounding set too, so that no later exec (a file with capabilities, say) can regain it.
-    if _libc.prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"dropping CAP_NET_ADMIN: {os.strerror(err)}")
+    # Out of the bounding set too, so that no later exec (a file with capabilities, say) can regain them.
+    for cap in DROPPED_CAPS:
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"dropping capability {cap}: {os.strerror(err)}")
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = OPEN_FILES if hard == resource.RLIM_INFINITY else tuple(min(v, hard) for v in OPEN_FILES)
+    resource.setrlimit(resource.RLIMIT_NOFILE, cap)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     try:
-        os.execvp("bwrap", bwrap_command(spec, seccomp_fd))
+        os.execvp("bwrap", bwrap_command(spec, seccomp_fd, listener.fileno()))
     except OSError as exc:
         os.write(status_w, f"cannot run bwrap: {exc}".encode())
         os._exit(127)
 
 
+def _listen(path: str) -> socket.socket:
+    """The agent's listening socket, bound at `path` in the sandbox's host-only directory."""
+    directory, name = os.path.split(path)
+    # Through a descriptor of the directory: Unix socket paths are limited to 108 bytes.
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    try:
+        short = f"/proc/self/fd/{dir_fd}/{name}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(short)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(short)
+        os.chmod(short, 0o600)
+    finally:
+        os.close(dir_fd)
+    listener.listen(128)
+    return listener
+
+
 def launch(spec: LaunchSpec) -> dict[str, int]:
     """Start the sandbox described by `spec`; return the host pids of bwrap and slirp4netns."""
     SandboxCgroup(spec.cgroup_key).add(os.getpid())
+    listener = _listen(spec.socket)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     # Closed by the child's exec (O_CLOEXEC): end of file means bwrap started, text is the child's error.
@@ -218,11 +270,12 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
             os.close(ready_r)
             os.close(go_w)
             os.close(status_r)
-            _child(spec, ready_w, go_r, status_w)
+            _child(spec, listener, ready_w, go_r, status_w)
         except BaseException as exc:  # the child must never return into the parent's code
             with contextlib.suppress(OSError):
                 os.write(status_w, f"{type(exc).__name__}: {exc}".encode())
         os._exit(127)
+    listener.close()
     os.close(ready_w)
     os.close(go_r)
     os.close(status_w)
@@ -231,7 +284,8 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
     for name in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{name}", "w") as f:
             f.write(f"0 {HOST_ID_BASE} {ID_RANGE}\n")
-    slirp_pid = network.attach_slirp4netns(pid) if spec.internet else 0
+    slirp_log = os.path.join(os.path.dirname(spec.log), "slirp4netns.log")
+    slirp_pid = network.attach_slirp4netns(pid, spec.owner, slirp_log) if spec.internet else 0
     os.write(go_w, b"1")
     os.close(go_w)
     failure = _read_all(status_r)

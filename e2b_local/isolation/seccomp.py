@@ -3,7 +3,9 @@
 Namespaces already hide the host; the filter removes kernel surface a sandbox never needs and that
 has a history of escapes: loading modules, kexec, BPF, perf, keyrings, io_uring, new namespaces,
 mounts, handle-based opens and swap or clock changes. Denied calls fail with EPERM (or ENOSYS for
-clone3, so that libc falls back to clone, whose flags the filter can inspect).
+clone3, so that libc falls back to clone, whose flags the filter can inspect). Packet sockets (raw
+link-layer frames; CAP_NET_RAW is gone too) and vsock sockets (a channel to the hypervisor when the
+host is a VM) cannot be created at all: socket() fails with EAFNOSUPPORT, as if the kernel had none.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ CLONE_NEW_FLAGS = (
 )
 
 
+# Address families no sandbox may open (<linux/socket.h>).
+AF_PACKET = 17
+AF_VSOCK = 40
+DENIED_FAMILIES = (AF_PACKET, AF_VSOCK)
+
+
 def build_filter() -> seccomp.SyscallFilter:
     """The filter: allow by default, deny the calls above."""
     f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
@@ -49,6 +57,9 @@ def build_filter() -> seccomp.SyscallFilter:
         except (RuntimeError, ValueError, OSError):
             continue  # not a syscall on this architecture
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    for family in DENIED_FAMILIES:
+        f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.EQ, family))
+        f.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socketpair", seccomp.Arg(0, seccomp.EQ, family))
     for bit in _bits(CLONE_NEW_FLAGS):
         f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, bit, bit))
     return f
@@ -59,11 +70,13 @@ def _bits(mask: int) -> list[int]:
 
 
 def compiled_filter(path: Path) -> Path:
-    """Write the BPF program to `path` (once) and return it."""
-    if not path.exists():
-        # A private temporary name: several processes may compile the filter at the same moment.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".seccomp-")
-        with os.fdopen(fd, "wb") as out:
-            build_filter().export_bpf(out)
-        os.replace(tmp, path)
+    """Write the BPF program to `path` and return it.
+
+    Written anew by every server start, so that a data directory never keeps an older filter.
+    """
+    # A private temporary name: several processes may compile the filter at the same moment.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".seccomp-")
+    with os.fdopen(fd, "wb") as out:
+        build_filter().export_bpf(out)
+    os.replace(tmp, path)
     return path

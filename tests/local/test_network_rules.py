@@ -1,38 +1,27 @@
 """Outbound network rules (`network=`, `allow_internet_access`, `update_network`) through the real SDK.
 
-Targets: a small HTTP server on this host's own non-loopback address (reached from the sandbox
-through slirp4netns) and PyPI over HTTPS, which sandboxes here can reach. curl's `--resolve` pins
-pypi.org to the address resolved on the host, so that DNS rules do not blur what is tested.
+Targets: a small HTTP server on a test host in a network namespace of its own (reached from the
+sandbox through slirp4netns; the host's own addresses are always refused) and PyPI over HTTPS,
+which sandboxes here can reach. curl's `--resolve` pins pypi.org to the address resolved on the
+host, so that DNS rules do not blur what is tested.
 """
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from e2b import CommandExitException, Sandbox, SandboxException
 
-
-def _host_address() -> str:
-    """This host's address on its default route (never loopback, which sandboxes cannot reach)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((socket.gethostbyname("pypi.org"), 443))
-        return s.getsockname()[0]
+from local.nethost import namespaced_host
 
 
 @pytest.fixture(scope="module")
 def local_site() -> Iterator[str]:
-    """`address:port` of an HTTP server on the host's own non-loopback address."""
-    server = http.server.ThreadingHTTPServer((_host_address(), 0), http.server.SimpleHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"{host}:{port}"
-    server.shutdown()
-    server.server_close()
+    """`address:port` of an HTTP server on a test host of this machine (never the host itself)."""
+    with namespaced_host() as target:
+        yield target
 
 
 @pytest.fixture(scope="module")
