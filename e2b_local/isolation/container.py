@@ -49,11 +49,6 @@ class Container:
         return self.directory / "upper"
 
     @property
-    def run_dir(self) -> Path:
-        """Scratch space shared with the sandbox (/.e2b/run inside): the host never opens anything in it."""
-        return self.directory / "run"
-
-    @property
     def socket(self) -> Path:
         """The agent's socket, in the sandbox's host-only directory (which the sandbox cannot see)."""
         return self.directory / "agent.sock"
@@ -109,16 +104,13 @@ class Container:
     def prepare_reboot(self) -> None:
         """Ready a stopped sandbox's directories for a new launch on the files it already has."""
         self.close()
-        for sub in ("work", "run"):
-            shutil.rmtree(self.directory / sub, ignore_errors=True)
+        shutil.rmtree(self.directory / "work", ignore_errors=True)
         self._fresh_scratch()
 
     def _fresh_scratch(self) -> None:
-        # The overlay's work directory and the agent's socket directory start empty on every boot.
-        for sub in ("work", "run"):
-            (self.directory / sub).mkdir()
-            os.chown(self.directory / sub, HOST_ID_BASE, HOST_ID_BASE)
-        self.run_dir.chmod(0o700)
+        # The overlay's work directory starts empty on every boot.
+        (self.directory / "work").mkdir()
+        os.chown(self.directory / "work", HOST_ID_BASE, HOST_ID_BASE)
 
     def copy_files(self, destination: Path) -> None:
         """Copy the sandbox's own files (its upper layer) to `destination`, which must not exist.
@@ -136,8 +128,8 @@ class Container:
         library_path = ":".join(f"/.e2b/base{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
-            work=str(self.directory / "work"), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
-            socket=str(self.socket), log=str(self.agent_log), owner=self.owner(),
+            work=str(self.directory / "work"), merged=str(self.directory / "merged"), socket=str(self.socket),
+            log=str(self.agent_log), owner=self.owner(),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,

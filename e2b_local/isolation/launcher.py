@@ -67,7 +67,6 @@ class LaunchSpec:
     upper: str
     work: str
     merged: str
-    run_dir: str
     socket: str
     log: str
     owner: int
@@ -106,6 +105,7 @@ STAGE_ROOT = STAGE + "/root"
 STAGE_BASE = STAGE + "/base"
 STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
+STAGE_EMPTY = STAGE + "/empty"
 MS_RDONLY = 1
 MS_BIND = 4096
 MS_REMOUNT = 32
@@ -162,27 +162,30 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int) -> list[str]
 
 
 def _stage(spec: LaunchSpec) -> None:
-    """As host root in a fresh mount namespace: mount the overlay root and stage every bind source."""
+    """As host root in a fresh mount namespace: mount the overlay root and stage every other mount."""
     _unshare(CLONE_NEWNS)
     _mount("none", "/", "", MS_REC | MS_PRIVATE, "")
     # Held open so that the staging tmpfs may cover any of these paths (the data directory may be in /tmp).
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in
-           [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package, spec.run_dir]}
+           [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package]}
 
     def fd_path(path: str) -> str:
         return f"/proc/self/fd/{fds[path]}"
 
     _mount("tmpfs", STAGE, "tmpfs", 0, "mode=755")
-    for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN):
+    for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
     lowers = ":".join(fd_path(p) for p in spec.lowers)
     _mount("overlay", STAGE_ROOT, "overlay", 0,
            f"lowerdir={lowers},upperdir={fd_path(spec.upper)},workdir={fd_path(spec.work)},userxattr")
-    for source, target in ((spec.base_layer, STAGE_BASE), (spec.agent_package, STAGE_AGENT),
-                           (spec.run_dir, STAGE_RUN)):
-        _mount(fd_path(source), target, "", MS_BIND, "")
-    for target in (STAGE_BASE, STAGE_AGENT):
-        _mount("none", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY, "")
+    # Read-only overlays rather than bind mounts: a bind mount shows its source's host path in the
+    # sandbox's /proc/self/mountinfo, an overlay only these descriptor paths.
+    for source, target in ((spec.base_layer, STAGE_BASE), (spec.agent_package, STAGE_AGENT)):
+        _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={fd_path(source)}:{STAGE_EMPTY}")
+    # The agent's scratch space (kernel connection files, logs) lives in this tmpfs, charged to the
+    # sandbox's memory like any tmpfs it writes, and gone with its mount namespace.
+    os.chown(STAGE_RUN, HOST_ID_BASE, HOST_ID_BASE)
+    os.chmod(STAGE_RUN, 0o700)
     for fd in fds.values():
         os.close(fd)
 

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -212,10 +213,13 @@ def test_a_symlinked_agent_socket_is_never_followed(sbx: Sandbox, tmp_path: Path
         _, out = run_as(sbx, "ls -a /.e2b/run; for f in agent.sock agent.log; do rm -rf /.e2b/run/$f; "
                              f"ln -s {trap_path} /.e2b/run/$f; done; ls -l /.e2b/run")
         assert "agent.sock ->" in out
-        for _ in range(3):
-            assert sbx.commands.run("echo still-mine").stdout.strip() == "still-mine"
-            sbx.files.write("/tmp/x.txt", "data")
-            assert sbx.files.read("/tmp/x.txt") == "data"
+        # More requests at once than the server keeps idle connections for, so that it opens new ones.
+        with ThreadPoolExecutor(16) as pool:
+            outputs = list(pool.map(lambda n: sbx.commands.run(f"sleep 0.5; echo still-mine-{n}").stdout.strip(),
+                                    range(32)))
+        assert outputs == [f"still-mine-{n}" for n in range(32)]
+        sbx.files.write("/tmp/x.txt", "data")
+        assert sbx.files.read("/tmp/x.txt") == "data"
         with pytest.raises(TimeoutError):
             trap.accept()
     finally:
