@@ -320,3 +320,15 @@ def test_open_files_are_capped_per_process_and_the_host_keeps_its_own(e2b_server
             for handle in handles:
                 with contextlib.suppress(Exception):
                     handle.kill()
+
+
+def test_mountinfo_shows_no_host_path(sbx: Sandbox, e2b_server) -> None:
+    import e2b_local
+
+    host_paths = [str(e2b_server.home), str(Path(e2b_local.__file__).parent), os.environ.get(
+        "E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")]
+    for user in ("root", "user"):
+        _, out = run_as(sbx, "cat /proc/self/mountinfo /proc/1/mountinfo 2>/dev/null", user=user)
+        assert "/.e2b/base" in out
+        for path in host_paths:
+            assert path not in out, f"{path} appears in the sandbox's mountinfo"
