@@ -17,8 +17,9 @@ def dump(*_):
         f.write(token)
     os.rename("/home/user/token.tmp", "/home/user/token.txt")
 signal.signal(signal.SIGUSR1, dump)
-with open("/home/user/holder.pid", "w") as f:
+with open("/home/user/holder.pid.tmp", "w") as f:
     f.write(str(os.getpid()))
+os.rename("/home/user/holder.pid.tmp", "/home/user/holder.pid")
 while True:
     time.sleep(0.05)
 """
@@ -30,6 +31,8 @@ READ_TOKEN = ("rm -f /home/user/token.txt; kill -USR1 $(cat /home/user/holder.pi
 def start_holder(sandbox: Sandbox) -> str:
     """Start the token holder in the background; returns its token."""
     sandbox.files.write("/home/user/holder.py", HOLDER)
+    # A pid file left by an earlier holder (its files survive a reboot) would name a dead process.
+    sandbox.commands.run("rm -f /home/user/holder.pid")
     sandbox.commands.run("python3 /home/user/holder.py", background=True)
     sandbox.commands.run("for i in $(seq 200); do [ -s /home/user/holder.pid ] && break; sleep 0.05; done")
     token = read_token(sandbox)
