@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 
-from e2b_local.agent.app import AgentApp, owned_pids
-from e2b_local.agent.reaper import reap_forever
+from e2b_local.agent.app import AgentApp
+from e2b_local.agent.reaper import install_reaper, release_reaper
 
 # The launcher binds the agent's socket outside the sandbox and hands it over as this descriptor.
 AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
 
 
+class AgentServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the agent must handle no signal at all (see `main`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def drop_signal_handlers() -> None:
+    """Leave every signal at its default or ignored disposition.
+
+    The agent is pid 1 of its sandbox: the kernel discards a signal sent to it from inside the
+    sandbox unless it has a handler for it, so without handlers nothing inside can stop it (Python
+    itself installs one for SIGINT). The host stops sandboxes with SIGKILL through the cgroup.
+    """
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError):
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+
+
 def main() -> None:
+    drop_signal_handlers()
     fd = int(os.environ.pop(AGENT_FD_VARIABLE))
     # Nothing the agent starts may inherit it.
     os.set_inheritable(fd, False)
@@ -23,18 +48,18 @@ def main() -> None:
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=600, h11_max_incomplete_event_size=None,
     )
-    asyncio.run(serve(uvicorn.Server(config)))
+    asyncio.run(serve(AgentServer(config)))
 
 
 async def serve(server: uvicorn.Server) -> None:
-    """Serve requests, and reap orphaned processes as the sandbox's pid 1 must."""
-    reaper = asyncio.create_task(reap_forever(owned_pids))
+    """Serve requests, waiting for every child (orphans too) as the sandbox's pid 1 must."""
+    reaper = install_reaper(asyncio.get_running_loop())
     if isinstance(server.config.app, AgentApp):
         server.config.app.prestart()
     try:
         await server.serve()
     finally:
-        reaper.cancel()
+        release_reaper(reaper)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Collection
 from typing import Any
 
 from e2b.envd.process.process_connect import ProcessASGIApplication
@@ -27,13 +26,6 @@ CODE_INTERPRETER_PORT = b"49999"
 OPEN_PATHS = ("/health", "/files")
 
 process_service = ProcessService()
-# Other agent services that start processes register a callable naming them, so the reaper leaves them be.
-child_pid_sources: list[Callable[[], Collection[int]]] = [lambda: process_service.processes.keys()]
-
-
-def owned_pids() -> set[int]:
-    """Pids of processes the agent awaits itself."""
-    return {pid for source in child_pid_sources for pid in source()}
 
 
 async def health(request: Request) -> Response:

@@ -36,6 +36,7 @@ from e2b_local.isolation.container import Container, reap_children
 from e2b_local.isolation.firewall import EgressPolicy
 from e2b_local.isolation.rootfs import TEMPLATES, RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
+from e2b_local.isolation.tracking import TrackedProcess
 
 log = logging.getLogger("e2b_local")
 
@@ -58,6 +59,8 @@ POOL_SIZE = int(os.environ.get("E2B_LOCAL_POOL_SIZE", "1"))
 SHUTDOWN_BOOT_WAIT = 30.0
 # How often expiry is checked.
 TIMEOUT_TICK = 0.25
+# How often every running sandbox's processes are checked, besides the pidfd that reports its exit.
+LIVENESS_TICK = 2.0
 # The envd version we report: new enough that the SDK enables every feature (see the protocol notes).
 ENVD_VERSION = "0.6.7"
 CLIENT_ID = "local"
@@ -108,6 +111,8 @@ class Live:
     client: httpx.AsyncClient
     metrics: MetricsSeries = field(default_factory=MetricsSeries)
     upstream: AgentUpstream | None = None
+    # A duplicate of the top process's pidfd, registered with the event loop while it is watched.
+    watch_fd: int | None = None
 
     def __post_init__(self) -> None:
         # The proxy's own connections; the httpx client serves the control plane's calls (/init, health).
@@ -156,7 +161,9 @@ class SandboxManager:
         known = set()
         for record in self.registry.all():
             container = Container(self.paths.sandboxes, record.key)
-            alive = await asyncio.to_thread(container.alive)
+            # By the recorded pid only if that process is still in the sandbox's cgroup: it may
+            # have been reused by an unrelated process since the sandbox died.
+            alive = await asyncio.to_thread(container.adopt, record.pid)
             if record.state == "running" and not alive:
                 if (record.lifecycle or {}).get("onTimeout") != "pause":
                     log.info("sandbox %s did not survive; removing it", record.sandbox_id)
@@ -166,20 +173,25 @@ class SandboxManager:
                 # Asked to be paused rather than lost: keep its files, resume will boot on them.
                 log.info("sandbox %s did not survive (machine restarted?); keeping its files, paused",
                          record.sandbox_id)
+                await asyncio.to_thread(container.stop)  # helpers left behind (slirp4netns, say)
                 record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
                 self.registry.put(record)
             elif alive:
                 # A crash may have come between a freeze and its thaw (a snapshot's copy, say): running
                 # sandboxes run, paused ones stay frozen, whatever happened meanwhile.
                 await asyncio.to_thread(container.freeze if record.state == "paused" else container.thaw)
+            else:
+                await asyncio.to_thread(container.stop)  # helpers left behind (slirp4netns, say)
             known.add(record.key)
             self.records[record.sandbox_id] = record
-            self.live[record.sandbox_id] = Live(container, _agent_client(container))
+            live = self.live[record.sandbox_id] = Live(container, _agent_client(container))
+            self._watch(record.sandbox_id, live)
         for leftover in self.paths.sandboxes.iterdir():
             if leftover.name not in known:
                 await asyncio.to_thread(Container(self.paths.sandboxes, leftover.name).destroy)
         await asyncio.to_thread(self.snapshots.clean_up)
-        self._tasks = [asyncio.create_task(self._expire_loop()), asyncio.create_task(self._metrics_loop())]
+        self._tasks = [asyncio.create_task(self._expire_loop()), asyncio.create_task(self._metrics_loop()),
+                       asyncio.create_task(self._liveness_loop())]
         for template in TEMPLATES:
             self._refill(template)
 
@@ -202,6 +214,7 @@ class SandboxManager:
                 await asyncio.to_thread(booted.container.destroy)
             booted_list.clear()
         for live in self.live.values():
+            self._unwatch(live)
             await live.aclose()
         self.registry.close()
 
@@ -326,6 +339,7 @@ class SandboxManager:
         self.registry.put(record)
         self.records[record.sandbox_id] = record
         live = self.live[record.sandbox_id] = Live(booted.container, client)
+        self._watch(record.sandbox_id, live)
         # A first reading at once; off the event loop, since a sandbox started from a snapshot may
         # have many files to measure.
         await asyncio.to_thread(self._sample, record, live)
@@ -338,6 +352,7 @@ class SandboxManager:
         token again, and the network rules are applied to the new network namespace.
         """
         live = self.live[record.sandbox_id]
+        self._unwatch(live)
         await live.aclose()
         container = live.container
         layers = [Path(p) for p in record.layers]
@@ -355,6 +370,7 @@ class SandboxManager:
         record.layers = [str(p) for p in layers]
         live.client = _agent_client(container)
         live.upstream = AgentUpstream(container.connect_path())
+        self._watch(record.sandbox_id, live)
         await self._enforce(record, policy, internet)
         await self._init_agent(record, live.client)
 
@@ -391,10 +407,13 @@ class SandboxManager:
                 # Created without any way out: give it its user-mode network stack now, rules first.
                 container = self.live[sandbox_id].container
 
+                def still_ours() -> bool:
+                    top = container.top
+                    return top is not None and top.pid == record.pid and top.alive()
+
                 def attach() -> int:
                     pid = network.attach_slirp4netns(record.pid, container.owner(),
-                                                     str(container.directory / "slirp4netns.log"),
-                                                     verify=lambda: record.pid in container.cgroup.pids())
+                                                     str(container.directory / "slirp4netns.log"), verify=still_ours)
                     container.cgroup.add(pid)  # frozen, killed and accounted with the sandbox
                     return pid
 
@@ -425,17 +444,82 @@ class SandboxManager:
     async def kill(self, sandbox_id: str) -> None:
         """Destroy the sandbox: every process, mount, cgroup, network stack and file."""
         async with self.lock(sandbox_id):
-            record = self.records.pop(sandbox_id, None)
-            if record is None:
-                raise not_found(sandbox_id)
-            self.registry.delete(sandbox_id)
-            live = self.live.pop(sandbox_id, None)
-            if live is not None:
-                await live.aclose()
-            container = live.container if live else Container(self.paths.sandboxes, record.key)
-            await asyncio.to_thread(container.destroy)
+            await self._destroy(sandbox_id)
         self._locks.pop(sandbox_id, None)
         reap_children()
+
+    async def _destroy(self, sandbox_id: str) -> None:
+        # Under the sandbox's lock.
+        record = self.records.pop(sandbox_id, None)
+        if record is None:
+            raise not_found(sandbox_id)
+        self.registry.delete(sandbox_id)
+        live = self.live.pop(sandbox_id, None)
+        if live is not None:
+            self._unwatch(live)
+            await live.aclose()
+        container = live.container if live else Container(self.paths.sandboxes, record.key)
+        await asyncio.to_thread(container.destroy)
+
+    # -- dead agents ---------------------------------------------------------------------------------
+    def _watch(self, sandbox_id: str, live: Live) -> None:
+        """Have the event loop report the exit of the sandbox's top process (its agent's parent)."""
+        self._unwatch(live)
+        top = live.container.top
+        if top is None:
+            return
+        # A duplicate of the pidfd, owned here: the container may close its own at any time.
+        live.watch_fd = os.dup(top.fd)
+        asyncio.get_running_loop().add_reader(live.watch_fd, self._on_exit, sandbox_id, live, top)
+
+    def _unwatch(self, live: Live) -> None:
+        if live.watch_fd is not None:
+            asyncio.get_running_loop().remove_reader(live.watch_fd)
+            os.close(live.watch_fd)
+            live.watch_fd = None
+
+    def _on_exit(self, sandbox_id: str, live: Live, top: TrackedProcess | None) -> None:
+        self._unwatch(live)
+        task = asyncio.create_task(self._agent_died(sandbox_id, live, top))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _agent_died(self, sandbox_id: str, live: Live, top: TrackedProcess | None) -> None:
+        """Clean up after a sandbox whose processes ended on their own, as a kill or a restart would."""
+        async with self.lock(sandbox_id):
+            record = self.records.get(sandbox_id)
+            # A kill, a pause or a reboot that ended the process on purpose has already moved on.
+            if record is None or self.live.get(sandbox_id) is not live or live.container.top is not top:
+                return
+            if record.state != "running":
+                return
+            removed = (record.lifecycle or {}).get("onTimeout") != "pause"
+            if removed:
+                log.warning("sandbox %s: its agent exited; removing the sandbox", sandbox_id)
+                await self._destroy(sandbox_id)
+            else:
+                # Asked to be paused rather than lost: as after a machine restart, keep its files.
+                log.warning("sandbox %s: its agent exited; keeping its files, paused", sandbox_id)
+                self._unwatch(live)
+                await live.aclose()
+                await asyncio.to_thread(live.container.stop)
+                record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
+                self.registry.put(record)
+        if removed:
+            self._locks.pop(sandbox_id, None)
+        reap_children()
+
+    async def _liveness_loop(self) -> None:
+        # The pidfd reports an exit at once; this also catches a sandbox whose processes are gone
+        # while its top process lingers.
+        while True:
+            await asyncio.sleep(LIVENESS_TICK)
+            for sandbox_id, live in list(self.live.items()):
+                record = self.records.get(sandbox_id)
+                if record is None or record.state != "running" or live.watch_fd is None:
+                    continue
+                if not await asyncio.to_thread(live.container.alive):
+                    self._on_exit(sandbox_id, live, live.container.top)
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> None:
         """Reset the sandbox's deadline to now + `timeout`.

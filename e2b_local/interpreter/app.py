@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.agent.state import STATE
 from e2b_local.interpreter.contexts import ContextManager, InvalidCwdError
 from e2b_local.interpreter.execution import Execution, watch_disconnect
-from e2b_local.interpreter.kernels import LIVE_PIDS, KernelDiedError
+from e2b_local.interpreter.kernels import KernelDiedError
 from e2b_local.interpreter.languages import KernelNotInstalledError, UnsupportedLanguageError
 
 # Written into the code-interpreter root filesystem (see e2b_local.isolation.rootfs): the agent of
@@ -159,9 +159,6 @@ def create_app() -> InterpreterApp:
     """The agent's code-interpreter application (one per agent process)."""
     global _app
     if _app is None:
-        from e2b_local.agent.app import child_pid_sources
-
-        child_pid_sources.append(lambda: LIVE_PIDS)
         _app = InterpreterApp()
     return _app
 

@@ -41,8 +41,6 @@ LOG_ROOT = Path("/.e2b/run/kernels")
 START_TIMEOUT = 60.0
 # After a kernel answered kernel_info, how long to wait for an iopub message before asking again.
 IOPUB_PROBE_SECONDS = 0.05
-# Pids of kernel processes not yet waited for; the agent's zombie reaper must leave them to asyncio.
-LIVE_PIDS: set[int] = set()
 
 
 class KernelDiedError(RuntimeError):
@@ -144,7 +142,6 @@ class Kernel:
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd, env=env,
                 user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
             )
-        LIVE_PIDS.add(self.proc.pid)
         self._watcher = asyncio.create_task(self._watch())
         # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while
         # the kernel boots, off the event loop.
@@ -266,10 +263,7 @@ class Kernel:
 
     async def _watch(self) -> None:
         assert self.proc is not None
-        try:
-            returncode = await self.proc.wait()
-        finally:
-            LIVE_PIDS.discard(self.proc.pid)
+        returncode = await self.proc.wait()
         name, self.death = self._kill_error or (DIED_ERROR, describe_exit(returncode))
         if self._kill_error is None:
             log.warning("kernel %s (%s): %s", self.id, self.language.name, self.death)

@@ -19,6 +19,7 @@ from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
+from e2b_local.isolation.tracking import TrackedProcess
 
 log = logging.getLogger("e2b_local")
 # How long a freshly launched agent may take to listen on its socket.
@@ -43,6 +44,8 @@ class Container:
         self.directory = sandboxes_dir / key
         self.cgroup = SandboxCgroup(key)
         self._run_fd: int | None = None
+        # The sandbox's top process (bubblewrap, the agent's parent), once launched or adopted.
+        self.top: TrackedProcess | None = None
 
     @property
     def upper(self) -> Path:
@@ -84,10 +87,22 @@ class Container:
         return f"/proc/self/fd/{self._run_fd}/agent.sock"
 
     def close(self) -> None:
-        """Release the descriptor held for `connect_path`."""
+        """Release the descriptors held for `connect_path` and for the top process."""
         if self._run_fd is not None:
             os.close(self._run_fd)
             self._run_fd = None
+        if self.top is not None:
+            self.top.close()
+            self.top = None
+
+    def adopt(self, pid: int) -> bool:
+        """Track the top process recorded as `pid` (after a restart); False when it is gone.
+
+        A pid that now belongs to a process outside this sandbox's cgroup counts as gone.
+        """
+        if self.top is None:
+            self.top = TrackedProcess.adopt(pid, self.key)
+        return self.alive()
 
     def prepare(self, upper_from: Path | None = None) -> None:
         """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
@@ -144,6 +159,11 @@ class Container:
         if result.returncode != 0:
             raise RuntimeError(f"sandbox launch failed: {result.stderr.strip()[-2000:]}")
         pids = json.loads(result.stdout)
+        if self.top is not None:
+            self.top.close()
+        self.top = TrackedProcess.adopt(pids["pid"], self.key)
+        if self.top is None:
+            raise RuntimeError("the sandbox exited as soon as it was launched")
         return ContainerInfo(self.key, str(self.directory), pids["pid"], pids["slirp_pid"])
 
     def wait_for_agent(self, timeout: float = AGENT_START_TIMEOUT) -> None:
@@ -198,7 +218,8 @@ class Container:
         owners.release(uid, self.directory)
 
     def alive(self) -> bool:
-        return bool(self.cgroup.pids())
+        """Whether the sandbox's tracked top process still runs (and its cgroup holds processes)."""
+        return self.top is not None and self.top.alive() and bool(self.cgroup.pids())
 
 
 def copy_tree(source: Path, destination: Path) -> None:
