@@ -16,6 +16,7 @@ from pathlib import Path
 
 import e2b_local
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
+from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
 
@@ -41,11 +42,19 @@ class Container:
         self.key = key
         self.directory = sandboxes_dir / key
         self.cgroup = SandboxCgroup(key)
+        # The sandbox's own filesystem holds the overlay's upper and work directories.
+        self.disk = SandboxDisk(self.directory / "disk.img", self.directory / "disk")
+        # Formatted empty disks, one per size, next to the sandboxes' directories.
+        self.disk_templates = sandboxes_dir.parent / "disk-templates"
         self._run_fd: int | None = None
 
     @property
     def upper(self) -> Path:
-        return self.directory / "upper"
+        return self.disk.mountpoint / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.disk.mountpoint / "work"
 
     @property
     def run_dir(self) -> Path:
@@ -71,12 +80,21 @@ class Container:
             os.close(self._run_fd)
             self._run_fd = None
 
-    def prepare(self, upper_from: Path | None = None) -> None:
-        """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
+    def prepare(self, disk_mb: int, upper_from: Path | None = None) -> None:
+        """Create the sandbox's private directories and its disk of `disk_mb` MiB.
+
+        With `upper_from` (a saved upper layer), the disk starts with those files; they must fit it.
+        """
         self.directory.mkdir(parents=True)
         self.directory.chmod(0o700)
+        self.disk.create(self.disk_templates, disk_mb)
         if upper_from is not None:
-            copy_tree(upper_from, self.upper)
+            try:
+                copy_tree(upper_from, self.upper)
+            except RuntimeError as exc:
+                if "No space left" not in str(exc):
+                    raise
+                raise RuntimeError(f"the saved files do not fit the sandbox's disk of {disk_mb} MiB") from None
         else:
             self.upper.mkdir()
         (self.directory / "merged").mkdir()
@@ -86,15 +104,16 @@ class Container:
     def prepare_reboot(self) -> None:
         """Ready a stopped sandbox's directories for a new launch on the files it already has."""
         self.close()
-        for sub in ("work", "run"):
-            shutil.rmtree(self.directory / sub, ignore_errors=True)
+        self.disk.ensure_mounted()
+        for path in (self.work, self.run_dir):
+            shutil.rmtree(path, ignore_errors=True)
         self._fresh_scratch()
 
     def _fresh_scratch(self) -> None:
         # The overlay's work directory and the agent's socket directory start empty on every boot.
-        for sub in ("work", "run"):
-            (self.directory / sub).mkdir()
-            os.chown(self.directory / sub, HOST_ID_BASE, HOST_ID_BASE)
+        for path in (self.work, self.run_dir):
+            path.mkdir()
+            os.chown(path, HOST_ID_BASE, HOST_ID_BASE)
         self.run_dir.chmod(0o700)
 
     def copy_files(self, destination: Path) -> None:
@@ -102,6 +121,7 @@ class Container:
 
         Callers freeze a running sandbox around this, so that the copy is one consistent moment.
         """
+        self.disk.ensure_mounted()
         copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
@@ -113,7 +133,7 @@ class Container:
         library_path = ":".join(f"/.e2b/base{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
-            work=str(self.directory / "work"), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
+            work=str(self.work), merged=str(self.directory / "merged"), run_dir=str(self.run_dir),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
@@ -165,10 +185,11 @@ class Container:
         self.cgroup.remove()
 
     def destroy(self) -> None:
-        """Kill every process of the sandbox and delete everything it had on disk."""
+        """Kill every process of the sandbox and delete everything it had on disk, its disk included."""
         self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
+        self.disk.release(discard_data=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.directory)
 
