@@ -16,7 +16,7 @@ from pathlib import Path
 
 import e2b_local
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
-from e2b_local.isolation.disk import SandboxDisk
+from e2b_local.isolation.disk import SandboxDisk, mount_run_dir, unmount
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
 
@@ -105,16 +105,17 @@ class Container:
         """Ready a stopped sandbox's directories for a new launch on the files it already has."""
         self.close()
         self.disk.ensure_mounted()
+        unmount(self.run_dir)
         for path in (self.work, self.run_dir):
             shutil.rmtree(path, ignore_errors=True)
         self._fresh_scratch()
 
     def _fresh_scratch(self) -> None:
         # The overlay's work directory and the agent's socket directory start empty on every boot.
-        for path in (self.work, self.run_dir):
-            path.mkdir()
-            os.chown(path, HOST_ID_BASE, HOST_ID_BASE)
-        self.run_dir.chmod(0o700)
+        self.work.mkdir()
+        os.chown(self.work, HOST_ID_BASE, HOST_ID_BASE)
+        # Sandbox root can write to the run directory: a bounded tmpfs keeps that off the host's disk.
+        mount_run_dir(self.run_dir, HOST_ID_BASE)
 
     def copy_files(self, destination: Path) -> None:
         """Copy the sandbox's own files (its upper layer) to `destination`, which must not exist.
@@ -183,12 +184,14 @@ class Container:
         self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
+        unmount(self.run_dir)  # its tmpfs holds memory; the next boot starts with a fresh one anyway
 
     def destroy(self) -> None:
         """Kill every process of the sandbox and delete everything it had on disk, its disk included."""
         self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
+        unmount(self.run_dir)
         self.disk.release(discard_data=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.directory)

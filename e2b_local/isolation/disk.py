@@ -36,6 +36,7 @@ LOOP_INFO64_FLAGS_OFFSET = 52
 LOOP_CONFIG_SIZE = 4 + 4 + 232 + 64
 MS_NOSUID = 2
 MS_NODEV = 4
+MS_NOEXEC = 8
 MS_NOATIME = 1024
 MNT_DETACH = 2
 # Bytes of disk per inode: ext4's default ratio, so the inode count grows with the disk size.
@@ -44,6 +45,9 @@ BYTES_PER_INODE = 16384
 MIN_DISK_MB = 16
 # Attempts to claim a free loop device when other processes claim them at the same time.
 LOOP_ATTEMPTS = 20
+# Bounds of the tmpfs under the agent's run directory (its socket and logs, writable by sandbox root).
+RUN_DIR_SIZE = "16m"
+RUN_DIR_INODES = 1024
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _template_lock = threading.Lock()
@@ -151,6 +155,27 @@ def _open_device(path: str) -> int:
             time.sleep(0.001)
 
 
+def mount_run_dir(path: Path, owner: int) -> None:
+    """Make `path` a small tmpfs owned by `owner` (mode 0700), for what the agent writes outside its disk.
+
+    Its pages are charged to the memory cgroup of whoever writes them: the sandbox's own limit.
+    """
+    path.mkdir(mode=0o700)
+    _mount("tmpfs", str(path), "tmpfs", MS_NODEV | MS_NOSUID | MS_NOEXEC,
+           f"size={RUN_DIR_SIZE},nr_inodes={RUN_DIR_INODES},mode=0700,uid={owner},gid={owner}")
+
+
+def unmount(path: Path) -> None:
+    """Unmount whatever is mounted at `path`, if anything.
+
+    Detached lazily, so that a process that has not quite gone cannot keep the mount busy.
+    """
+    if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or no such path
+            raise OSError(err, f"unmounting {path}: {os.strerror(err)}")
+
+
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
     if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
         err = ctypes.get_errno()
@@ -203,11 +228,7 @@ class SandboxDisk:
                     fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("=I", EXT4_GOING_FLAGS_NOLOGFLUSH))
                 finally:
                     os.close(fd)
-        # Detached lazily, so that a process that has not quite gone cannot keep the mount busy.
-        if _libc.umount2(str(self.mountpoint).encode(), MNT_DETACH) != 0:
-            err = ctypes.get_errno()
-            if err != errno.EINVAL:  # EINVAL: not mounted (any more)
-                raise OSError(err, f"unmounting {self.mountpoint}: {os.strerror(err)}")
+        unmount(self.mountpoint)
 
     def usage(self) -> tuple[int, int]:
         """(bytes used, bytes in total) of the disk's filesystem, as `df` inside the sandbox shows them."""

@@ -86,6 +86,9 @@ def test_writing_past_the_quota_fails_inside_and_the_host_keeps_its_space(
         code, out = run(sandbox, "dd if=/dev/zero of=/home/user/more bs=1M count=4; rc=$?; sync; exit $rc",
                         user="user")
         assert code != 0 and "No space left on device" in out
+        # The agent's run directory is writable by sandbox root, and bounded too.
+        code, out = run(sandbox, f"dd if=/dev/zero of=/.e2b/run/fill bs=1M count={DISK_MB}")
+        assert code != 0 and "No space left on device" in out
         free_after, _ = host_free(small_disk_server.home)
         # Other work on this machine moves the host's free space too: allow one quota's worth of it.
         assert free_before - free_after <= 2 * DISK_MB * MIB
@@ -186,7 +189,8 @@ def test_paused_files_survive_a_machine_restart(tmp_path: Path) -> None:
         code, out = run(resumed, "dd if=/dev/zero of=/root/fill bs=1M count=128; rc=$?; sync; exit $rc")
         assert code != 0 and "No space left on device" in out
     finally:
-        Sandbox.kill(sandbox.sandbox_id, **args)
+        if server.process.poll() is not None:  # failed while it was down: it cleans up its sandboxes
+            server = start_server(home, port, env={"E2B_LOCAL_DISK_MB": str(DISK_MB)})
         stop_server(server)
 
 
