@@ -9,6 +9,9 @@ KiB of metadata is much cheaper than mkfs). The loop device is attached with aut
 away by itself when the filesystem's last mount does: unmounting is the whole teardown. The mount
 lives in the host's mount namespace and survives a restart of the server; after a reboot of the
 machine `ensure_mounted` attaches the image again.
+
+The agent's run directory (its socket and logs) is outside the overlay and writable by sandbox
+root too: it is a small tmpfs (`mount_run_dir`), so that nothing a sandbox writes lands on the host's disk.
 """
 
 from __future__ import annotations
@@ -53,14 +56,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _template_lock = threading.Lock()
 
 
-def _mkfs_command(image: Path) -> list[str]:
+def _mkfs_command(image: Path, prezeroed: bool) -> list[str]:
     # No reserved blocks (root and user see the same limit), a 4 MiB journal (the smallest ext4
     # allows; it keeps the files consistent across a crash of the machine), no resize inode (its
     # reserved blocks would be written out, 4 MiB more to copy per sandbox), and nothing written that
-    # a sparse file already reads as zeros.
+    # a sparse file already reads as zeros (`assume_storage_prezeroed` needs e2fsprogs 1.47).
+    extended = "lazy_itable_init=1,lazy_journal_init=1,nodiscard" + (",assume_storage_prezeroed=1" * prezeroed)
     return ["mkfs.ext4", "-q", "-F", "-b", "4096", "-i", str(BYTES_PER_INODE), "-m", "0", "-J", "size=4",
-            "-O", "^resize_inode",
-            "-E", "lazy_itable_init=1,lazy_journal_init=1,assume_storage_prezeroed=1,nodiscard", str(image)]
+            "-O", "^resize_inode", "-E", extended, str(image)]
 
 
 def template_image(directory: Path, size_mb: int) -> Path:
@@ -76,10 +79,13 @@ def template_image(directory: Path, size_mb: int) -> Path:
         staging = directory / f".{template.name}.{os.getpid()}"
         with open(staging, "wb") as f:
             f.truncate(size_mb * 1024 * 1024)
-        # Success is read from the output: the server's reaper (waitpid(-1)) may take mkfs's exit status.
-        result = subprocess.run(["sh", "-c", '"$@" && echo formatted', "sh", *_mkfs_command(staging)],
-                                capture_output=True, text=True)
-        if result.stdout.strip() != "formatted":
+        for prezeroed in (True, False):
+            # Success is read from the output: the server's reaper (waitpid(-1)) may take mkfs's exit status.
+            result = subprocess.run(["sh", "-c", '"$@" && echo formatted', "sh", *_mkfs_command(staging, prezeroed)],
+                                    capture_output=True, text=True)
+            if result.stdout.strip() == "formatted":
+                break
+        else:
             staging.unlink(missing_ok=True)
             raise RuntimeError(f"formatting a sandbox disk failed: {result.stderr.strip()[-1000:]}")
         os.chmod(staging, 0o600)
@@ -140,6 +146,7 @@ class LoopDevice:
         raise RuntimeError("no free loop device for the sandbox's disk")
 
     def close(self) -> None:
+        """Let go of the device: it detaches now, or when the filesystem mounted from it is unmounted."""
         os.close(self.fd)
 
 
