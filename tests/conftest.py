@@ -53,11 +53,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, port: int | None = None) -> LocalServer:
-    """Start `e2b-local serve` with its own data directory and wait until it answers."""
+def start_server(home: Path, port: int | None = None, env: dict[str, str] | None = None) -> LocalServer:
+    """Start `e2b-local serve` with its own data directory and wait until it answers.
+
+    `env` adds to the server's environment (settings such as `E2B_LOCAL_DISK_MB`).
+    """
     port = port or _free_port()
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE}
+    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE, **(env or {})}
     log = open(home / "server.log", "ab")  # noqa: SIM115 - kept open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
                             stdout=log, stderr=log, env=env, start_new_session=True)

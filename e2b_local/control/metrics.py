@@ -1,14 +1,13 @@
-"""Resource samples of each sandbox, taken every 5 seconds from its cgroups (as E2B samples)."""
+"""Resource samples of each sandbox, taken every 5 seconds from its cgroups and its disk (as E2B samples)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 from e2b_local.isolation.cgroups import SandboxCgroup
+from e2b_local.isolation.disk import SandboxDisk
 
 # E2B samples every 5 s; the SDK documents the same interval.
 SAMPLE_INTERVAL = 5.0
@@ -44,27 +43,6 @@ class Sample:
         }
 
 
-def directory_size(path: Path) -> int:
-    """Bytes used by the files under `path` (the sandbox's writable layer)."""
-    total = 0
-    stack = [str(path)]
-    while stack:
-        try:
-            entries = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-                except OSError:
-                    continue
-    return total
-
-
 class MetricsSeries:
     """The samples of one sandbox, and the counter state needed to compute CPU percentages."""
 
@@ -72,8 +50,10 @@ class MetricsSeries:
         self.samples: deque[Sample] = deque(maxlen=MAX_SAMPLES)
         self._last: tuple[float, int] | None = None
 
-    def sample(self, cgroup: SandboxCgroup, upper: Path, cpu_count: int, memory_mb: int, disk_mb: int) -> None:
+    def sample(self, cgroup: SandboxCgroup, disk: SandboxDisk, cpu_count: int, memory_mb: int) -> None:
+        """Take one reading: CPU and memory from the cgroups, disk from the sandbox's own filesystem."""
         now = time.time()
+        disk_used, disk_total = disk.usage()
         usage = cgroup.usage()
         pct = 0.0
         if self._last is not None:
@@ -83,8 +63,8 @@ class MetricsSeries:
         self._last = (now, usage.cpu_usage_ns)
         self.samples.append(Sample(
             timestamp=now, cpu_count=cpu_count, cpu_used_pct=max(pct, 0.0), mem_used=usage.mem_used,
-            mem_total=memory_mb * 1024 * 1024, mem_cache=usage.mem_cache, disk_used=directory_size(upper),
-            disk_total=disk_mb * 1024 * 1024,
+            mem_total=memory_mb * 1024 * 1024, mem_cache=usage.mem_cache, disk_used=disk_used,
+            disk_total=disk_total,
         ))
 
     def between(self, start: float | None, end: float | None) -> list[Sample]:

@@ -245,7 +245,7 @@ class SandboxManager:
             with self._boot_lock:
                 self._in_flight += 1
             try:
-                container.prepare(upper_from=files)
+                container.prepare(DEFAULT_DISK_MB, upper_from=files)
                 pid, slirp_pid = self._launch(container, layers, internet)
                 if self._stopping:
                     raise RuntimeError("the server is shutting down")
@@ -589,8 +589,7 @@ class SandboxManager:
 
     def _sample(self, record: SandboxRecord, live: Live) -> None:
         with contextlib.suppress(OSError, ValueError):
-            live.metrics.sample(live.container.cgroup, live.container.upper, record.cpu_count, record.memory_mb,
-                                record.disk_size_mb)
+            live.metrics.sample(live.container.cgroup, live.container.disk, record.cpu_count, record.memory_mb)
 
     async def _metrics_loop(self) -> None:
         while True:

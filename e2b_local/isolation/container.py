@@ -17,6 +17,7 @@ from pathlib import Path
 import e2b_local
 from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
+from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
 from e2b_local.isolation.tracking import TrackedProcess
@@ -43,13 +44,21 @@ class Container:
         self.key = key
         self.directory = sandboxes_dir / key
         self.cgroup = SandboxCgroup(key)
+        # The sandbox's own filesystem holds the overlay's upper and work directories.
+        self.disk = SandboxDisk(self.directory / "disk.img", self.directory / "disk")
+        # Formatted empty disks, one per size, next to the sandboxes' directories.
+        self.disk_templates = sandboxes_dir.parent / "disk-templates"
         self._run_fd: int | None = None
         # The sandbox's top process (bubblewrap, the agent's parent), once launched or adopted.
         self.top: TrackedProcess | None = None
 
     @property
     def upper(self) -> Path:
-        return self.directory / "upper"
+        return self.disk.mountpoint / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.disk.mountpoint / "work"
 
     @property
     def socket(self) -> Path:
@@ -104,12 +113,21 @@ class Container:
             self.top = TrackedProcess.adopt(pid, self.key)
         return self.alive()
 
-    def prepare(self, upper_from: Path | None = None) -> None:
-        """Create the sandbox's private directories (optionally starting from a saved upper layer)."""
+    def prepare(self, disk_mb: int, upper_from: Path | None = None) -> None:
+        """Create the sandbox's private directories and its disk of `disk_mb` MiB.
+
+        With `upper_from` (a saved upper layer), the disk starts with those files; they must fit it.
+        """
         self.directory.mkdir(parents=True)
         self.directory.chmod(0o700)
+        self.disk.create(self.disk_templates, disk_mb)
         if upper_from is not None:
-            copy_tree(upper_from, self.upper)
+            try:
+                copy_tree(upper_from, self.upper)
+            except RuntimeError as exc:
+                if "No space left" not in str(exc):
+                    raise
+                raise RuntimeError(f"the saved files do not fit the sandbox's disk of {disk_mb} MiB") from None
         else:
             self.upper.mkdir()
         (self.directory / "merged").mkdir()
@@ -119,19 +137,21 @@ class Container:
     def prepare_reboot(self) -> None:
         """Ready a stopped sandbox's directories for a new launch on the files it already has."""
         self.close()
-        shutil.rmtree(self.directory / "work", ignore_errors=True)
+        self.disk.ensure_mounted()
+        shutil.rmtree(self.work, ignore_errors=True)
         self._fresh_scratch()
 
     def _fresh_scratch(self) -> None:
         # The overlay's work directory starts empty on every boot.
-        (self.directory / "work").mkdir()
-        os.chown(self.directory / "work", HOST_ID_BASE, HOST_ID_BASE)
+        self.work.mkdir()
+        os.chown(self.work, HOST_ID_BASE, HOST_ID_BASE)
 
     def copy_files(self, destination: Path) -> None:
         """Copy the sandbox's own files (its upper layer) to `destination`, which must not exist.
 
         Callers freeze a running sandbox around this, so that the copy is one consistent moment.
         """
+        self.disk.ensure_mounted()
         copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
@@ -143,7 +163,7 @@ class Container:
         library_path = ":".join(f"/.e2b/base{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
-            work=str(self.directory / "work"), merged=str(self.directory / "merged"), socket=str(self.socket),
+            work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),
             log=str(self.agent_log), owner=self.owner(),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
@@ -200,11 +220,12 @@ class Container:
         self.cgroup.remove()
 
     def destroy(self) -> None:
-        """Kill every process of the sandbox and delete everything it had on disk."""
+        """Kill every process of the sandbox and delete everything it had on disk, its disk included."""
         self.close()
         self.cgroup.kill_all()
         self.cgroup.remove()
         self._release_owner()
+        self.disk.release(discard_data=True)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.directory)
 

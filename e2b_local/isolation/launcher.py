@@ -106,7 +106,11 @@ STAGE_BASE = STAGE + "/base"
 STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
+STAGE_SIZE = "16m"
+STAGE_INODES = 1024
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
 MS_BIND = 4096
 MS_REMOUNT = 32
 MS_REC = 16384
@@ -172,7 +176,8 @@ def _stage(spec: LaunchSpec) -> None:
     def fd_path(path: str) -> str:
         return f"/proc/self/fd/{fds[path]}"
 
-    _mount("tmpfs", STAGE, "tmpfs", 0, "mode=755")
+    # Bounded: /.e2b/run, which sandbox root may write, lives in it (its other entries are mount points).
+    _mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
     lowers = ":".join(fd_path(p) for p in spec.lowers)
@@ -183,7 +188,8 @@ def _stage(spec: LaunchSpec) -> None:
     for source, target in ((spec.base_layer, STAGE_BASE), (spec.agent_package, STAGE_AGENT)):
         _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={fd_path(source)}:{STAGE_EMPTY}")
     # The agent's scratch space (kernel connection files, logs) lives in this tmpfs, charged to the
-    # sandbox's memory like any tmpfs it writes, and gone with its mount namespace.
+    # sandbox's memory like any tmpfs it writes, and gone with its mount namespace: nothing a sandbox
+    # writes there reaches the host's disk.
     os.chown(STAGE_RUN, HOST_ID_BASE, HOST_ID_BASE)
     os.chmod(STAGE_RUN, 0o700)
     for fd in fds.values():
