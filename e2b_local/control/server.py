@@ -69,7 +69,7 @@ class Server:
         headers = dict(scope["headers"])
         sandbox_id = headers.get(b"e2b-sandbox-id")
         if sandbox_id is not None:
-            await forward(self.manager, sandbox_id.decode("latin-1"), scope, receive, send)
+            await forward(self.manager, self.api_key, sandbox_id.decode("latin-1"), scope, receive, send)
             return
         if scope["path"] not in OPEN_PATHS:
             key = headers.get(b"x-api-key", b"").decode("latin-1")
