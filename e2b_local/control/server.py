@@ -45,6 +45,7 @@ class Server:
 
     def __init__(self, paths: Paths, api_key: str) -> None:
         self.api_key = api_key
+        paths.secure()
         self.manager = SandboxManager(paths)
         self.api = Starlette(
             routes=api.routes(),
