@@ -20,6 +20,9 @@ from e2b_local.control.sandboxes import DEFAULT_TIMEOUT, SandboxManager
 
 # The API's page size limit for list.
 MAX_PAGE = 100
+# Control-plane bodies are small JSON objects (create with its metadata and env vars is the largest):
+# 1 MiB is far beyond real use, and what the server reads of a body before it refuses it.
+MAX_JSON_BODY = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -27,8 +30,27 @@ def _manager(request: Request) -> SandboxManager:
     return request.app.state.manager
 
 
+def _too_large() -> ApiError:
+    return ApiError(413, f"request body too large: control-plane requests are limited to {MAX_JSON_BODY} bytes")
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, read no further than MAX_JSON_BODY (413 past it)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> dict[str, Any]:
-    body = await request.body()
+    body = await _body(request)
     if not body:
         return {}
     try:

@@ -27,7 +27,11 @@ OPEN_PATHS = ("/health",)
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.error_code)
+    response = error_response(exc.status, exc.message, exc.error_code)
+    if exc.status == 413:
+        # The rest of the body is not read: closing the connection is what stops the client sending it.
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
