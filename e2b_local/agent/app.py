@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from e2b_local.agent.connect import CODECS, EnvelopeCheck
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import STATE
 
@@ -82,8 +83,9 @@ class AgentApp:
 
     def __init__(self) -> None:
         self.envd_http = Starlette(routes=_envd_routes())
-        self.process_rpc = ProcessASGIApplication(process_service)
-        self.filesystem_rpc = _filesystem_app()
+        self.process_rpc = EnvelopeCheck(ProcessASGIApplication(process_service, codecs=CODECS))
+        filesystem_rpc = _filesystem_app()
+        self.filesystem_rpc = EnvelopeCheck(filesystem_rpc) if filesystem_rpc is not None else None
         self.interpreter: ASGIApp | None = None
 
     def prestart(self) -> None:
