@@ -67,10 +67,34 @@ class Paths:
     def snapshots(self) -> Path:
         return self.home / "snapshots"
 
+    def secrets(self) -> list[Path]:
+        """Files of the data directory that hold keys or tokens (or may log them)."""
+        registry = str(self.registry)
+        return [self.api_key_file, self.registry, *(Path(registry + s) for s in ("-wal", "-shm", "-journal")),
+                self.log_file]
+
+    def secure(self) -> None:
+        """Create the data directory private to its owner (0700), and make every secret in it 0600.
+
+        Applied on every start, so that a directory left readable by an older version is tightened.
+        """
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        for path in self.secrets():
+            try:
+                # Through a descriptor opened without following links: a link's target is left alone.
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:  # absent (or a link)
+                continue
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+
 
 def load_or_create_api_key(paths: Paths) -> str:
     """Return the server's API key, generating it (mode 0600) on first use."""
-    paths.home.mkdir(parents=True, exist_ok=True)
+    paths.secure()
     try:
         return paths.api_key_file.read_text().strip()
     except FileNotFoundError:

@@ -1,12 +1,13 @@
 """The agent's ASGI application: routes a request to envd's services or to the code interpreter.
 
-The host forwards every sandbox request here unchanged, so the `E2b-Sandbox-Port` header still says
-which in-sandbox service it was meant for: 49999 is the code interpreter, anything else is envd.
+The host forwards every sandbox request here once it has authenticated it (the agent holds no token
+and checks none), so the `E2b-Sandbox-Port` header still says which in-sandbox service it was meant
+for: 49999 is the code interpreter, anything else is envd. `/init` comes only from the control plane,
+which the host's router never lets a client reach.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any
 
@@ -17,13 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from e2b_local.agent.connect import CODECS, EnvelopeCheck
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import STATE
 
 CODE_INTERPRETER_PORT = b"49999"
-# Routes that answer without the access token, as envd's do (/files checks a signature instead). Matched
-# exactly: a prefix match on "/files" would also open every /filesystem.Filesystem/ RPC.
-OPEN_PATHS = ("/health", "/files")
 
 process_service = ProcessService()
 
@@ -34,13 +33,9 @@ async def health(request: Request) -> Response:
 
 async def init(request: Request) -> Response:
     """Apply the sandbox's settings (E2B's orchestrator sends the same on boot and resume)."""
-    if not STATE.check_token(request.headers.get("x-access-token")):
-        return JSONResponse({"code": 401, "message": "invalid access token"}, status_code=401)
     body: dict[str, Any] = await request.json()
     if "envVars" in body:
         STATE.env_vars = dict(body["envVars"] or {})
-    if body.get("accessToken"):
-        STATE.access_token = body["accessToken"]
     for key, attr in (("sandboxId", "sandbox_id"), ("templateId", "template_id"),
                       ("defaultUser", "default_user"), ("defaultWorkdir", "default_workdir")):
         if body.get(key):
@@ -76,12 +71,13 @@ def _filesystem_app() -> ASGIApp | None:
 
 
 class AgentApp:
-    """Dispatches by sandbox port and RPC path, and enforces the access token."""
+    """Dispatches by sandbox port and RPC path."""
 
     def __init__(self) -> None:
         self.envd_http = Starlette(routes=_envd_routes())
-        self.process_rpc = ProcessASGIApplication(process_service)
-        self.filesystem_rpc = _filesystem_app()
+        self.process_rpc = EnvelopeCheck(ProcessASGIApplication(process_service, codecs=CODECS))
+        filesystem_rpc = _filesystem_app()
+        self.filesystem_rpc = EnvelopeCheck(filesystem_rpc) if filesystem_rpc is not None else None
         self.interpreter: ASGIApp | None = None
 
     def prestart(self) -> None:
@@ -109,9 +105,6 @@ class AgentApp:
         if headers.get(b"e2b-sandbox-port") == CODE_INTERPRETER_PORT:
             await self._interpreter()(scope, receive, send)
             return
-        if path not in OPEN_PATHS and not STATE.check_token(_header(headers, b"x-access-token")):
-            await _unauthorized(path, send)
-            return
         if path.startswith("/process.Process/"):
             await self.process_rpc(scope, receive, send)
         elif path.startswith("/filesystem.Filesystem/") and self.filesystem_rpc is not None:
@@ -119,17 +112,3 @@ class AgentApp:
         else:
             await self.envd_http(scope, receive, send)
 
-
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
-
-
-async def _unauthorized(path: str, send: Send) -> None:
-    rpc = path.startswith(("/process.Process/", "/filesystem.Filesystem/"))
-    # Connect clients expect a string code; envd's HTTP routes answer with a numeric one.
-    body = {"code": "unauthenticated" if rpc else 401, "message": "invalid access token"}
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})

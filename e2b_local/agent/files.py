@@ -1,10 +1,10 @@
 """envd's `/files` routes: download (`GET`) and upload (`POST`: multipart, octet-stream, gzip, metadata).
 
-Access: the agent lets `/files` through without the access token, because envd accepts either the
-`X-Access-Token` header or a URL signed with that token (`download_url()`/`upload_url()`); both are
-checked here. The acting user comes from the `username` query parameter (default `user`) and every
-open, create and metadata change runs with that user's permissions (see `filesystem.run_as`), so new
-files and directories belong to the user and what its permissions forbid fails with 403.
+Access is checked by the host before a request gets here (the access token, or a URL signed with it
+by `download_url()`/`upload_url()`). The acting user comes from the `username` query parameter
+(default `user`) and every open, create and metadata change runs with that user's permissions (see
+`filesystem.run_as`), so new files and directories belong to the user and what its permissions
+forbid fails with 403.
 
 Multipart bodies are parsed here rather than with Starlette's form parser: the destination of each
 part is its raw `filename`, directories included, and parts are streamed to disk as they arrive.
@@ -13,18 +13,14 @@ part is its raw `filename`, directories included, and parts are streamed to disk
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
 import mimetypes
 import os
 import posixpath
 import re
-import secrets
 import stat
-import time
 import urllib.parse
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +32,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.agent.filesystem import FILE_MODE, METADATA_XATTR_PREFIX, WORKER_POOL, make_dirs, run_as
-from e2b_local.agent.state import STATE
 from e2b_local.agent.users import UnknownUserError, User, user_by_name
 
 READ_CHUNK = 256 * 1024
@@ -62,42 +57,6 @@ class FilesError(Exception):
     def response(self) -> Response:
         """The error as envd's JSON answer."""
         return JSONResponse({"code": self.status, "message": self.message}, status_code=self.status)
-
-
-# -- access ----------------------------------------------------------------------------------------
-
-def expected_signature(path: str, operation: str, username: str, token: str, expiration: int | None) -> str:
-    """envd's v1 URL signature: base64 of SHA-256 over `path:operation:username:token[:expiration]`."""
-    raw = f"{path}:{operation}:{username}:{token}" + (f":{expiration}" if expiration is not None else "")
-    digest = hashlib.sha256(raw.encode()).digest()
-    return "v1_" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def authorize(request: Request, path: str, username: str | None, operation: str) -> None:
-    """Accept the access token header, or a valid unexpired signature; raise 401 otherwise."""
-    token = STATE.access_token
-    if not token:
-        return
-    presented = request.headers.get("x-access-token")
-    if presented:
-        if not secrets.compare_digest(presented, token):
-            raise FilesError(401, "access token present in header but does not match")
-        return
-    signature = request.query_params.get("signature")
-    if signature is None:
-        raise FilesError(401, "missing signature query parameter")
-    expiration: int | None = None
-    raw_expiration = request.query_params.get("signature_expiration")
-    if raw_expiration is not None:
-        try:
-            expiration = int(raw_expiration)
-        except ValueError:
-            raise FilesError(400, "signature_expiration must be an integer") from None
-    expected = expected_signature(path, operation, username or "", token, expiration)
-    if not secrets.compare_digest(signature, expected):
-        raise FilesError(401, "invalid signature")
-    if expiration is not None and expiration < time.time():
-        raise FilesError(401, "signature is already expired")
 
 
 def _acting_user(username: str | None) -> User:
@@ -189,7 +148,6 @@ async def download(request: Request) -> Response:
     query = request.query_params
     path_arg = query.get("path") or ""
     try:
-        authorize(request, path_arg, query.get("username"), "read")
         user = _acting_user(query.get("username"))
         path = user.resolve(path_arg)
         try:
@@ -477,7 +435,6 @@ async def _upload_multipart(request: Request, body: AsyncIterator[bytes], user: 
 async def _write_request(request: Request, raw: AsyncIterator[bytes]) -> list[dict[str, Any]]:
     query = request.query_params
     path_arg = query.get("path")
-    authorize(request, path_arg or "", query.get("username"), "write")
     user = _acting_user(query.get("username"))
     metadata = _metadata_from_headers(request)
     body = raw

@@ -43,6 +43,7 @@ from protobuf import Oneof
 from protobuf.wkt import Timestamp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from e2b_local.agent.connect import CODECS
 from e2b_local.agent.users import UnknownUserError, User, user_from_basic_auth
 
 T = TypeVar("T")
@@ -720,4 +721,4 @@ class _DisconnectAware:
 
 def filesystem_app() -> ASGIApp:
     """The ASGI application serving `/filesystem.Filesystem/*`."""
-    return _DisconnectAware(FilesystemASGIApplication(FilesystemService()))
+    return _DisconnectAware(FilesystemASGIApplication(FilesystemService(), codecs=CODECS))

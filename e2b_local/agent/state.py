@@ -1,8 +1,10 @@
-"""What the host tells the agent about its sandbox (E2B's `/init`): env vars, token, defaults."""
+"""What the host tells the agent about its sandbox (E2B's `/init`): env vars and defaults.
+
+No token is kept here: the host authenticates every request before it reaches the agent.
+"""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 
@@ -12,16 +14,9 @@ class SandboxState:
 
     sandbox_id: str = ""
     template_id: str = ""
-    access_token: str | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
     default_user: str = "user"
     default_workdir: str | None = None
-
-    def check_token(self, presented: str | None) -> bool:
-        """True when no token is set, or `presented` equals it."""
-        if not self.access_token:
-            return True
-        return presented is not None and secrets.compare_digest(presented, self.access_token)
 
     def sandbox_env(self) -> dict[str, str]:
         """E2B's default variables followed by the create-time `envs`."""

@@ -20,6 +20,12 @@ from e2b_local.control.sandboxes import DEFAULT_TIMEOUT, SandboxManager
 
 # The API's page size limit for list.
 MAX_PAGE = 100
+# Control-plane bodies are small JSON objects (create with its metadata and env vars is the largest):
+# 1 MiB is far beyond real use, and what the server reads of a body before it refuses it.
+MAX_JSON_BODY = 1024 * 1024
+# Metadata is for labels and filters, not storage: limits on each key and value (in UTF-8 bytes).
+MAX_METADATA_KEY = 256
+MAX_METADATA_VALUE = 16 * 1024
 T = TypeVar("T")
 
 
@@ -27,8 +33,27 @@ def _manager(request: Request) -> SandboxManager:
     return request.app.state.manager
 
 
+def _too_large() -> ApiError:
+    return ApiError(413, f"request body too large: control-plane requests are limited to {MAX_JSON_BODY} bytes")
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, read no further than MAX_JSON_BODY (413 past it)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json(request: Request) -> dict[str, Any]:
-    body = await request.body()
+    body = await _body(request)
     if not body:
         return {}
     try:
@@ -56,15 +81,35 @@ def _str_map(data: dict[str, Any], name: str) -> dict[str, str]:
     return value
 
 
+def _metadata(data: dict[str, Any]) -> dict[str, str]:
+    metadata = _str_map(data, "metadata")
+    for key, value in metadata.items():
+        if len(key.encode()) > MAX_METADATA_KEY:
+            raise ApiError(400, f"'metadata' keys must be at most {MAX_METADATA_KEY} bytes long")
+        if len(value.encode()) > MAX_METADATA_VALUE:
+            raise ApiError(400, f"'metadata' value of '{key[:64]}' is longer than {MAX_METADATA_VALUE} bytes")
+    return metadata
+
+
+def _optional_bool(value: object, name: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ApiError(400, f"'{name}' must be a boolean")
+
+
 def _lifecycle(data: dict[str, Any]) -> dict[str, Any] | None:
     """The `lifecycle` object get_info reports, from create's autoPause / autoResume fields."""
+    auto_pause = _optional_bool(data.get("autoPause"), "autoPause")
+    _optional_bool(data.get("autoPauseMemory"), "autoPauseMemory")
+    auto_resume = data.get("autoResume")
+    if isinstance(auto_resume, dict):
+        resume = _optional_bool(auto_resume.get("enabled"), "autoResume.enabled")
+    else:
+        # The SDK sends {"enabled": ...}; a bare boolean is accepted as the same.
+        resume = _optional_bool(auto_resume, "autoResume")
     if "autoPause" not in data and "autoResume" not in data:
         return None
-    auto_resume = data.get("autoResume") or {}
-    lifecycle = {
-        "onTimeout": "pause" if data.get("autoPause") else "kill",
-        "autoResume": bool(auto_resume.get("enabled")) if isinstance(auto_resume, dict) else bool(auto_resume),
-    }
+    lifecycle = {"onTimeout": "pause" if auto_pause else "kill", "autoResume": bool(resume)}
     if lifecycle["autoResume"] and lifecycle["onTimeout"] != "pause":
         raise ApiError(400, "autoResume needs autoPause: only a paused sandbox can be resumed")
     if lifecycle["autoResume"] and data.get("autoPauseMemory") is False:
@@ -81,7 +126,7 @@ async def create_sandbox(request: Request) -> Response:
     record = await _manager(request).create(
         template=template,
         timeout=_int_field(data, "timeout", None),
-        metadata=_str_map(data, "metadata"),
+        metadata=_metadata(data),
         env_vars=_str_map(data, "envVars"),
         allow_internet_access=allow if isinstance(allow, bool) else None,
         network=data.get("network") if isinstance(data.get("network"), dict) else None,
@@ -132,9 +177,13 @@ def _encode_token(offset: int) -> str:
 
 def _decode_token(token: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except ValueError:
-        raise ApiError(400, "invalid nextToken") from None
+        raise ApiError(400, "'nextToken' is not a token this server issued") from None
+    # Only what _encode_token writes: decimal digits (no sign, no spaces, no underscores).
+    if not text.isascii() or not text.isdigit():
+        raise ApiError(400, "'nextToken' is not a token this server issued")
+    return int(text)
 
 
 def page_of(request: Request, items: list[T], max_page: int) -> tuple[list[T], dict[str, str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field, fields
@@ -68,6 +70,9 @@ class SandboxRecord:
     auto_pause_memory: bool = True
     # The agent did not answer when the sandbox was paused with its memory: only a reboot may resume it.
     envd_unresponsive_at_pause: bool = False
+    # What the code-interpreter port accepts as `E2B-Traffic-Access-Token` (the SDK sends nothing else
+    # there); records written before it existed get one when they are loaded.
+    traffic_access_token: str = field(default_factory=lambda: secrets.token_hex(16))
 
     @classmethod
     def from_json(cls, text: str) -> SandboxRecord:
@@ -118,6 +123,8 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
+        # Created private before SQLite opens it: its -wal, -shm and -journal files copy this mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -137,7 +144,13 @@ class Registry:
     def all(self) -> list[SandboxRecord]:
         with self._lock:
             rows = self._db.execute("SELECT record FROM sandboxes").fetchall()
-        return [SandboxRecord.from_json(row[0]) for row in rows]
+        records = []
+        for (text,) in rows:
+            record = SandboxRecord.from_json(text)
+            if "traffic_access_token" not in json.loads(text):
+                self.put(record)  # the token it was just given must outlive a restart
+            records.append(record)
+        return records
 
     def put_snapshot(self, record: SnapshotRecord) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
 """Forwards sandbox-addressed requests (`E2b-Sandbox-Id` header) to that sandbox's agent.
 
-Bodies stream both ways as they are produced (Connect streams and NDJSON need each message flushed),
-and a client that hangs up closes the upstream connection too, so the agent sees the disconnect.
+Each request is authenticated first (see `auth`), and its credentials are not passed on. Bodies
+stream both ways as they are produced (Connect streams and NDJSON need each message flushed), and a
+client that hangs up closes the upstream connection too, so the agent sees the disconnect.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
+from e2b_local.control import auth
 from e2b_local.control.sandboxes import SandboxManager
 from e2b_local.control.upstream import UpstreamError, UpstreamResponse, drop
 
@@ -35,10 +37,18 @@ async def respond_json(send: Send, status: int, body: dict[str, object]) -> None
     await send({"type": "http.response.body", "body": payload})
 
 
-async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-    """Proxy one request to the sandbox's agent."""
+async def forward(manager: SandboxManager, api_key: str, sandbox_id: str, scope: Scope, receive: Receive,
+                  send: Send) -> None:
+    """Proxy one request to the sandbox's agent, if it carries a credential that opens that sandbox."""
     headers = dict(scope["headers"])
-    upstream = await manager.upstream_for_request(sandbox_id)
+    record = manager.records.get(sandbox_id)
+    if record is not None:
+        # Checked before anything else happens (an automatic resume, say) on the caller's behalf.
+        refusal = auth.check(record, api_key, scope["method"], scope["path"], scope["query_string"], headers)
+        if refusal is not None:
+            await respond_json(send, refusal.status, auth.refusal_body(refusal, scope["path"]))
+            return
+    upstream = await manager.upstream_for_request(sandbox_id) if record is not None else None
     if upstream is None:
         # "was not found" is what the SDK looks for to raise SandboxNotRunningException, whose text
         # says the sandbox was killed, paused or timed out; ours says which.
@@ -66,7 +76,8 @@ async def forward(manager: SandboxManager, sandbox_id: str, scope: Scope, receiv
 
     path = scope.get("raw_path") or scope["path"].encode()
     target = path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
-    upstream_headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP and k != b"content-length"]
+    upstream_headers = [(k, v) for k, v in scope["headers"]
+                        if k not in HOP_BY_HOP and k not in auth.CREDENTIAL_HEADERS and k != b"content-length"]
     length = headers.get(b"content-length")
     response: UpstreamResponse | None = None
     try:

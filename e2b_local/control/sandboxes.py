@@ -423,7 +423,7 @@ class SandboxManager:
 
     async def _init_agent(self, record: SandboxRecord, client: httpx.AsyncClient) -> None:
         response = await client.post("/init", json={
-            "envVars": record.env_vars, "accessToken": record.access_token, "sandboxId": record.sandbox_id,
+            "envVars": record.env_vars, "sandboxId": record.sandbox_id,
             "templateId": record.template_id, "defaultUser": "user", "defaultWorkdir": "/home/user",
             "hostname": "e2b-" + record.sandbox_id[:8],
         })

@@ -27,7 +27,11 @@ OPEN_PATHS = ("/health",)
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.error_code)
+    response = error_response(exc.status, exc.message, exc.error_code)
+    if exc.status == 413:
+        # The rest of the body is not read: closing the connection is what stops the client sending it.
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -45,6 +49,7 @@ class Server:
 
     def __init__(self, paths: Paths, api_key: str) -> None:
         self.api_key = api_key
+        paths.secure()
         self.manager = SandboxManager(paths)
         self.api = Starlette(
             routes=api.routes(),
@@ -69,7 +74,7 @@ class Server:
         headers = dict(scope["headers"])
         sandbox_id = headers.get(b"e2b-sandbox-id")
         if sandbox_id is not None:
-            await forward(self.manager, sandbox_id.decode("latin-1"), scope, receive, send)
+            await forward(self.manager, self.api_key, sandbox_id.decode("latin-1"), scope, receive, send)
             return
         if scope["path"] not in OPEN_PATHS:
             key = headers.get(b"x-api-key", b"").decode("latin-1")

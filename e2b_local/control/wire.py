@@ -23,7 +23,9 @@ def sandbox(record: SandboxRecord) -> dict[str, Any]:
         "alias": record.alias,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": record.access_token,
-        "trafficAccessToken": None,
+        # E2B returns null unless public traffic is disallowed; here the code-interpreter port always
+        # needs a token, and this is the only one the SDK sends to it.
+        "trafficAccessToken": record.traffic_access_token,
         "domain": None,
     }
 

@@ -2,7 +2,7 @@
 
 | route                       | answer                                                                  |
 |-----------------------------|-------------------------------------------------------------------------|
-| POST /execute               | NDJSON stream; 400 both language and context, 401 bad token, 404       |
+| POST /execute               | NDJSON stream; 400 both language and context, 404                      |
 |                             | unknown context, 500 unknown language or a kernel that cannot start     |
 | POST /contexts              | {"id", "language", "cwd"}                                               |
 | GET /contexts               | [{"id", "language", "cwd"}, ...]                                        |
@@ -10,7 +10,7 @@
 | DELETE /contexts/{id}       | null (404 unknown context)                                              |
 | GET /health                 | "OK"                                                                    |
 
-Only /execute checks the sandbox's access token: the SDK sends it nowhere else on this port.
+The host authenticates every request before it is forwarded here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from e2b_local.agent.state import STATE
 from e2b_local.interpreter.contexts import ContextManager, InvalidCwdError
 from e2b_local.interpreter.execution import Execution, watch_disconnect
 from e2b_local.interpreter.kernels import KernelDiedError
@@ -84,11 +83,6 @@ class InterpreterApp:
 
     async def execute(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /execute."""
-        headers = dict(scope.get("headers") or [])
-        token = headers.get(b"x-access-token")
-        if not STATE.check_token(token.decode("latin-1") if token is not None else None):
-            await _text(send, 401, "Unauthorized: invalid or missing X-Access-Token")
-            return
         body = await _read_json(receive)
         code = body.get("code")
         if not isinstance(code, str):

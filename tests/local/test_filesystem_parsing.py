@@ -12,8 +12,9 @@ import httpx
 import pytest
 from e2b.sandbox.signature import get_signature
 
-from e2b_local.agent.files import MultipartError, MultipartReader, _gunzip, disposition_params, expected_signature
+from e2b_local.agent.files import MultipartError, MultipartReader, _gunzip, disposition_params
 from e2b_local.agent.filesystem import go_mode_string
+from e2b_local.control.auth import sign
 
 
 async def _feed(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -85,9 +86,9 @@ def test_content_disposition_keeps_paths() -> None:
 def test_signature_matches_the_sdk(username: str | None, expires_in: int | None) -> None:
     token = "0123456789abcdef0123456789abcdef"
     sdk = get_signature("/home/user/a b.txt", "write", username, token, expires_in)
-    ours = expected_signature("/home/user/a b.txt", "write", username or "", token, sdk["expiration"])
+    ours = sign("/home/user/a b.txt", "write", username or "", token, sdk["expiration"])
     assert ours == sdk["signature"]
-    assert ours != expected_signature("/home/user/a b.txt", "read", username or "", token, sdk["expiration"])
+    assert ours != sign("/home/user/a b.txt", "read", username or "", token, sdk["expiration"])
 
 
 def test_gunzip_streams_members_and_detects_truncation() -> None:
