@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from e2b_local.agent import workload
 from e2b_local.agent.app import AgentApp
 from e2b_local.agent.reaper import install_reaper, release_reaper
 
@@ -40,6 +41,7 @@ def drop_signal_handlers() -> None:
 
 def main() -> None:
     drop_signal_handlers()
+    workload.take_descriptor()
     fd = int(os.environ.pop(AGENT_FD_VARIABLE))
     # Nothing the agent starts may inherit it.
     os.set_inheritable(fd, False)

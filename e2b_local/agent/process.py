@@ -24,6 +24,7 @@ from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
 from protobuf import Oneof
 
+from e2b_local.agent import workload
 from e2b_local.agent.state import STATE
 from e2b_local.agent.users import UnknownUserError, User, user_from_basic_auth
 
@@ -142,6 +143,7 @@ class ProcessService(Process):
 
         def prepare_child() -> None:
             # In the child, in this order: the OOM score needs root, the terminal needs the new session.
+            workload.join()
             reset_oom_score()
             os.setgroups(list(user.groups))
             os.setgid(user.gid)

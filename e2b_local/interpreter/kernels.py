@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from e2b_local.agent import workload
 from e2b_local.agent.state import STATE
 from e2b_local.agent.users import User
 from e2b_local.interpreter.connection import ConnectionInfo
@@ -141,6 +142,7 @@ class Kernel:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd, env=env,
                 user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
+                preexec_fn=workload.join,
             )
         self._watcher = asyncio.create_task(self._watch())
         # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while

@@ -2,6 +2,12 @@
 
 cgroup v2 is used when the unified hierarchy has the controllers we need; otherwise the v1
 controllers (memory, pids, cpu, cpuacct, freezer), which is what many hosts still mount.
+
+With v1, memory has one level more: everything the agent starts runs in the sandbox's `work`
+memory cgroup, limited to the sandbox's memory, while the agent itself stays in the sandbox's own,
+which allows a little more (AGENT_RESERVE_MB). An out-of-memory kill caused by the sandbox's programs
+then happens inside `work`, among them: never the agent, whatever oom_score_adj may say (lowering it
+needs CAP_SYS_RESOURCE, which some hosts withhold from root).
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ PARENT = "e2b-local"
 # The CFS period the CPU quota is expressed in (the kernel's default period).
 CPU_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+# The memory cgroup, under the sandbox's, of every process the agent starts (v1).
+WORKLOAD = "work"
+# What the agent may use on top of the sandbox's memory limit.
+AGENT_RESERVE_MB = 128
 
 
 @dataclass(frozen=True)
@@ -99,13 +109,22 @@ class SandboxCgroup:
             return
         for controller in V1_CONTROLLERS:
             self._v1(controller).mkdir(parents=True, exist_ok=True)
-        _write(self._v1("memory") / "memory.limit_in_bytes", memory)
-        # Without swap accounting the file is absent; the memory limit alone then applies.
-        with contextlib.suppress(OSError):
-            _write(self._v1("memory") / "memory.memsw.limit_in_bytes", memory)
+        work = self._v1("memory") / WORKLOAD
+        work.mkdir(exist_ok=True)
+        whole = str((limits.memory_mb + AGENT_RESERVE_MB) * 1024 * 1024)
+        # Parent first: a child's limit may not exceed what the parent allows.
+        for directory, limit in ((self._v1("memory"), whole), (work, memory)):
+            _write(directory / "memory.limit_in_bytes", limit)
+            # Without swap accounting the file is absent; the memory limit alone then applies.
+            with contextlib.suppress(OSError):
+                _write(directory / "memory.memsw.limit_in_bytes", limit)
         _write(self._v1("pids") / "pids.max", str(limits.max_pids))
         _write(self._v1("cpu") / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(self._v1("cpu") / "cpu.cfs_quota_us", quota)
+
+    def workload_procs(self) -> Path | None:
+        """The `cgroup.procs` file a process writes "0" to, to join the workload (v1); None with v2."""
+        return None if self.v2 else self._v1("memory") / WORKLOAD / "cgroup.procs"
 
     def add(self, pid: int) -> None:
         """Move a process (and so its future children) into the sandbox's cgroups."""
@@ -173,6 +192,9 @@ class SandboxCgroup:
 
     def remove(self) -> None:
         """Delete the (empty) cgroup directories."""
+        if not self.v2:
+            with contextlib.suppress(FileNotFoundError):
+                (self._v1("memory") / WORKLOAD).rmdir()
         for directory in self.directories():
             with contextlib.suppress(FileNotFoundError):
                 directory.rmdir()
@@ -197,7 +219,9 @@ class SandboxCgroup:
         try:
             if self.v2:
                 return _read_kv(self._v2() / "memory.events").get("oom_kill", 0)
-            return _read_kv(self._v1("memory") / "memory.oom_control").get("oom_kill", 0)
+            # v1 counts each kill in the victim's own cgroup only.
+            return sum(_read_kv(d / "memory.oom_control").get("oom_kill", 0)
+                       for d in (self._v1("memory"), self._v1("memory") / WORKLOAD) if d.is_dir())
         except FileNotFoundError:
             return 0
 

@@ -164,7 +164,7 @@ class Container:
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),
-            log=str(self.agent_log), owner=self.owner(),
+            log=str(self.agent_log), owner=self.owner(), workload_procs=_optional_str(self.cgroup.workload_procs()),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
@@ -241,6 +241,10 @@ class Container:
     def alive(self) -> bool:
         """Whether the sandbox's tracked top process still runs (and its cgroup holds processes)."""
         return self.top is not None and self.top.alive() and bool(self.cgroup.pids())
+
+
+def _optional_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def copy_tree(source: Path, destination: Path) -> None:

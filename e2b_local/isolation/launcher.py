@@ -56,6 +56,8 @@ AGENT_MOUNT = "/.e2b/agent"
 RUN_MOUNT = "/.e2b/run"
 # The agent finds its listening socket (inherited from the launcher) under this variable.
 AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
+# ... and the workload memory cgroup's `cgroup.procs`, opened here by host root, under this one.
+WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
 
 
 @dataclass
@@ -70,6 +72,7 @@ class LaunchSpec:
     socket: str
     log: str
     owner: int
+    workload_procs: str | None
     base_layer: str
     agent_package: str
     seccomp_bpf: str
@@ -117,7 +120,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 
-def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int) -> list[str]:
+def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd: int | None) -> list[str]:
     """The bubblewrap invocation that builds the sandbox around the staged root."""
     site_packages = BASE_MOUNT + "/" + AGENT_SITE
     boot = (
@@ -137,6 +140,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int) -> list[str]
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
         AGENT_FD_VARIABLE: str(agent_fd),
+        **({WORKLOAD_FD_VARIABLE: str(workload_fd)} if workload_fd is not None else {}),
         **spec.agent_env,
     }
     args = [
@@ -200,6 +204,12 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
     seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
     os.set_inheritable(seccomp_fd, True)
     listener.set_inheritable(True)
+    # Opened as host root: the kernel checks a cgroup move against the opener's credentials, so the
+    # agent may move the processes it starts into the workload cgroup through it, and nowhere else.
+    workload_fd = None
+    if spec.workload_procs is not None:
+        workload_fd = os.open(spec.workload_procs, os.O_WRONLY)
+        os.set_inheritable(workload_fd, True)
     log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     _stage(spec)
     # Out-of-memory kills go to the sandbox's programs, never to its agent (which resets this to 0
@@ -241,7 +251,7 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
     os.dup2(log, 1)
     os.dup2(log, 2)
     try:
-        os.execvp("bwrap", bwrap_command(spec, seccomp_fd, listener.fileno()))
+        os.execvp("bwrap", bwrap_command(spec, seccomp_fd, listener.fileno(), workload_fd))
     except OSError as exc:
         os.write(status_w, f"cannot run bwrap: {exc}".encode())
         os._exit(127)
