@@ -30,7 +30,7 @@ from e2b_local.control.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.registry import Registry, SandboxRecord
 from e2b_local.control.snapshots import SnapshotStore
 from e2b_local.control.upstream import AgentUpstream
-from e2b_local.isolation import firewall, network
+from e2b_local.isolation import firewall, idranges, network
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
 from e2b_local.isolation.firewall import EgressPolicy
@@ -131,6 +131,8 @@ class SandboxManager:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         paths.sandboxes.mkdir(parents=True, exist_ok=True)
+        # Before the registry: a data directory that has one already predates per-server ranges.
+        self.id_base = idranges.server_range(paths.home)
         self.registry = Registry(paths.registry)
         self.rootfs = RootfsStore(paths.rootfs)
         self.seccomp = compiled_filter(paths.home / "seccomp.bpf")
@@ -150,6 +152,9 @@ class SandboxManager:
         self._unclaimed: set[Container] = set()
         self._stopping = False
 
+    def _container(self, key: str) -> Container:
+        return Container(self.paths.sandboxes, key, id_base=self.id_base)
+
     # -- startup and shutdown ----------------------------------------------------------------------
     async def start(self) -> None:
         """Adopt the sandboxes that survived a restart, clean up the rest, start background work."""
@@ -160,7 +165,7 @@ class SandboxManager:
             log.info("made %s usable by unprivileged programs (mode 0666, as udev sets it)", network.TUN_DEVICE)
         known = set()
         for record in self.registry.all():
-            container = Container(self.paths.sandboxes, record.key)
+            container = self._container(record.key)
             # By the recorded pid only if that process is still in the sandbox's cgroup: it may
             # have been reused by an unrelated process since the sandbox died.
             alive = await asyncio.to_thread(container.adopt, record.pid)
@@ -188,7 +193,7 @@ class SandboxManager:
             self._watch(record.sandbox_id, live)
         for leftover in self.paths.sandboxes.iterdir():
             if leftover.name not in known:
-                await asyncio.to_thread(Container(self.paths.sandboxes, leftover.name).destroy)
+                await asyncio.to_thread(self._container(leftover.name).destroy)
         await asyncio.to_thread(self.snapshots.clean_up)
         self._tasks = [asyncio.create_task(self._expire_loop()), asyncio.create_task(self._metrics_loop()),
                        asyncio.create_task(self._liveness_loop())]
@@ -239,7 +244,7 @@ class SandboxManager:
                     files: Path | None = None) -> Booted:
         """Start a new sandbox of `template`, on `files` (a saved upper layer) if given."""
         layers = layers or await asyncio.to_thread(self.rootfs.layers, template)
-        container = Container(self.paths.sandboxes, new_id(self.key_prefix))
+        container = self._container(new_id(self.key_prefix))
 
         def boot() -> Booted:
             with self._boot_lock:
@@ -387,7 +392,7 @@ class SandboxManager:
         if not policy.restricts and not replacing:
             return  # a fresh owner has no rules to remove
         container = self.live[record.sandbox_id].container if record.sandbox_id in self.live else \
-            Container(self.paths.sandboxes, record.key)
+            self._container(record.key)
         try:
             await asyncio.to_thread(firewall.apply, container.owner(), policy)
         except RuntimeError as exc:
@@ -458,7 +463,7 @@ class SandboxManager:
         if live is not None:
             self._unwatch(live)
             await live.aclose()
-        container = live.container if live else Container(self.paths.sandboxes, record.key)
+        container = live.container if live else self._container(record.key)
         await asyncio.to_thread(container.destroy)
 
     # -- dead agents ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.launcher import LaunchSpec
-from e2b_local.isolation.rootfs import HOST_ID_BASE, elf_interpreter, machine_multiarch
+from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
 from e2b_local.isolation.tracking import TrackedProcess
 
 log = logging.getLogger("e2b_local")
@@ -40,8 +40,10 @@ class ContainerInfo:
 class Container:
     """One isolated sandbox on this host, identified by `key` (its directory name)."""
 
-    def __init__(self, sandboxes_dir: Path, key: str) -> None:
+    def __init__(self, sandboxes_dir: Path, key: str, *, id_base: int) -> None:
         self.key = key
+        # The host id sandbox root maps to (the server's range, see idranges.py).
+        self.id_base = id_base
         self.directory = sandboxes_dir / key
         self.cgroup = SandboxCgroup(key)
         # The sandbox's own filesystem holds the overlay's upper and work directories.
@@ -131,7 +133,7 @@ class Container:
         else:
             self.upper.mkdir()
         (self.directory / "merged").mkdir()
-        os.chown(self.upper, HOST_ID_BASE, HOST_ID_BASE)
+        os.chown(self.upper, self.id_base, self.id_base)
         self._fresh_scratch()
 
     def prepare_reboot(self) -> None:
@@ -144,7 +146,7 @@ class Container:
     def _fresh_scratch(self) -> None:
         # The overlay's work directory starts empty on every boot.
         self.work.mkdir()
-        os.chown(self.work, HOST_ID_BASE, HOST_ID_BASE)
+        os.chown(self.work, self.id_base, self.id_base)
 
     def copy_files(self, destination: Path) -> None:
         """Copy the sandbox's own files (its upper layer) to `destination`, which must not exist.
@@ -164,7 +166,8 @@ class Container:
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),
-            log=str(self.agent_log), owner=self.owner(), workload_procs=_optional_str(self.cgroup.workload_procs()),
+            log=str(self.agent_log), owner=self.owner(), id_base=self.id_base,
+            workload_procs=_optional_str(self.cgroup.workload_procs()),
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,

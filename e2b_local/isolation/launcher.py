@@ -30,7 +30,7 @@ import socket
 import sys
 from dataclasses import asdict, dataclass, field
 
-from e2b_local.isolation import network
+from e2b_local.isolation import idmap, network
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
 
@@ -72,6 +72,7 @@ class LaunchSpec:
     socket: str
     log: str
     owner: int
+    id_base: int
     workload_procs: str | None
     base_layer: str
     agent_package: str
@@ -184,17 +185,28 @@ def _stage(spec: LaunchSpec) -> None:
     _mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
-    lowers = ":".join(fd_path(p) for p in spec.lowers)
+    layer = {p: fd_path(p) for p in dict.fromkeys([*spec.lowers, spec.base_layer])}
+    if spec.id_base != HOST_ID_BASE:
+        # The layers are stored owned by the storage range: shown shifted onto this server's range.
+        userns = idmap.shifting_userns(HOST_ID_BASE, spec.id_base, ID_RANGE)
+        try:
+            for index, path in enumerate(layer):
+                os.mkdir(staged := f"{STAGE}/layer{index}")
+                idmap.mount_shifted(layer[path], staged, userns)
+                layer[path] = staged
+        finally:
+            os.close(userns)
+    lowers = ":".join(layer[p] for p in spec.lowers)
     _mount("overlay", STAGE_ROOT, "overlay", 0,
            f"lowerdir={lowers},upperdir={fd_path(spec.upper)},workdir={fd_path(spec.work)},userxattr")
     # Read-only overlays rather than bind mounts: a bind mount shows its source's host path in the
-    # sandbox's /proc/self/mountinfo, an overlay only these descriptor paths.
-    for source, target in ((spec.base_layer, STAGE_BASE), (spec.agent_package, STAGE_AGENT)):
-        _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={fd_path(source)}:{STAGE_EMPTY}")
+    # sandbox's /proc/self/mountinfo, an overlay only these descriptor or staging paths.
+    for source, target in ((layer[spec.base_layer], STAGE_BASE), (fd_path(spec.agent_package), STAGE_AGENT)):
+        _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={source}:{STAGE_EMPTY}")
     # The agent's scratch space (kernel connection files, logs) lives in this tmpfs, charged to the
     # sandbox's memory like any tmpfs it writes, and gone with its mount namespace: nothing a sandbox
     # writes there reaches the host's disk.
-    os.chown(STAGE_RUN, HOST_ID_BASE, HOST_ID_BASE)
+    os.chown(STAGE_RUN, spec.id_base, spec.id_base)
     os.chmod(STAGE_RUN, 0o700)
     for fd in fds.values():
         os.close(fd)
@@ -302,7 +314,7 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
         raise RuntimeError(f"the sandbox process failed to create its namespaces: {_read_all(status_r)}")
     for name in ("uid_map", "gid_map"):
         with open(f"/proc/{pid}/{name}", "w") as f:
-            f.write(f"0 {HOST_ID_BASE} {ID_RANGE}\n")
+            f.write(f"0 {spec.id_base} {ID_RANGE}\n")
     slirp_log = os.path.join(os.path.dirname(spec.log), "slirp4netns.log")
     slirp_pid = network.attach_slirp4netns(pid, spec.owner, slirp_log) if spec.internet else 0
     os.write(go_w, b"1")
