@@ -18,11 +18,13 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 1
 fi
 
-echo "install.sh: installing system packages (bubblewrap, slirp4netns, nftables, mmdebstrap)" >&2
+echo "install.sh: installing system packages (bubblewrap, slirp4netns, nftables, mmdebstrap, ...)" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# util-linux: setpriv, which starts each sandbox's network stack unprivileged; e2fsprogs: each
+# sandbox's own disk; iproute2: the test suite's namespaced test hosts.
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
-    python3-venv >/dev/null
+    util-linux e2fsprogs iproute2 python3-venv >/dev/null
 
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
