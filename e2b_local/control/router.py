@@ -85,9 +85,16 @@ async def forward(manager: SandboxManager, api_key: str, sandbox_id: str, scope:
                                           int(length) if length is not None else None)
     except ClientGone:
         return
-    except (UpstreamError, OSError, ValueError):
+    except (UpstreamError, OSError, ValueError) as exc:
         drop(response)
-        await respond_json(send, 502, {"code": 502, "message": f"The sandbox {sandbox_id} was not found"})
+        if manager.is_running(sandbox_id):
+            # The agent is there but broke off this request: the SDK raises SandboxUnreachableException
+            # for this message, not the "not found" that means the sandbox is gone.
+            detail = str(exc) or type(exc).__name__
+            message = f"The sandbox {sandbox_id} is running but its agent broke off the request ({detail})"
+        else:
+            message = f"The sandbox {sandbox_id} was not found"
+        await respond_json(send, 502, {"code": 502, "message": message})
         return
     try:
         await send({"type": "http.response.start", "status": response.status, "headers": [

@@ -547,6 +547,12 @@ class SandboxManager:
             record.end_at = max(record.end_at, time.time() + timeout)
             self.registry.put(record)
 
+    def is_running(self, sandbox_id: str) -> bool:
+        """Whether the sandbox is registered as running and its processes are alive."""
+        record = self.records.get(sandbox_id)
+        live = self.live.get(sandbox_id)
+        return record is not None and record.state == "running" and live is not None and live.container.alive()
+
     def is_paused(self, sandbox_id: str) -> bool:
         record = self.records.get(sandbox_id)
         return record is not None and record.state == "paused"
