@@ -278,3 +278,21 @@ def test_create_on_a_full_disk_fails_cleanly(setup: Setup) -> None:
     sandbox = Sandbox.create(timeout=60, **setup.sdk)
     assert sandbox.commands.run("echo alive").stdout == "alive\n"
     sandbox.kill()
+
+
+def test_snapshot_and_fork_on_a_full_disk(setup: Setup) -> None:
+    sandbox = Sandbox.create(timeout=600, **setup.sdk)
+    key = str(record_of(setup.home, sandbox.sandbox_id)["key"])
+    sandbox.files.write("/home/user/data.bin", os.urandom(1024 * 1024))
+    conn = setup.connection()
+    fill(setup.home)
+    status, body = setup.call(conn, "POST", f"/sandboxes/{sandbox.sandbox_id}/snapshots", {})
+    assert_clear_error(status, body, setup.home)
+    status, body = setup.call(conn, "POST", f"/sandboxes/{sandbox.sandbox_id}/fork", {"count": 1})
+    assert_clear_error(status, body, setup.home)  # the parent's files could not even be copied
+    assert_usable(setup, conn)
+    assert not frozen(key)
+    assert [p.name for p in (setup.home / "snapshots").iterdir()] == []
+    assert set(setup.listed()) == {sandbox.sandbox_id}
+    free(setup.home)
+    assert sandbox.commands.run("echo alive").stdout == "alive\n"
