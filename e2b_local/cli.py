@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -69,15 +68,16 @@ def build(paths: Paths) -> None:
 def cmd_serve(paths: Paths, port: int) -> int:
     import uvicorn
 
+    from e2b_local.control import serverlog
     from e2b_local.control.server import Server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serverlog.configure()
     api_key = load_or_create_api_key(paths)
     build(paths)
     paths.port_file.write_text(str(port))
     paths.pid_file.write_text(str(os.getpid()))
     try:
-        uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning",
+        uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning", log_config=None,
                     access_log=False, timeout_keep_alive=75, h11_max_incomplete_event_size=None,
                     # Streams (background commands, watches) never end by themselves: do not wait on them.
                     timeout_graceful_shutdown=2)

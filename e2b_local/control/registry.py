@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -148,7 +149,9 @@ class Registry:
         for (text,) in rows:
             record = SandboxRecord.from_json(text)
             if "traffic_access_token" not in json.loads(text):
-                self.put(record)  # the token it was just given must outlive a restart
+                # The token it was just given must outlive a restart; on a full disk, the next start retries.
+                with contextlib.suppress(sqlite3.Error):
+                    self.put(record)
             records.append(record)
         return records
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import secrets
+import signal
+import sqlite3
 import string
 import threading
 import time
@@ -64,6 +67,8 @@ LIVENESS_TICK = 2.0
 # The envd version we report: new enough that the SDK enables every feature (see the protocol notes).
 ENVD_VERSION = "0.6.7"
 CLIENT_ID = "local"
+# What a failed write to the registry raises.
+STORAGE_ERRORS = (sqlite3.Error, OSError)
 
 
 def new_id(prefix: str = "") -> str:
@@ -166,21 +171,27 @@ class SandboxManager:
         known = set()
         for record in self.registry.all():
             container = self._container(record.key)
+            if not container.directory.is_dir():
+                # Destroyed by a kill that could not delete the record (its disk was full): gone for good.
+                log.info("sandbox %s was destroyed; removing its record", record.sandbox_id)
+                self._forget(record.sandbox_id)
+                continue
             # By the recorded pid only if that process is still in the sandbox's cgroup: it may
             # have been reused by an unrelated process since the sandbox died.
             alive = await asyncio.to_thread(container.adopt, record.pid)
             if record.state == "running" and not alive:
                 if (record.lifecycle or {}).get("onTimeout") != "pause":
                     log.info("sandbox %s did not survive; removing it", record.sandbox_id)
-                    self.registry.delete(record.sandbox_id)
                     await asyncio.to_thread(container.destroy)
+                    self._forget(record.sandbox_id)
                     continue
                 # Asked to be paused rather than lost: keep its files, resume will boot on them.
                 log.info("sandbox %s did not survive (machine restarted?); keeping its files, paused",
                          record.sandbox_id)
                 await asyncio.to_thread(container.stop)  # helpers left behind (slirp4netns, say)
-                record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
-                self.registry.put(record)
+                # Unrecorded, it is found dead again at the next start and kept paused then.
+                with contextlib.suppress(*STORAGE_ERRORS):
+                    self.commit(record, state="paused", pause_mode="filesystem", end_at=time.time())
             elif alive:
                 # A crash may have come between a freeze and its thaw (a snapshot's copy, say): running
                 # sandboxes run, paused ones stay frozen, whatever happened meanwhile.
@@ -337,11 +348,12 @@ class SandboxManager:
         try:
             await self._enforce(record, policy, internet)
             await self._init_agent(record, client)
-        except Exception:
+            # Unrecorded, the sandbox would outlive a restart unknown: it exists once its record does.
+            self.registry.put(record)
+        except BaseException:
             await client.aclose()
             await asyncio.to_thread(booted.container.destroy)
             raise
-        self.registry.put(record)
         self.records[record.sandbox_id] = record
         live = self.live[record.sandbox_id] = Live(booted.container, client)
         self._watch(record.sandbox_id, live)
@@ -350,11 +362,12 @@ class SandboxManager:
         await asyncio.to_thread(self._sample, record, live)
         return record
 
-    async def boot_again(self, record: SandboxRecord) -> None:
+    async def boot_again(self, record: SandboxRecord) -> dict[str, Any]:
         """Start a fresh agent on the sandbox's own files (a filesystem resume or a reboot).
 
         Whatever still runs in the sandbox is killed first. The agent gets the sandbox's env vars and
-        token again, and the network rules are applied to the new network namespace.
+        token again, and the network rules are applied to the new network namespace. Returns the
+        record's fields that changed (for the caller to commit); on failure the sandbox is stopped.
         """
         live = self.live[record.sandbox_id]
         self._unwatch(live)
@@ -371,13 +384,29 @@ class SandboxManager:
             container.prepare_reboot()
             return self._launch(container, layers, internet)
 
-        record.pid, record.slirp_pid = await asyncio.to_thread(boot)
-        record.layers = [str(p) for p in layers]
-        live.client = _agent_client(container)
-        live.upstream = AgentUpstream(container.connect_path())
-        self._watch(record.sandbox_id, live)
-        await self._enforce(record, policy, internet)
-        await self._init_agent(record, live.client)
+        try:
+            pid, slirp_pid = await asyncio.to_thread(boot)
+            live.client = _agent_client(container)
+            live.upstream = AgentUpstream(container.connect_path())
+            self._watch(record.sandbox_id, live)
+            await self._enforce(record, policy, internet)
+            await self._init_agent(record, live.client)
+        except BaseException:
+            await self.stop_booted(live)
+            raise
+        return {"pid": pid, "slirp_pid": slirp_pid, "layers": [str(p) for p in layers]}
+
+    async def stop_booted(self, live: Live) -> None:
+        """Stop every process of a sandbox and close its connections; its files stay."""
+        self._unwatch(live)
+        await live.aclose()
+        await asyncio.to_thread(live.container.stop)
+
+    def commit(self, record: SandboxRecord, **changes: Any) -> None:
+        """Change `record` in the registry, then in memory: if storing fails, nothing has changed."""
+        self.registry.put(dataclasses.replace(record, **changes))
+        for name, value in changes.items():
+            setattr(record, name, value)
 
     async def egress_policy(self, network: dict[str, Any] | None, allow_internet_access: bool) -> EgressPolicy:
         """The outbound rules of these settings (domain names are looked up in a worker thread)."""
@@ -422,9 +451,14 @@ class SandboxManager:
                     container.cgroup.add(pid)  # frozen, killed and accounted with the sandbox
                     return pid
 
-                record.slirp_pid = await asyncio.to_thread(attach)
-            record.network, record.allow_internet_access = settings, allow_internet_access
-            self.registry.put(record)
+                slirp_pid = await asyncio.to_thread(attach)
+                try:
+                    self.commit(record, slirp_pid=slirp_pid)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.kill(slirp_pid, signal.SIGKILL)
+                    raise
+            self.commit(record, network=settings, allow_internet_access=allow_internet_access)
 
     async def _init_agent(self, record: SandboxRecord, client: httpx.AsyncClient) -> None:
         response = await client.post("/init", json={
@@ -454,17 +488,29 @@ class SandboxManager:
         reap_children()
 
     async def _destroy(self, sandbox_id: str) -> None:
-        # Under the sandbox's lock.
+        # Under the sandbox's lock. The sandbox goes first and its record after, so that a record
+        # that cannot be deleted (a full disk) names a sandbox whose directory is gone: the next
+        # start drops such records.
         record = self.records.pop(sandbox_id, None)
         if record is None:
             raise not_found(sandbox_id)
-        self.registry.delete(sandbox_id)
         live = self.live.pop(sandbox_id, None)
-        if live is not None:
-            self._unwatch(live)
-            await live.aclose()
-        container = live.container if live else self._container(record.key)
-        await asyncio.to_thread(container.destroy)
+        try:
+            if live is not None:
+                self._unwatch(live)
+                await live.aclose()
+            container = live.container if live else self._container(record.key)
+            await asyncio.to_thread(container.destroy)
+        finally:
+            self._forget(sandbox_id)
+
+    def _forget(self, sandbox_id: str) -> None:
+        """Delete a destroyed sandbox's record; when the disk is full, the next start does."""
+        try:
+            self.registry.delete(sandbox_id)
+        except STORAGE_ERRORS as exc:
+            log.warning("sandbox %s is destroyed but its record could not be deleted (%s); "
+                        "it is removed at the next start", sandbox_id, exc)
 
     # -- dead agents ---------------------------------------------------------------------------------
     def _watch(self, sandbox_id: str, live: Live) -> None:
@@ -505,11 +551,13 @@ class SandboxManager:
             else:
                 # Asked to be paused rather than lost: as after a machine restart, keep its files.
                 log.warning("sandbox %s: its agent exited; keeping its files, paused", sandbox_id)
-                self._unwatch(live)
-                await live.aclose()
-                await asyncio.to_thread(live.container.stop)
-                record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
-                self.registry.put(record)
+                await self.stop_booted(live)
+                try:
+                    self.commit(record, state="paused", pause_mode="filesystem", end_at=time.time())
+                except STORAGE_ERRORS as exc:
+                    # Recorded as running, it is found dead at the next start and kept paused then.
+                    log.warning("sandbox %s: could not record it as paused (%s)", sandbox_id, exc)
+                    record.state, record.pause_mode, record.end_at = "paused", "filesystem", time.time()
         if removed:
             self._locks.pop(sandbox_id, None)
         reap_children()
@@ -534,18 +582,16 @@ class SandboxManager:
         record = self.get(sandbox_id)
         check_timeout(timeout)
         if record.state == "paused":
-            record.timeout = timeout
+            self.commit(record, timeout=timeout)
         else:
-            record.end_at = time.time() + timeout
-        self.registry.put(record)
+            self.commit(record, end_at=time.time() + timeout)
 
     def extend_timeout(self, sandbox_id: str, timeout: int) -> None:
         """Connect's rule: a running sandbox's end time only moves later."""
         record = self.get(sandbox_id)
         check_timeout(timeout)
         if record.state == "running":
-            record.end_at = max(record.end_at, time.time() + timeout)
-            self.registry.put(record)
+            self.commit(record, end_at=max(record.end_at, time.time() + timeout))
 
     def is_running(self, sandbox_id: str) -> bool:
         """Whether the sandbox is registered as running and its processes are alive."""

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.config import Paths
 from e2b_local.control import api
-from e2b_local.control.errors import ApiError, error_response
+from e2b_local.control.errors import ApiError, CatchAll, error_response
 from e2b_local.control.router import forward, respond_json
 from e2b_local.control.sandboxes import SandboxManager
 from e2b_local.isolation.container import become_subreaper
@@ -39,11 +40,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, f"internal error: {exc}")
-
-
 class Server:
     """The ASGI application of e2b-local."""
 
@@ -53,7 +49,9 @@ class Server:
         self.manager = SandboxManager(paths)
         self.api = Starlette(
             routes=api.routes(),
-            exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+            exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+            # Inside Starlette's last-resort handler, which would close the connection after answering.
+            middleware=[Middleware(CatchAll, data_dir=paths.home)],
             lifespan=self._lifespan,
         )
         self.api.state.manager = self.manager
