@@ -1,14 +1,18 @@
 """Under a burst of creates the server still answers at once: kills, reads and expiry never queue
-behind boots."""
+behind boots; and a client that kept its connections across a restart of the server carries on."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from conftest import LocalServer, start_server, stop_server
+from conftest import ROOTFS_CACHE, LocalServer, _free_port, start_server, stop_server
 from e2b import Sandbox, SandboxQuery
 
 # The acceptance bound for a kill or a read issued while sandboxes boot: a latency guarantee, far
@@ -92,3 +96,37 @@ def test_timed_out_sandboxes_are_gone_on_time_under_load(busy_server: LocalServe
         for f in futures:
             f.result()
     assert not late, f"listed past their end (s): {sorted(late.values(), reverse=True)}"
+
+
+def cli(home: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE,
+           "E2B_LOCAL_PORT": str(port)}
+    return subprocess.run([sys.executable, "-m", "e2b_local", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+def test_calls_right_after_a_restart_succeed(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", _free_port()
+    assert cli(home, port, "start").returncode == 0
+    try:
+        conn = {"api_key": (home / "api-key").read_text().strip(), "api_url": f"http://127.0.0.1:{port}",
+                "sandbox_url": f"http://127.0.0.1:{port}"}
+        sandbox = Sandbox.create(timeout=600, **conn)
+        for restart in range(3):
+            # Calls of every kind, so that the client holds kept-alive connections to the old server.
+            sandbox.files.write("/home/user/round", str(restart))
+            assert sandbox.commands.run("cat /home/user/round").stdout == str(restart)
+            assert sandbox.get_info().sandbox_id == sandbox.sandbox_id
+            stopped = cli(home, port, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            started = cli(home, port, "start")
+            assert started.returncode == 0, started.stderr
+            # At once, on the same client: each kind of call must go through.
+            assert sandbox.get_info().sandbox_id == sandbox.sandbox_id
+            assert sandbox.sandbox_id in {s.sandbox_id for s in Sandbox.list(**conn).next_items()}
+            assert sandbox.commands.run("echo after").stdout == "after\n"
+            assert sandbox.files.read("/home/user/round") == str(restart)
+        sandbox.kill()
+    finally:
+        cli(home, port, "stop")
+
