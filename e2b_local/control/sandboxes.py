@@ -2,7 +2,8 @@
 
 The manager owns the registry, the containers and a client per sandbox agent. Blocking work
 (launching namespaces, waiting for an agent, deleting directories) runs in worker threads so that
-the event loop keeps serving every other sandbox meanwhile. Pausing and resuming live in
+the event loop keeps serving every other sandbox meanwhile; `scheduling` keeps boots, teardowns and
+metrics in separate threads so that none waits for another. Pausing and resuming live in
 `pausing.py`, snapshots and forks in `snapshots.py`; both build on the primitives here.
 """
 
@@ -31,11 +32,12 @@ from e2b_local.control import egress, pausing
 from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.registry import Registry, SandboxRecord
+from e2b_local.control.scheduling import Priority, Workers
 from e2b_local.control.snapshots import SnapshotStore
 from e2b_local.control.upstream import AgentUpstream
 from e2b_local.isolation import firewall, idranges, network
 from e2b_local.isolation.cgroups import Limits
-from e2b_local.isolation.container import Container, reap_children
+from e2b_local.isolation.container import AGENT_START_TIMEOUT, Container, reap_children
 from e2b_local.isolation.firewall import EgressPolicy
 from e2b_local.isolation.rootfs import TEMPLATES, RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
@@ -151,6 +153,9 @@ class SandboxManager:
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
+        self.workers = Workers()
+        # Sandboxes whose timeout is being acted on, so that the next tick does not act again.
+        self._expiring: set[str] = set()
         # Boots in worker threads, and the sandboxes they started that no coroutine has taken yet.
         self._boot_lock = threading.Lock()
         self._in_flight = 0
@@ -232,6 +237,7 @@ class SandboxManager:
         for live in self.live.values():
             self._unwatch(live)
             await live.aclose()
+        self.workers.shutdown()
         self.registry.close()
 
     # -- pool ----------------------------------------------------------------------------------------
@@ -245,15 +251,18 @@ class SandboxManager:
     async def _refill_loop(self, template: str) -> None:
         while len(self.pool[template]) < POOL_SIZE:
             try:
-                booted = await self._boot(template, internet=True)
+                booted = await self._boot(template, internet=True, priority=Priority.POOL)
             except Exception:
                 log.exception("could not pre-start a %s sandbox", template)
                 return
             self.pool[template].append(booted)
 
     async def _boot(self, template: str, internet: bool, layers: list[Path] | None = None,
-                    files: Path | None = None) -> Booted:
-        """Start a new sandbox of `template`, on `files` (a saved upper layer) if given."""
+                    files: Path | None = None, priority: Priority = Priority.REQUESTED) -> Booted:
+        """Start a new sandbox of `template`, on `files` (a saved upper layer) if given.
+
+        It returns once the agent answers: a boot holds one of the few boot slots until then.
+        """
         layers = layers or await asyncio.to_thread(self.rootfs.layers, template)
         container = self._container(new_id(self.key_prefix))
 
@@ -275,7 +284,17 @@ class SandboxManager:
                     self._in_flight -= 1
             return Booted(container, pid, slirp_pid, internet, layers)
 
-        booted = await asyncio.to_thread(boot)
+        async with self.workers.boot_slots.hold(priority):
+            booted = await self.workers.run(self.workers.boots, boot)
+            try:
+                await _agent_ready(container)
+            except BaseException:
+                # On shutdown, stop() discards what nobody claimed; otherwise it goes now.
+                if not self._stopping:
+                    with self._boot_lock:
+                        self._unclaimed.discard(container)
+                    self.workers.discard(container.destroy, f"sandbox {container.key}")
+                raise
         with self._boot_lock:
             self._unclaimed.discard(container)
         return booted
@@ -359,7 +378,7 @@ class SandboxManager:
         self._watch(record.sandbox_id, live)
         # A first reading at once; off the event loop, since a sandbox started from a snapshot may
         # have many files to measure.
-        await asyncio.to_thread(self._sample, record, live)
+        await self.workers.run(self.workers.monitor, self._sample, record, live)
         return record
 
     async def boot_again(self, record: SandboxRecord) -> dict[str, Any]:
@@ -385,7 +404,9 @@ class SandboxManager:
             return self._launch(container, layers, internet)
 
         try:
-            pid, slirp_pid = await asyncio.to_thread(boot)
+            async with self.workers.boot_slots.hold(Priority.REQUESTED):
+                pid, slirp_pid = await self.workers.run(self.workers.boots, boot)
+                await _agent_ready(container)
             live.client = _agent_client(container)
             live.upstream = AgentUpstream(container.connect_path())
             self._watch(record.sandbox_id, live)
@@ -400,7 +421,7 @@ class SandboxManager:
         """Stop every process of a sandbox and close its connections; its files stay."""
         self._unwatch(live)
         await live.aclose()
-        await asyncio.to_thread(live.container.stop)
+        await self.workers.run(self.workers.teardown, live.container.stop)
 
     def commit(self, record: SandboxRecord, **changes: Any) -> None:
         """Change `record` in the registry, then in memory: if storing fails, nothing has changed."""
@@ -500,7 +521,7 @@ class SandboxManager:
                 self._unwatch(live)
                 await live.aclose()
             container = live.container if live else self._container(record.key)
-            await asyncio.to_thread(container.destroy)
+            await self.workers.run(self.workers.teardown, container.destroy)
         finally:
             self._forget(sandbox_id)
 
@@ -571,7 +592,7 @@ class SandboxManager:
                 record = self.records.get(sandbox_id)
                 if record is None or record.state != "running" or live.watch_fd is None:
                     continue
-                if not await asyncio.to_thread(live.container.alive):
+                if not await self.workers.run(self.workers.monitor, live.container.alive):
                     self._on_exit(sandbox_id, live, live.container.top)
 
     def set_timeout(self, sandbox_id: str, timeout: int) -> None:
@@ -626,14 +647,26 @@ class SandboxManager:
 
     # -- background ----------------------------------------------------------------------------------
     async def _expire_loop(self) -> None:
+        # Each timeout is acted on in a task of its own: a slow kill or pause delays no other.
         while True:
             await asyncio.sleep(TIMEOUT_TICK)
             now = time.time()
             for record in list(self.records.values()):
-                if record.state == "running" and record.end_at <= now:
-                    with contextlib.suppress(ApiError):
-                        await self.on_timeout(record)
+                if record.state == "running" and record.end_at <= now and record.sandbox_id not in self._expiring:
+                    self._expiring.add(record.sandbox_id)
+                    task = asyncio.create_task(self._expire(record))
+                    self._tasks.append(task)
+                    task.add_done_callback(self._tasks.remove)
             reap_children()
+
+    async def _expire(self, record: SandboxRecord) -> None:
+        try:
+            with contextlib.suppress(ApiError):
+                await self.on_timeout(record)
+        except Exception:
+            log.exception("sandbox %s: acting on its timeout failed", record.sandbox_id)
+        finally:
+            self._expiring.discard(record.sandbox_id)
 
     async def on_timeout(self, record: SandboxRecord) -> None:
         """What happens when a sandbox's time is up: killed (E2B's default), or paused if its lifecycle says so."""
@@ -654,12 +687,24 @@ class SandboxManager:
             for sandbox_id, live in list(self.live.items()):
                 record = self.records.get(sandbox_id)
                 if record is not None and record.state == "running":
-                    await asyncio.to_thread(self._sample, record, live)
+                    await self.workers.run(self.workers.monitor, self._sample, record, live)
 
 
 def check_timeout(timeout: int) -> None:
     if timeout < 0 or timeout > MAX_TIMEOUT:
         raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT} seconds")
+
+
+async def _agent_ready(container: Container) -> None:
+    """Wait until the sandbox's agent answers a request.
+
+    Its socket accepts connections as soon as the launcher has bound it, before the agent's own
+    start (most of a boot's work) is done.
+    """
+    transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox",
+                                 timeout=AGENT_START_TIMEOUT) as client:
+        (await client.get("/health")).raise_for_status()
 
 
 def _agent_client(container: Container) -> httpx.AsyncClient:

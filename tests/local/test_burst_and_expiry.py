@@ -1,0 +1,132 @@
+"""Under a burst of creates the server still answers at once: kills, reads and expiry never queue
+behind boots; and a client that kept its connections across a restart of the server carries on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import ROOTFS_CACHE, LocalServer, _free_port, start_server, stop_server
+from e2b import Sandbox, SandboxQuery
+
+# The acceptance bound for a kill or a read issued while sandboxes boot: a latency guarantee, far
+# above what either costs when nothing queues (milliseconds), far below a burst's duration.
+ANSWER_BOUND = 1.0
+# How late past its end a timed-out sandbox may still be listed.
+EXPIRY_SLACK = 1.0
+BURST = 20
+# Sandboxes killed during the burst, one every CALL_SPACING seconds from its start.
+VICTIMS = 3
+CALL_SPACING = 1.0
+EXPIRING = 30
+
+
+@pytest.fixture(scope="module")
+def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server of its own, so that the bursts here do not slow the session's server."""
+    server = start_server(tmp_path_factory.mktemp("e2b-local-burst"))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def connection(server: LocalServer) -> dict[str, str]:
+    return {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+
+
+def timed(call: object, *args: object, **kwargs: object) -> float:
+    """How long `call(*args, **kwargs)` took, in seconds."""
+    start = time.monotonic()
+    call(*args, **kwargs)  # type: ignore[operator]
+    return time.monotonic() - start
+
+
+def test_kill_and_get_info_answer_during_a_burst_of_creates(busy_server: LocalServer) -> None:
+    conn = connection(busy_server)
+    victims = [Sandbox.create(timeout=120, **conn) for _ in range(VICTIMS)]
+    # (get_info's time, kill's time, creates still pending after both), one per victim.
+    answers: list[tuple[float, float, int]] = []
+    with ThreadPoolExecutor(BURST) as pool:
+        futures = [pool.submit(Sandbox.create, timeout=120, **conn) for _ in range(BURST)]
+        try:
+            for victim in victims:
+                # Spread over the burst: its start, when every create waits, and later.
+                time.sleep(CALL_SPACING)
+                read = timed(Sandbox.get_info, victim.sandbox_id, **conn)
+                kill = timed(Sandbox.kill, victim.sandbox_id, **conn)
+                answers.append((read, kill, sum(not f.done() for f in futures)))
+        finally:
+            created = [f.result() for f in futures]
+    for sandbox in created:
+        sandbox.kill()
+    during = [a for a in answers if a[2] > 0]
+    # Only calls answered while the burst still booted measure anything.
+    assert during, f"the burst was over before the calls were made: {answers}"
+    for read, kill, pending in during:
+        assert read < ANSWER_BOUND, f"get_info took {read:.2f} s with {pending} creates pending: {answers}"
+        assert kill < ANSWER_BOUND, f"kill took {kill:.2f} s with {pending} creates pending: {answers}"
+
+
+def test_timed_out_sandboxes_are_gone_on_time_under_load(busy_server: LocalServer) -> None:
+    conn = connection(busy_server)
+    label = {"expiry": "under-load"}
+    # How long past its end each sandbox was still listed by a list() sent then, by id.
+    late: dict[str, float] = {}
+    with ThreadPoolExecutor(EXPIRING) as pool:
+        futures = [pool.submit(Sandbox.create, timeout=5, metadata=label, **conn) for _ in range(EXPIRING)]
+        deadline = time.monotonic() + 300
+        # Poll while the burst still creates (its boots are the load) until every one is gone.
+        while True:
+            sent = time.time()
+            listed = Sandbox.list(query=SandboxQuery(metadata=label), limit=100, **conn).next_items()
+            for info in listed:
+                if sent > info.end_at.timestamp() + EXPIRY_SLACK:
+                    late[info.sandbox_id] = sent - info.end_at.timestamp()
+            if not listed and all(f.done() for f in futures):
+                break
+            assert time.monotonic() < deadline, f"still listed: {[i.sandbox_id for i in listed]}"
+            time.sleep(0.1)
+        for f in futures:
+            f.result()
+    assert not late, f"listed past their end (s): {sorted(late.values(), reverse=True)}"
+
+
+def cli(home: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE,
+           "E2B_LOCAL_PORT": str(port)}
+    return subprocess.run([sys.executable, "-m", "e2b_local", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+def test_calls_right_after_a_restart_succeed(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", _free_port()
+    assert cli(home, port, "start").returncode == 0
+    try:
+        conn = {"api_key": (home / "api-key").read_text().strip(), "api_url": f"http://127.0.0.1:{port}",
+                "sandbox_url": f"http://127.0.0.1:{port}"}
+        sandbox = Sandbox.create(timeout=600, **conn)
+        for restart in range(3):
+            # Calls of every kind, so that the client holds kept-alive connections to the old server.
+            sandbox.files.write("/home/user/round", str(restart))
+            assert sandbox.commands.run("cat /home/user/round").stdout == str(restart)
+            assert sandbox.get_info().sandbox_id == sandbox.sandbox_id
+            stopped = cli(home, port, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            started = cli(home, port, "start")
+            assert started.returncode == 0, started.stderr
+            # At once, on the same client: each kind of call must go through.
+            assert sandbox.get_info().sandbox_id == sandbox.sandbox_id
+            assert sandbox.sandbox_id in {s.sandbox_id for s in Sandbox.list(**conn).next_items()}
+            assert sandbox.commands.run("echo after").stdout == "after\n"
+            assert sandbox.files.read("/home/user/round") == str(restart)
+        sandbox.kill()
+    finally:
+        cli(home, port, "stop")
+
