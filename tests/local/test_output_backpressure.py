@@ -16,11 +16,11 @@ from e2b import Sandbox
 from e2b_local.isolation.cgroups import SandboxCgroup
 from local.test_process_ownership import agent_pid, registry_key
 
-# `seq 1 HUGE` is 268,888,897 bytes of a pattern whose checksum catches any byte lost, repeated or out
+# `seq 1 HUGE` is 258,888,897 bytes of a pattern whose checksum catches any byte lost, repeated or out
 # of order: sized so that the test takes well under a minute on a loaded two-core machine (every byte
 # crosses three Python processes), and big enough that the agent would buffer hundreds of MB of it.
 HUGE = 30_000_000
-# With two readers the client does twice the work: a smaller stream (158,888,897 bytes).
+# With two readers the client does twice the work: a smaller stream (168,888,897 bytes).
 LARGE = 20_000_000
 # `seq` writes 4 KiB at a time, and each write would wake the agent: full blocks stream much faster.
 BLOCKS = "dd bs=1M iflag=fullblock status=none"
