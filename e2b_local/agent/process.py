@@ -3,6 +3,12 @@
 A process belongs to the sandbox, not to the request that started it: output is broadcast to every
 attached stream, a client that disconnects leaves it running, and `Connect` re-attaches. The only
 deadline is the `Start` call's Connect timeout, which envd treats as the process's lifetime.
+
+Output flows as through a pipe: each attached stream has a small buffer, bounded in bytes, and the
+process's stdout, stderr or terminal is not read while the fullest of them has no room, so a slow
+reader slows the writer (its pipe fills and its writes block) instead of the agent buffering without
+limit. Output waiting for a slow reader is merged into fewer, larger events, each at most the size
+envd reads at once.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import signal
 import struct
 import termios
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -31,8 +38,82 @@ from e2b_local.agent.users import UnknownUserError, User, user_from_basic_auth
 # envd reads at most this much output per event (32 KiB for pipes, 16 KiB for a terminal).
 PIPE_CHUNK = 32 * 1024
 PTY_CHUNK = 16 * 1024
+# Output an attached stream may have waiting before the process is no longer read: this bounds the
+# agent's memory per stream, while the proxy's and the sockets' own buffers keep the stream busy.
+SUBSCRIBER_BYTES = 512 * 1024
+# After a terminal's process exits, how long its terminal may stay silent before reading stops (a
+# background child may hold it open for ever).
+PTY_DRAIN_SECONDS = 0.2
 # Sent on an otherwise silent stream, so that idle-connection timeouts along the way never fire.
 KEEPALIVE_SECONDS = 50
+
+
+class _Output:
+    """Output of one stream (stdout, stderr or pty) waiting to be sent as one data event."""
+
+    __slots__ = ("data", "limit", "name")
+
+    def __init__(self, name: str, data: bytes, limit: int) -> None:
+        self.name = name
+        self.data = bytearray(data)
+        self.limit = limit
+
+    def event(self) -> pb.ProcessEvent:
+        return _event("data", pb.ProcessEvent.DataEvent(output=Oneof(self.name, bytes(self.data))))
+
+
+class Subscription:
+    """The events waiting for one attached stream, with room for `SUBSCRIBER_BYTES` of output."""
+
+    def __init__(self) -> None:
+        self._events: deque[_Output | pb.ProcessEvent | None] = deque()
+        self.size = 0
+        self.closed = False
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def put_output(self, name: str, data: bytes, limit: int) -> None:
+        """Queue output, first waiting while the stream has no room; merged into the last event
+        when that is output of the same stream with room left."""
+        while self.size >= SUBSCRIBER_BYTES and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+        if self.closed:
+            return
+        last = self._events[-1] if self._events else None
+        if isinstance(last, _Output) and last.name == name and len(last.data) + len(data) <= last.limit:
+            last.data += data
+        else:
+            self._events.append(_Output(name, data, limit))
+        self.size += len(data)
+        self._ready.set()
+
+    def put(self, event: pb.ProcessEvent | None) -> None:
+        """Queue an event that is not output (the end, or None for the stream's close) at once."""
+        if not self.closed:
+            self._events.append(event)
+            self._ready.set()
+
+    async def get(self) -> pb.ProcessEvent | None:
+        """The next event, waiting for one."""
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._events.popleft()
+        if isinstance(item, _Output):
+            self.size -= len(item.data)
+            if self.size < SUBSCRIBER_BYTES:
+                self._room.set()
+            return item.event()
+        return item
+
+    def close(self) -> None:
+        """Drop what is waiting and release a publisher waiting for room."""
+        self.closed = True
+        self._events.clear()
+        self.size = 0
+        self._room.set()
 
 
 @dataclass
@@ -44,21 +125,41 @@ class ManagedProcess:
     tag: str | None
     proc: asyncio.subprocess.Process
     pty_master: int | None = None
-    subscribers: set[asyncio.Queue[pb.ProcessEvent | None]] = field(default_factory=set)
+    subscribers: set[Subscription] = field(default_factory=set)
     end: pb.ProcessEvent | None = None
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
     deadline: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    # Chunks read from the terminal, and publications waiting for room: how `_wait` tells a terminal
+    # that still has output from one that went quiet.
+    reads: int = 0
+    publishing: int = 0
+
+    async def publish_output(self, name: str, data: bytes, limit: int) -> None:
+        """Hand output to every attached stream, waiting while any of them is full."""
+        self.publishing += 1
+        try:
+            for subscription in list(self.subscribers):
+                await subscription.put_output(name, data, limit)
+        finally:
+            self.publishing -= 1
 
     def publish(self, event: pb.ProcessEvent | None) -> None:
-        for queue in self.subscribers:
-            queue.put_nowait(event)
+        """Hand an event that is not output to every attached stream."""
+        for subscription in self.subscribers:
+            subscription.put(event)
 
-    def subscribe(self) -> asyncio.Queue[pb.ProcessEvent | None]:
-        queue: asyncio.Queue[pb.ProcessEvent | None] = asyncio.Queue()
-        self.subscribers.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        """Attach a stream: it gets every event published from now on."""
+        subscription = Subscription()
+        self.subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Detach a stream; what it had not taken is dropped, so it holds no publisher back."""
+        self.subscribers.discard(subscription)
+        subscription.close()
 
     def signal(self, signum: int) -> None:
         # The whole process group, so that what a shell started goes too.
@@ -82,6 +183,23 @@ def _end_event(returncode: int) -> pb.ProcessEvent:
         status = f"signal: {'killed' if name == 'kill' else name}"
         end = pb.ProcessEvent.EndEvent(exit_code=-1, exited=False, status=status, error=status)
     return _event("end", end)
+
+
+async def _readable(fd: int) -> None:
+    """Wait until `fd` can be read; the watch is removed at once, so that while the reader waits
+    for a slow subscriber, unread data does not wake the loop over and over."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def reset_oom_score() -> None:
@@ -188,40 +306,41 @@ class ProcessService(Process):
         managed.waiter = asyncio.create_task(self._wait(managed))
 
     async def _read_pipe(self, managed: ManagedProcess, stream: asyncio.StreamReader, name: str) -> None:
+        # Not reading while `publish` waits leaves the data in the pipe: the stream reader stops
+        # reading at its limit, the pipe fills, and the process blocks in write().
         while chunk := await stream.read(PIPE_CHUNK):
-            managed.publish(_event("data", pb.ProcessEvent.DataEvent(output=Oneof(name, chunk))))
+            await managed.publish_output(name, chunk, PIPE_CHUNK)
 
     async def _read_pty(self, managed: ManagedProcess) -> None:
         assert managed.pty_master is not None
-        loop = asyncio.get_running_loop()
         fd = managed.pty_master
         os.set_blocking(fd, False)
-        readable = asyncio.Event()
-        loop.add_reader(fd, readable.set)
-        try:
-            while True:
-                await readable.wait()
-                readable.clear()
-                try:
-                    chunk = os.read(fd, PTY_CHUNK)
-                except BlockingIOError:
-                    continue
-                except OSError:  # EIO: every slave end is closed
-                    return
-                if not chunk:
-                    return
-                managed.publish(_event("data", pb.ProcessEvent.DataEvent(output=Oneof("pty", chunk))))
-        finally:
-            loop.remove_reader(fd)
+        while True:
+            try:
+                chunk = os.read(fd, PTY_CHUNK)
+            except BlockingIOError:
+                await _readable(fd)
+                continue
+            except OSError:  # EIO: every slave end is closed
+                return
+            if not chunk:
+                return
+            managed.reads += 1
+            await managed.publish_output("pty", chunk, PTY_CHUNK)
 
     async def _wait(self, managed: ManagedProcess) -> None:
         returncode = await managed.proc.wait()
         if managed.pty_master is not None:
-            # The terminal may still hold output; give the reader a moment to drain it.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*managed.readers), timeout=0.2)
+            # The terminal may still hold output: read on while it comes or waits for a slow reader,
+            # and stop once it has been quiet for a moment.
+            while True:
+                reads = managed.reads
+                _, pending = await asyncio.wait(managed.readers, timeout=PTY_DRAIN_SECONDS)
+                if not pending or (managed.reads == reads and not managed.publishing):
+                    break
             for task in managed.readers:
                 task.cancel()
+            await asyncio.gather(*managed.readers, return_exceptions=True)
             with contextlib.suppress(OSError):
                 os.close(managed.pty_master)
         else:
@@ -233,13 +352,13 @@ class ProcessService(Process):
         managed.publish(managed.end)
         managed.publish(None)
 
-    async def _stream(self, managed: ManagedProcess, queue: asyncio.Queue[pb.ProcessEvent | None],
+    async def _stream(self, managed: ManagedProcess, subscription: Subscription,
                       wrap: type[pb.StartResponse] | type[pb.ConnectResponse], owner: bool = False) -> AsyncIterator:
         try:
             yield wrap(event=_event("start", pb.ProcessEvent.StartEvent(pid=managed.pid)))
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    event = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
                     yield wrap(event=_event("keepalive", pb.ProcessEvent.KeepAlive()))
                     continue
@@ -250,7 +369,7 @@ class ProcessService(Process):
                     raise ConnectError(Code.DEADLINE_EXCEEDED, "the process was killed when its timeout expired")
                 yield wrap(event=event)
         finally:
-            managed.subscribers.discard(queue)
+            managed.unsubscribe(subscription)
 
     # -- RPCs --------------------------------------------------------------------------------------
     async def start(self, request: pb.StartRequest, ctx: RequestContext) -> AsyncIterator[pb.StartResponse]:
@@ -259,15 +378,15 @@ class ProcessService(Process):
         except UnknownUserError as exc:
             raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
         managed = await self._spawn(request, user, ctx.timeout_ms)
-        queue = managed.subscribe()
+        subscription = managed.subscribe()
         self._watch(managed)
-        async for message in self._stream(managed, queue, pb.StartResponse, owner=True):
+        async for message in self._stream(managed, subscription, pb.StartResponse, owner=True):
             yield message
 
     async def connect(self, request: pb.ConnectRequest, ctx: RequestContext) -> AsyncIterator[pb.ConnectResponse]:
         managed = self._find(request.process)
-        queue = managed.subscribe()
-        async for message in self._stream(managed, queue, pb.ConnectResponse):
+        subscription = managed.subscribe()
+        async for message in self._stream(managed, subscription, pb.ConnectResponse):
             yield message
 
     async def list(self, request: pb.ListRequest, ctx: RequestContext) -> pb.ListResponse:
