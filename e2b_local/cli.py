@@ -17,6 +17,10 @@ from e2b_local.config import Paths, default_home, default_port, load_or_create_a
 
 # How long `start` waits for a freshly spawned server to answer (root filesystems are built first).
 START_TIMEOUT = 120.0
+# Idle keep-alive connections are closed only after the SDK's own pool has let them go (it keeps them
+# 300 s, E2B_KEEPALIVE_EXPIRY): a server that closes first races the client's next request on that
+# connection, which then fails with "connection closed before message completed".
+KEEP_ALIVE_SECONDS = 330
 # How long `stop` waits for the server to exit after SIGTERM before it sends SIGKILL.
 STOP_TIMEOUT = 20.0
 
@@ -78,7 +82,7 @@ def cmd_serve(paths: Paths, port: int) -> int:
     paths.pid_file.write_text(str(os.getpid()))
     try:
         uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning", log_config=None,
-                    access_log=False, timeout_keep_alive=75, h11_max_incomplete_event_size=None,
+                    access_log=False, timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
                     # Streams (background commands, watches) never end by themselves: do not wait on them.
                     timeout_graceful_shutdown=2)
     finally:

@@ -16,6 +16,8 @@ from e2b_local.agent.reaper import install_reaper, release_reaper
 
 # The launcher binds the agent's socket outside the sandbox and hands it over as this descriptor.
 AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
+# Idle connections from the host are kept this long (the host lets them go sooner: upstream.py).
+KEEP_ALIVE_SECONDS = 600
 
 
 class AgentServer(uvicorn.Server):
@@ -48,7 +50,7 @@ def main() -> None:
     config = uvicorn.Config(
         AgentApp(), fd=fd, log_level="warning", access_log=False, lifespan="off",
         # The host keeps connections to the agent open between requests.
-        timeout_keep_alive=600, h11_max_incomplete_event_size=None,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
     )
     asyncio.run(serve(AgentServer(config)))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ MAX_IDLE = 8
 READ_SIZE = 64 * 1024
 # Headers longer than this are not a sane agent answer.
 MAX_HEAD = 64 * 1024
+# An idle connection is let go well before the agent closes it (its keep-alive is 600 s): reusing one
+# at the moment the agent closes it would fail the request sent on it.
+IDLE_SECONDS = 300.0
 
 
 class UpstreamError(Exception):
@@ -31,6 +35,7 @@ class Connection:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    idle_since: float = 0.0
 
     def close(self) -> None:
         self.writer.close()
@@ -108,7 +113,8 @@ class AgentUpstream:
     async def _connect(self) -> Connection:
         while self._idle:
             conn = self._idle.pop()
-            if not conn.reader.at_eof() and not conn.writer.is_closing():
+            fresh = time.monotonic() - conn.idle_since < IDLE_SECONDS
+            if fresh and not conn.reader.at_eof() and not conn.writer.is_closing():
                 return conn
             conn.close()
         try:
@@ -119,6 +125,7 @@ class AgentUpstream:
 
     def give_back(self, conn: Connection) -> None:
         if len(self._idle) < MAX_IDLE and not conn.writer.is_closing():
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             conn.close()

@@ -111,3 +111,15 @@ def sandbox_pid(home: Path, sandbox_id: str) -> int:
 def test_health_is_open_but_api_needs_the_key(e2b_server) -> None:
     assert httpx.get(e2b_server.url + "/health").status_code == 200
     assert httpx.get(e2b_server.url + "/v2/sandboxes").status_code == 401
+
+
+def test_idle_connections_are_let_go_by_the_client_side_first() -> None:
+    """Whoever closes an idle keep-alive connection first races the other side's next request on it."""
+    import e2b.api
+
+    from e2b_local import cli
+    from e2b_local.agent import __main__ as agent_main
+    from e2b_local.control import upstream
+
+    assert e2b.api.pool_idle_timeout < cli.KEEP_ALIVE_SECONDS  # SDK -> server
+    assert agent_main.KEEP_ALIVE_SECONDS > upstream.IDLE_SECONDS  # server -> agent
