@@ -21,8 +21,11 @@ START_TIMEOUT = 120.0
 # 300 s, E2B_KEEPALIVE_EXPIRY): a server that closes first races the client's next request on that
 # connection, which then fails with "connection closed before message completed".
 KEEP_ALIVE_SECONDS = 330
-# How long `stop` waits for the server to exit after SIGTERM before it sends SIGKILL.
-STOP_TIMEOUT = 20.0
+# How long `stop` waits for the server to exit after SIGTERM (it may wait 30 s for boots) before
+# it sends SIGKILL.
+STOP_TIMEOUT = 40.0
+# ... and after SIGKILL, for the process to be gone.
+KILL_WAIT = 5.0
 
 EPILOG = """\
 examples:
@@ -45,13 +48,41 @@ def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (an unreaped zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _recorded_pid(paths: Paths) -> int | None:
+    try:
+        return int(paths.pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for `pid` to exit; whether it did."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _running(paths: Paths) -> tuple[int, int] | None:
     """(pid, port) of the server if it is running and answering."""
+    pid = _recorded_pid(paths)
     try:
-        pid = int(paths.pid_file.read_text())
         port = int(paths.port_file.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid is None or not _alive(pid):
         return None
     try:
         httpx.get(_url(port) + "/health", timeout=2.0).raise_for_status()
@@ -96,6 +127,13 @@ def cmd_start(paths: Paths, port: int) -> int:
     if (found := _running(paths)) is not None:
         print(f"e2b-local is already running (pid {found[0]}) at {_url(found[1])}", file=sys.stderr)
         return 0
+    previous = _recorded_pid(paths)
+    if previous is not None and _alive(previous) and not _wait_exit(previous, STOP_TIMEOUT):
+        # A server of this data directory that does not answer (still stopping, say): two would fight
+        # over the same sandboxes.
+        print(f"e2b-local (pid {previous}) of {paths.home} is still running but not answering; "
+              "stop it first: e2b-local stop", file=sys.stderr)
+        return 1
     load_or_create_api_key(paths)
     build(paths)  # in the foreground, so its progress is visible
     paths.home.mkdir(parents=True, exist_ok=True)
@@ -125,16 +163,10 @@ def cmd_stop(paths: Paths) -> int:
         return 3
     pid = found[0]
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
+    if not _wait_exit(pid, STOP_TIMEOUT):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        _wait_exit(pid, KILL_WAIT)
     print("e2b-local stopped (running sandboxes keep running)", file=sys.stderr)
     return 0
 
