@@ -60,7 +60,7 @@ class Execution:
         """Called when the HTTP client disconnects."""
         self.gone = True
         if self.submission is not None:
-            self.submission.queue.put_nowait(DISCONNECTED)
+            self.submission.put(DISCONNECTED)
 
     async def run(self, send: Send) -> None:
         """Stream the execution to `send`; the context stays locked until the kernel is idle again."""
@@ -78,7 +78,7 @@ class Execution:
             await self._sync_env(kernel)
             self.submission = kernel.submit(self.code)
             if self.gone:
-                self.submission.queue.put_nowait(DISCONNECTED)
+                self.submission.put(DISCONNECTED)
             try:
                 finished = await self._stream(kernel, self.submission, send)
             except BaseException:
@@ -103,7 +103,6 @@ class Execution:
         """Forward the submission's outputs; False when the client left before the end."""
         translator = Translator(submission.msg_id, self.ctx.language.result_quote)
         fence = self.ctx.language.fence
-        queue = submission.queue
         # Lines that wait for the next write rather than take one of their own (each write travels
         # through the host's proxy): number_of_executions, and the main result, which the kernel
         # follows with nothing but its idle status.
@@ -111,7 +110,7 @@ class Execution:
         while True:
             try:
                 async with asyncio.timeout(FENCE_GRACE_SECONDS if translator.fence_idle else KEEPALIVE_SECONDS):
-                    item = await queue.get()
+                    item = await submission.get()
             except TimeoutError:
                 if translator.fence_idle:  # the fence ran but its token never came: give up waiting
                     await self._write(send, encode([*held, END_OF_EXECUTION]), more=False)
@@ -139,9 +138,9 @@ class Execution:
                     lines.append(END_OF_EXECUTION)
                     await self._write(send, encode(lines), more=False)
                     return True
-                if queue.empty():
+                if submission.empty():
                     break
-                item = queue.get_nowait()
+                item = submission.get_nowait()
             if lines and (lines[-1]["type"] == "number_of_executions" or lines[-1].get("is_main_result")):
                 held = lines
             elif lines:
@@ -216,7 +215,7 @@ async def _wait_idle(submission: Submission, timeout: float, report: bool = Fals
     try:
         async with asyncio.timeout(timeout):
             while True:
-                item = await submission.queue.get()
+                item = await submission.get()
                 if isinstance(item, KernelExit):
                     return True
                 if not isinstance(item, dict):

@@ -38,6 +38,10 @@ KERNELS_ROOT = Path("/.e2b/kernels")
 # Kernel processes' own stdout/stderr (not the user's outputs, which travel over iopub); the agent's
 # run directory is visible from the host, next to agent.log.
 LOG_ROOT = Path("/.e2b/run/kernels")
+# Outputs of one execution that may wait for its reader before the kernel is held, and the level
+# at which it runs again.
+HOLD_BYTES = 8 << 20
+RELEASE_BYTES = 2 << 20
 # How long a kernel may take to answer its first request (a cold Python start takes about a second).
 START_TIMEOUT = 60.0
 # After a kernel answered kernel_info, how long to wait for an iopub message before asking again.
@@ -75,11 +79,24 @@ def describe_exit(returncode: int) -> str:
     return what + "; the context restarts with a fresh kernel and its previous state is lost"
 
 
+def output_size(msg: dict[str, Any]) -> int:
+    """About how many bytes an iopub message's outputs take (its text and display data)."""
+    content = msg.get("content") or {}
+    size = len(content.get("text") or "")
+    for value in (content.get("data") or {}).values():
+        size += len(value) if isinstance(value, str | bytes) else 64
+    return size + sum(len(line) for line in content.get("traceback") or [])
+
+
 class Submission:
     """Requests sent to the kernel's shell channel whose iopub messages share one queue.
 
     Usually one request; a follow-up can join it (`Kernel.submit(..., into=...)`) when its messages
     belong to the same execution, like the fence that flushes Deno's late output.
+
+    The queue is bounded the way a pipe is: past HOLD_BYTES of outputs nobody has taken yet, the
+    kernel is held (stopped) until the reader has caught up to RELEASE_BYTES, so a client that stalls
+    slows the code down rather than growing the agent.
     """
 
     def __init__(self, kernel: Kernel, msg_id: str) -> None:
@@ -87,11 +104,46 @@ class Submission:
         self.msg_id = msg_id
         self.msg_ids = [msg_id]
         self.queue: asyncio.Queue[dict[str, Any] | KernelExit | object] = asyncio.Queue()
+        self.pending = 0
+        self.holding = False
+
+    def put(self, item: dict[str, Any] | KernelExit | object) -> None:
+        """Queue an item for the reader (holding the kernel when too much waits)."""
+        self.queue.put_nowait(item)
+        if isinstance(item, dict):
+            self.pending += output_size(item)
+            if self.pending > HOLD_BYTES and not self.holding:
+                self.holding = True
+                self.kernel.hold()
+
+    async def get(self) -> dict[str, Any] | KernelExit | object:
+        """The next item, once there is one."""
+        return self._taken(await self.queue.get())
+
+    def get_nowait(self) -> dict[str, Any] | KernelExit | object:
+        """The next item; raises asyncio.QueueEmpty when there is none."""
+        return self._taken(self.queue.get_nowait())
+
+    def empty(self) -> bool:
+        return self.queue.empty()
+
+    def _taken(self, item: dict[str, Any] | KernelExit | object) -> dict[str, Any] | KernelExit | object:
+        if isinstance(item, dict):
+            self.pending -= output_size(item)
+            if self.holding and self.pending < RELEASE_BYTES:
+                self._let_go()
+        return item
+
+    def _let_go(self) -> None:
+        self.holding = False
+        self.kernel.release()
 
     def close(self) -> None:
-        """Stop routing messages to this submission."""
+        """Stop routing messages to this submission (and stop holding the kernel for it)."""
         for msg_id in self.msg_ids:
             self.kernel.waiters.pop(msg_id, None)
+        if self.holding:
+            self._let_go()
 
 
 class Kernel:
@@ -117,6 +169,7 @@ class Kernel:
         self._exited = asyncio.Event()
         self._kill_error: tuple[str, str] | None = None
         self._directory = KERNELS_ROOT / kernel_id
+        self._holds = 0
 
     # -- start -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -209,11 +262,28 @@ class Kernel:
             submission = into
             submission.msg_ids.append(msg_id)
         if self.death is not None:
-            submission.queue.put_nowait(KernelExit(DIED_ERROR, self.death))
+            submission.put(KernelExit(DIED_ERROR, self.death))
             return submission
         self.waiters[msg_id] = submission
         self.client.send_message(self.client.shell, msg)
         return submission
+
+    def hold(self) -> None:
+        """Stop the kernel and what it started (its process group) until every hold is released."""
+        self._holds += 1
+        if self._holds == 1:
+            self._signal_group(signal.SIGSTOP)
+
+    def release(self) -> None:
+        """Give back one hold; the kernel runs again when none is left."""
+        self._holds = max(self._holds - 1, 0)
+        if self._holds == 0:
+            self._signal_group(signal.SIGCONT)
+
+    def _signal_group(self, signum: int) -> None:
+        if self.proc is not None and self.death is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signum)
 
     def interrupt(self) -> None:
         """Interrupt the running code the way the kernel's spec asks for."""
@@ -256,7 +326,7 @@ class Kernel:
         self._iopub_seen.set()
         waiter = self.waiters.get(msg["parent_header"].get("msg_id"))
         if waiter is not None:
-            waiter.queue.put_nowait(msg)
+            waiter.put(msg)
 
     def _on_reply(self, msg: dict[str, Any]) -> None:
         future = self._replies.get(msg["parent_header"].get("msg_id"))
@@ -270,7 +340,7 @@ class Kernel:
         if self._kill_error is None:
             log.warning("kernel %s (%s): %s", self.id, self.language.name, self.death)
         for submission in list(self.waiters.values()):
-            submission.queue.put_nowait(KernelExit(name, self.death))
+            submission.put(KernelExit(name, self.death))
         self.waiters.clear()
         for future in self._replies.values():
             if not future.done():

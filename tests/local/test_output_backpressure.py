@@ -219,3 +219,38 @@ def test_a_reader_that_leaves_while_stalled_releases_the_others(sandbox: Sandbox
     assert reader.error is None, reader.error
     assert reader.exit_code == 0
     assert (reader.size, reader.digest.hexdigest()) == expected.get()
+
+
+# run_code: the cell prints CELL_PRINTS blocks of CELL_BLOCK characters, pausing between them longer
+# than the kernel's output flush interval (0.2 s), so that each block travels as its own message.
+CELL_PRINTS = 80
+CELL_BLOCK = 2 << 20
+CELL_PAUSE = 0.21
+
+
+def test_a_stalled_run_code_reader_leaves_the_agent_small_and_gets_every_output(e2b_server) -> None:
+    from e2b_code_interpreter import Sandbox as CodeSandbox
+
+    with CodeSandbox.create() as sandbox:
+        peak = PeakMemory(agent_pid(SandboxCgroup(registry_key(e2b_server.home, sandbox.sandbox_id))))
+        received = {"bytes": 0, "stalled": False}
+        digest = hashlib.sha256()
+
+        def on_stdout(message) -> None:
+            data = message.line.encode()
+            received["bytes"] += len(data)
+            digest.update(data)
+            if not received["stalled"]:
+                received["stalled"] = True
+                time.sleep(CELL_PRINTS * CELL_PAUSE * 0.75)  # most of the cell's run time
+
+        code = (f"import time\nfor i in range({CELL_PRINTS}):\n"
+                f"    print(str(i % 10) * {CELL_BLOCK - 1}, flush=True)\n    time.sleep({CELL_PAUSE})")
+        execution = sandbox.run_code(code, on_stdout=on_stdout, timeout=300)
+        growth = peak.stop()
+        assert execution.error is None
+        expected = "".join(str(i % 10) * (CELL_BLOCK - 1) + "\n" for i in range(CELL_PRINTS)).encode()
+        assert received["bytes"] == len(expected)
+        assert digest.hexdigest() == hashlib.sha256(expected).hexdigest()
+        assert growth < RSS_BOUND, f"the agent grew by {growth >> 20} MB while its reader stalled"
+        assert sandbox.run_code("1 + 1").text == "2"
