@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,12 +50,22 @@ def snapshot(server, prefix: str) -> dict[str, object]:
         "sandbox dirs": sorted(p.name for p in (server.home / "sandboxes").iterdir()),
         "cgroups": sorted(our_cgroups(prefix)),
         "processes": len(our_processes(prefix)),
-        # Mounts on the host that involve this server's files (sandbox mounts live in private namespaces).
-        "host mounts": [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                        if str(server.home) in line or "e2b" in line],
+        # Mounts on the host that involve this server's files (sandbox mounts live in private namespaces),
+        # each sandbox's disk by the sandbox it belongs to (the warm pool's sandboxes change).
+        "host mounts": sorted(_mount_owner(server, line.split()[4]) for line in
+                              Path("/proc/self/mountinfo").read_text().splitlines() if str(server.home) in line),
+        "loop devices": sorted(_mount_owner(server, line.split("(", 1)[1].rstrip(")")) for line in
+                               subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+                               if str(server.home) in line),
         "host network devices": sorted(os.listdir("/sys/class/net")),
         "zombies": zombies_of(server.process.pid),
     }
+
+
+def _mount_owner(server, path: str) -> str:
+    """`path` (a mount point or an image) by what it belongs to: a sandbox's disk counts as "disk"."""
+    parts = Path(path).relative_to(server.home).parts
+    return "disk" if len(parts) >= 3 and parts[0] == "sandboxes" and parts[2].startswith("disk") else path
 
 
 def settled(server, prefix: str, timeout: float = 60) -> dict[str, object]:
@@ -93,7 +104,9 @@ def test_create_kill_cycles_leak_nothing(e2b_server) -> None:
     assert after["zombies"] == []
     # Warm-pool sandboxes are replaced along the way: compare what exists, not which one it is.
     assert after["cgroups"] == after["sandbox dirs"]
+    assert after["host mounts"].count("disk") == len(after["sandbox dirs"])  # one disk per sandbox
+    assert after["loop devices"].count("disk") == len(after["sandbox dirs"])
     for key in ("sandbox dirs", "cgroups"):
         assert len(after[key]) == len(before[key]), key
-    for key in ("processes", "host mounts", "host network devices"):
+    for key in ("processes", "host mounts", "loop devices", "host network devices"):
         assert after[key] == before[key], key
