@@ -81,9 +81,7 @@ class Container:
             return int(self.owner_file.read_text())
         except FileNotFoundError:
             pass
-        uid = owners.claim(self.directory)
-        # A reclaimed uid may still carry a dead sandbox's rules.
-        firewall.remove(uid)
+        uid = owners.claim(self.directory, on_stale=firewall.remove)
         self.owner_file.write_text(str(uid))
         return uid
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 OWNER_BASE = 1_500_000_000
@@ -31,8 +32,12 @@ def is_owner(uid: int) -> bool:
     return OWNER_BASE <= uid < OWNER_BASE + OWNER_COUNT
 
 
-def claim(holder: Path) -> int:
-    """Reserve a free owner uid for the sandbox whose directory is `holder`."""
+def claim(holder: Path, on_stale: Callable[[int], None]) -> int:
+    """Reserve a free owner uid for the sandbox whose directory is `holder`.
+
+    A claim left behind by a sandbox that is gone is taken back on the way; `on_stale` is called with
+    its uid first, so that whatever else that sandbox left under it (firewall rules) goes too.
+    """
     CLAIMS.mkdir(parents=True, exist_ok=True, mode=0o700)
     for _ in range(ATTEMPTS):
         uid = OWNER_BASE + secrets.randbelow(OWNER_COUNT)
@@ -42,6 +47,7 @@ def claim(holder: Path) -> int:
         except FileExistsError:
             if not _stale(path):
                 continue
+            on_stale(uid)
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
