@@ -2,41 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import LocalServer, _free_port, start_server, stop_server
-from e2b import CommandExitException, NotEnoughSpaceException, Sandbox
+from e2b import NotEnoughSpaceException, Sandbox
+
+from local.sandbox_helpers import registry_key, run_as
 
 # Small, so that filling it is quick; ext4's default ratio gives it 4096 inodes.
 DISK_MB = 64
 MIB = 1024 * 1024
 
 
-def run(sandbox: Sandbox, command: str, user: str = "root", timeout: float = 120) -> tuple[int, str]:
-    """Run a command inside the sandbox; (exit code, stdout + stderr)."""
-    try:
-        result = sandbox.commands.run(command, user=user, timeout=timeout)
-        return result.exit_code, result.stdout + result.stderr
-    except CommandExitException as exc:
-        return exc.exit_code, exc.stdout + exc.stderr
-
-
 def host_free(home: Path) -> tuple[int, int]:
     """(free bytes, free inodes) of the host filesystem that holds the data directory."""
     st = os.statvfs(home)
     return st.f_bavail * st.f_frsize, st.f_favail
-
-
-def sandbox_key(home: Path, sandbox_id: str) -> str:
-    with sqlite3.connect(home / "registry.sqlite3") as db:
-        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
-    return str(json.loads(record)["key"])
 
 
 def loop_backing_files() -> list[str]:
@@ -81,25 +66,25 @@ def test_writing_past_the_quota_fails_inside_and_the_host_keeps_its_space(
     other = Sandbox.create(timeout=600, **connect_args(small_disk_server))
     try:
         free_before, _ = host_free(small_disk_server.home)
-        code, out = run(sandbox, f"dd if=/dev/zero of=/root/fill bs=1M count={5 * DISK_MB}; rc=$?; sync; exit $rc")
+        code, out = run_as(sandbox, f"dd if=/dev/zero of=/root/fill bs=1M count={5 * DISK_MB}; rc=$?; sync; exit $rc")
         assert code != 0 and "No space left on device" in out
-        code, out = run(sandbox, "dd if=/dev/zero of=/home/user/more bs=1M count=4; rc=$?; sync; exit $rc",
+        code, out = run_as(sandbox, "dd if=/dev/zero of=/home/user/more bs=1M count=4; rc=$?; sync; exit $rc",
                         user="user")
         assert code != 0 and "No space left on device" in out
         # The agent's run directory is writable by sandbox root, and bounded too.
-        code, out = run(sandbox, f"dd if=/dev/zero of=/.e2b/run/fill bs=1M count={DISK_MB}")
+        code, out = run_as(sandbox, f"dd if=/dev/zero of=/.e2b/run/fill bs=1M count={DISK_MB}")
         assert code != 0 and "No space left on device" in out
         free_after, _ = host_free(small_disk_server.home)
         # Other work on this machine moves the host's free space too: allow one quota's worth of it.
         assert free_before - free_after <= 2 * DISK_MB * MIB
 
         # The other sandbox has its own disk, untouched by the full one.
-        code, out = run(other, "dd if=/dev/zero of=/home/user/ok bs=1M count=8 status=none && sync && "
+        code, out = run_as(other, "dd if=/dev/zero of=/home/user/ok bs=1M count=8 status=none && sync && "
                                "wc -c < /home/user/ok", user="user")
         assert code == 0 and out.strip() == str(8 * MIB)
 
-        run(sandbox, "rm -f /root/fill /home/user/more; sync")
-        code, out = run(sandbox, "dd if=/dev/zero of=/home/user/again bs=1M count=16 && sync", user="user")
+        run_as(sandbox, "rm -f /root/fill /home/user/more; sync")
+        code, out = run_as(sandbox, "dd if=/dev/zero of=/home/user/again bs=1M count=16 && sync", user="user")
         assert code == 0, out
     finally:
         other.kill()
@@ -120,7 +105,7 @@ def test_many_small_files_hit_the_inode_limit(small_disk_server: LocalServer, sa
         "    print('created all')\n"
     )
     sandbox.files.write("/tmp/many.py", script)
-    code, out = run(sandbox, "python3 /tmp/many.py", user="user")
+    code, out = run_as(sandbox, "python3 /tmp/many.py", user="user")
     assert code == 0, out
     words = out.split()
     assert words[0] == "stopped" and words[2] == "ENOSPC", out
@@ -128,7 +113,7 @@ def test_many_small_files_hit_the_inode_limit(small_disk_server: LocalServer, sa
     _, inodes_after = host_free(small_disk_server.home)
     assert inodes_before - inodes_after < 10000  # others on this machine create files too
     # Deleting gives the inodes back.
-    code, out = run(sandbox, "rm -rf /home/user/many && touch /home/user/one && echo made", user="user")
+    code, out = run_as(sandbox, "rm -rf /home/user/many && touch /home/user/one && echo made", user="user")
     assert code == 0 and "made" in out
 
 
@@ -141,7 +126,7 @@ def test_files_write_past_the_quota_is_not_enough_space(sandbox: Sandbox) -> Non
 
 
 def test_metrics_report_the_sandboxs_own_disk(sandbox: Sandbox) -> None:
-    code, out = run(sandbox, "python3 -c \"import os; s = os.statvfs('/'); "
+    code, out = run_as(sandbox, "python3 -c \"import os; s = os.statvfs('/'); "
                              "print(s.f_blocks * s.f_frsize, (s.f_blocks - s.f_bfree) * s.f_frsize)\"")
     assert code == 0, out
     total, _ = (int(v) for v in out.split())
@@ -154,7 +139,7 @@ def test_metrics_report_the_sandboxs_own_disk(sandbox: Sandbox) -> None:
 def test_kill_releases_the_disk_while_other_sandboxes_run(small_disk_server: LocalServer) -> None:
     args = connect_args(small_disk_server)
     first = Sandbox.create(**args)
-    directory = small_disk_server.home / "sandboxes" / sandbox_key(small_disk_server.home, first.sandbox_id)
+    directory = small_disk_server.home / "sandboxes" / registry_key(small_disk_server.home, first.sandbox_id)
     # Started after the first, so that its mount namespace began as a copy of the host's, first's disk included.
     second = Sandbox.create(**args)
     try:
@@ -164,7 +149,7 @@ def test_kill_releases_the_disk_while_other_sandboxes_run(small_disk_server: Loc
         assert not directory.exists()
         assert not [m for m in host_mounts() if m.startswith(str(directory))]
         assert not [f for f in loop_backing_files() if f.startswith(str(directory))]
-        assert run(second, "echo alive")[1].strip() == "alive"
+        assert run_as(second, "echo alive")[1].strip() == "alive"
     finally:
         second.kill()
 
@@ -177,7 +162,7 @@ def test_paused_files_survive_a_machine_restart(tmp_path: Path) -> None:
     try:
         sandbox.files.write("/home/user/kept.txt", "on its own disk")
         assert sandbox.pause(mode="filesystem") is True
-        disk = home / "sandboxes" / sandbox_key(home, sandbox.sandbox_id) / "disk"
+        disk = home / "sandboxes" / registry_key(home, sandbox.sandbox_id) / "disk"
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(timeout=30)
         # What a restart of the machine leaves: the image, no mount and no loop device.
@@ -186,7 +171,7 @@ def test_paused_files_survive_a_machine_restart(tmp_path: Path) -> None:
         server = start_server(home, port, env={"E2B_LOCAL_DISK_MB": str(DISK_MB)})
         resumed = Sandbox.connect(sandbox.sandbox_id, **args)
         assert resumed.files.read("/home/user/kept.txt") == "on its own disk"
-        code, out = run(resumed, "dd if=/dev/zero of=/root/fill bs=1M count=128; rc=$?; sync; exit $rc")
+        code, out = run_as(resumed, "dd if=/dev/zero of=/root/fill bs=1M count=128; rc=$?; sync; exit $rc")
         assert code != 0 and "No space left on device" in out
     finally:
         if server.process.poll() is not None:  # failed while it was down: it cleans up its sandboxes
@@ -200,12 +185,12 @@ def test_a_snapshot_must_fit_the_disk(tmp_path: Path) -> None:
     try:
         args = connect_args(server)
         sandbox = Sandbox.create(**args)
-        code, out = run(sandbox, "dd if=/dev/urandom of=/home/user/data bs=1M count=40 && sync", user="user")
+        code, out = run_as(sandbox, "dd if=/dev/urandom of=/home/user/data bs=1M count=40 && sync", user="user")
         assert code == 0, out
         snapshot = sandbox.create_snapshot()
         # The same server copies it into a new sandbox of the same size...
         restored = Sandbox.create(snapshot.snapshot_id, **args)
-        assert run(restored, "wc -c < /home/user/data")[1].strip() == str(40 * MIB)
+        assert run_as(restored, "wc -c < /home/user/data")[1].strip() == str(40 * MIB)
         restored.kill()
         sandbox.kill()
     finally:

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sqlite3
-from pathlib import Path
-
 from e2b import CommandExitException, Sandbox
 
 from e2b_local.isolation.cgroups import WORKLOAD, SandboxCgroup
-
-
-def _key(server_home: Path, sandbox_id: str) -> str:
-    with contextlib.closing(sqlite3.connect(server_home / "registry.sqlite3")) as db:
-        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
-    return json.loads(record)["key"]
+from local.sandbox_helpers import registry_key
 
 
 def _agent_rss_kb(sandbox: Sandbox) -> int:
@@ -36,7 +26,7 @@ def test_one_process_past_the_limit_is_killed_and_the_agent_lives(e2b_server) ->
 
 def test_many_processes_smaller_than_the_agent_never_get_it_killed(e2b_server) -> None:
     with Sandbox.create() as sandbox:
-        cgroup = SandboxCgroup(_key(e2b_server.home, sandbox.sandbox_id))
+        cgroup = SandboxCgroup(registry_key(e2b_server.home, sandbox.sandbox_id))
         workload = cgroup.workload_procs()
         if workload is not None:
             # Everything the agent starts runs in the workload cgroup; the agent stays outside it.

@@ -12,7 +12,6 @@ import ctypes
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import threading
 import uuid
@@ -21,18 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from e2b import CommandExitException, Sandbox
+from e2b import Sandbox
 
 from e2b_local.isolation.owners import OWNER_BASE, OWNER_COUNT
 from local.nethost import namespaced_host
-
-
-def run_as(sandbox: Sandbox, command: str, user: str = "root", timeout: float = 60) -> tuple[int, str]:
-    try:
-        result = sandbox.commands.run(command, user=user, timeout=timeout)
-        return result.exit_code, result.stdout + result.stderr
-    except CommandExitException as exc:
-        return exc.exit_code, exc.stdout + exc.stderr
+from local.sandbox_helpers import registry_key, run_as
 
 
 def run_python(sandbox: Sandbox, code: str, user: str = "root") -> str:
@@ -184,10 +176,7 @@ def _connects_as(uid: int, address: str, port: int) -> bool:
 
 
 def _owner_of(server_home: Path, sandbox_id: str) -> int:
-    with contextlib.closing(sqlite3.connect(server_home / "registry.sqlite3")) as db:
-        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
-    key = json.loads(record)["key"]
-    return int((server_home / "sandboxes" / key / "owner").read_text())
+    return int((server_home / "sandboxes" / registry_key(server_home, sandbox_id) / "owner").read_text())
 
 
 def test_deny_rules_hold_outside_the_sandbox(e2b_server) -> None:

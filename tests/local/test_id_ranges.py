@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from e2b import Sandbox
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.owners import is_owner
 from e2b_local.isolation.rootfs import ID_RANGE
+from local.sandbox_helpers import registry_key
 
 # useradd's defaults (login.defs): subordinate ranges are handed out below SUB_UID_MAX + SUB_UID_COUNT.
 USERADD_SUBORDINATE_END = 600_100_000 + 65_536
@@ -30,10 +29,8 @@ def second_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSer
 
 
 def _host_uids(server: LocalServer, sandbox_id: str) -> set[int]:
-    with contextlib.closing(sqlite3.connect(server.home / "registry.sqlite3")) as db:
-        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
     uids = set()
-    for pid in SandboxCgroup(json.loads(record)["key"]).pids():
+    for pid in SandboxCgroup(registry_key(server.home, sandbox_id)).pids():
         with contextlib.suppress(OSError):
             status = Path(f"/proc/{pid}/status").read_text()
             uids.add(int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)))

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from e2b import Sandbox
 
 from e2b_local.isolation.cgroups import SandboxCgroup
-from local.test_process_ownership import agent_pid, registry_key
+from local.sandbox_helpers import registry_key
+from local.test_process_ownership import agent_pid
 
 # `seq 1 HUGE` is 258,888,897 bytes of a pattern whose checksum catches any byte lost, repeated or out
 # of order: sized so that the test takes well under a minute on a loaded two-core machine (every byte

@@ -19,6 +19,7 @@ from e2b import CommandExitException, NotFoundException, Sandbox, SandboxExcepti
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from e2b_local.isolation.cgroups import SandboxCgroup
+from local.sandbox_helpers import registry_key
 
 
 def exit_code(sandbox: Sandbox, command: str, user: str = "user") -> int:
@@ -27,13 +28,6 @@ def exit_code(sandbox: Sandbox, command: str, user: str = "user") -> int:
         return sandbox.commands.run(command, user=user, timeout=60).exit_code
     except CommandExitException as exc:
         return exc.exit_code
-
-
-def registry_key(home: Path, sandbox_id: str) -> str:
-    """The key (directory and cgroup name) the server recorded for a sandbox."""
-    with sqlite3.connect(home / "registry.sqlite3") as db:
-        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
-    return str(json.loads(record)["key"])
 
 
 def ns_pid(pid: int) -> int | None:

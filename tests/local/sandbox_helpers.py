@@ -1,0 +1,25 @@
+"""Helpers of the sandbox tests: commands whose failure is data, and what the server recorded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from e2b import CommandExitException, Sandbox
+
+
+def run_as(sandbox: Sandbox, command: str, user: str = "root", timeout: float = 120) -> tuple[int, str]:
+    """Run a command inside the sandbox as `user`; (exit code, stdout + stderr), failures included."""
+    try:
+        result = sandbox.commands.run(command, user=user, timeout=timeout)
+        return result.exit_code, result.stdout + result.stderr
+    except CommandExitException as exc:
+        return exc.exit_code, exc.stdout + exc.stderr
+
+
+def registry_key(home: Path, sandbox_id: str) -> str:
+    """The key (directory and cgroup name) the server with data directory `home` recorded for a sandbox."""
+    with sqlite3.connect(home / "registry.sqlite3") as db:
+        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
+    return str(json.loads(record)["key"])
