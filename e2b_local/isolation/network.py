@@ -88,6 +88,9 @@ def attach_slirp4netns(pid: int, owner: int, log: str, verify: Callable[[], bool
              f"/proc/self/fd/{netns}", "tap0"],
             pass_fds=(ready_w, userns, netns), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )
+    except BaseException:
+        os.close(ready_r)
+        raise
     finally:
         os.close(ready_w)
         os.close(userns)
