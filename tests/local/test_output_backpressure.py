@@ -17,10 +17,10 @@ from e2b_local.isolation.cgroups import SandboxCgroup
 from local.sandbox_helpers import registry_key
 from local.test_process_ownership import agent_pid
 
-# `seq 1 HUGE` is 258,888,897 bytes of a pattern whose checksum catches any byte lost, repeated or out
-# of order: sized so that the test takes well under a minute on a loaded two-core machine (every byte
-# crosses three Python processes), and big enough that the agent would buffer hundreds of MB of it.
-HUGE = 30_000_000
+# `seq 1 HUGE` is 988,888,898 bytes (about 1 GB) of a pattern whose checksum catches any byte lost,
+# repeated or out of order; every byte crosses three Python processes, about 25 s on a quiet two-core
+# machine.
+HUGE = 110_000_000
 # With two readers the client does twice the work: a smaller stream (168,888,897 bytes).
 LARGE = 20_000_000
 # `seq` writes 4 KiB at a time, and each write would wake the agent: full blocks stream much faster.
