@@ -46,6 +46,11 @@ class LocalServer:
     def env(self) -> dict[str, str]:
         return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.api_key}
 
+    @property
+    def sdk(self) -> dict[str, str]:
+        """The SDK's keyword arguments that address this server (`Sandbox.create(**server.sdk)`)."""
+        return {"api_key": self.api_key, "api_url": self.url, "sandbox_url": self.url}
+
 
 def _free_port() -> int:
     with socket.socket() as s:

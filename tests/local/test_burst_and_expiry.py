@@ -37,10 +37,6 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServe
         stop_server(server)
 
 
-def connection(server: LocalServer) -> dict[str, str]:
-    return {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
-
-
 def timed(call: object, *args: object, **kwargs: object) -> float:
     """How long `call(*args, **kwargs)` took, in seconds."""
     start = time.monotonic()
@@ -49,7 +45,7 @@ def timed(call: object, *args: object, **kwargs: object) -> float:
 
 
 def test_kill_and_get_info_answer_during_a_burst_of_creates(busy_server: LocalServer) -> None:
-    conn = connection(busy_server)
+    conn = busy_server.sdk
     victims = [Sandbox.create(timeout=120, **conn) for _ in range(VICTIMS)]
     # (get_info's time, kill's time, creates still pending after both), one per victim.
     answers: list[tuple[float, float, int]] = []
@@ -75,7 +71,7 @@ def test_kill_and_get_info_answer_during_a_burst_of_creates(busy_server: LocalSe
 
 
 def test_timed_out_sandboxes_are_gone_on_time_under_load(busy_server: LocalServer) -> None:
-    conn = connection(busy_server)
+    conn = busy_server.sdk
     label = {"expiry": "under-load"}
     # How long past its end each sandbox was still listed by a list() sent then, by id.
     late: dict[str, float] = {}

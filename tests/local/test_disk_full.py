@@ -43,7 +43,7 @@ class Setup:
 
     @property
     def sdk(self) -> dict[str, str]:
-        return {"api_key": self.server.api_key, "api_url": self.server.url, "sandbox_url": self.server.url}
+        return self.server.sdk
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)

@@ -48,13 +48,9 @@ def small_disk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         stop_server(server)
 
 
-def connect_args(server: LocalServer) -> dict[str, str]:
-    return {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
-
-
 @pytest.fixture
 def sandbox(small_disk_server: LocalServer) -> Iterator[Sandbox]:
-    sbx = Sandbox.create(timeout=600, **connect_args(small_disk_server))
+    sbx = Sandbox.create(timeout=600, **small_disk_server.sdk)
     try:
         yield sbx
     finally:
@@ -63,7 +59,7 @@ def sandbox(small_disk_server: LocalServer) -> Iterator[Sandbox]:
 
 def test_writing_past_the_quota_fails_inside_and_the_host_keeps_its_space(
         small_disk_server: LocalServer, sandbox: Sandbox) -> None:
-    other = Sandbox.create(timeout=600, **connect_args(small_disk_server))
+    other = Sandbox.create(timeout=600, **small_disk_server.sdk)
     try:
         free_before, _ = host_free(small_disk_server.home)
         code, out = run_as(sandbox, f"dd if=/dev/zero of=/root/fill bs=1M count={5 * DISK_MB}; rc=$?; sync; exit $rc")
@@ -137,7 +133,7 @@ def test_metrics_report_the_sandboxs_own_disk(sandbox: Sandbox) -> None:
 
 
 def test_kill_releases_the_disk_while_other_sandboxes_run(small_disk_server: LocalServer) -> None:
-    args = connect_args(small_disk_server)
+    args = small_disk_server.sdk
     first = Sandbox.create(**args)
     directory = small_disk_server.home / "sandboxes" / registry_key(small_disk_server.home, first.sandbox_id)
     # Started after the first, so that its mount namespace began as a copy of the host's, first's disk included.
@@ -157,7 +153,7 @@ def test_kill_releases_the_disk_while_other_sandboxes_run(small_disk_server: Loc
 def test_paused_files_survive_a_machine_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "home", _free_port()
     server = start_server(home, port, env={"E2B_LOCAL_DISK_MB": str(DISK_MB)})
-    args = connect_args(server)
+    args = server.sdk
     sandbox = Sandbox.create(timeout=600, **args)
     try:
         sandbox.files.write("/home/user/kept.txt", "on its own disk")
@@ -183,7 +179,7 @@ def test_a_snapshot_must_fit_the_disk(tmp_path: Path) -> None:
     home = tmp_path / "home"
     server = start_server(home, env={"E2B_LOCAL_DISK_MB": str(DISK_MB)})
     try:
-        args = connect_args(server)
+        args = server.sdk
         sandbox = Sandbox.create(**args)
         code, out = run_as(sandbox, "dd if=/dev/urandom of=/home/user/data bs=1M count=40 && sync", user="user")
         assert code == 0, out
@@ -199,6 +195,6 @@ def test_a_snapshot_must_fit_the_disk(tmp_path: Path) -> None:
     server = start_server(home, env={"E2B_LOCAL_DISK_MB": "32"})
     try:
         with pytest.raises(Exception, match="do not fit"):
-            Sandbox.create(snapshot.snapshot_id, **connect_args(server))
+            Sandbox.create(snapshot.snapshot_id, **server.sdk)
     finally:
         stop_server(server)

@@ -49,8 +49,7 @@ def _subordinate_ranges() -> list[range]:
 
 
 def test_two_servers_never_share_host_ids(e2b_server: LocalServer, second_server: LocalServer) -> None:
-    with Sandbox.create() as first, Sandbox.create(api_url=second_server.url, sandbox_url=second_server.url,
-                        api_key=second_server.api_key) as second:
+    with Sandbox.create() as first, Sandbox.create(**second_server.sdk) as second:
         ranges = []
         for server, sandbox in ((e2b_server, first), (second_server, second)):
             uids = _host_uids(server, sandbox.sandbox_id)

@@ -145,7 +145,7 @@ def _registry_record(home: Path, sandbox_id: str) -> dict[str, object]:
 def test_paused_sandbox_survives_server_crash_and_machine_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "home", _free_port()
     server = start_server(home, port)
-    env = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    env = server.sdk
     sandbox = CodeSandbox.create(timeout=600, **env)
     try:
         sandbox.run_code("secret = 6 * 7")

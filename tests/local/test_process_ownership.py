@@ -173,7 +173,7 @@ def occupy_pid(pid: int) -> subprocess.Popen[bytes]:
 def test_a_reused_pid_is_not_taken_for_the_sandbox_after_a_restart(tmp_path: Path) -> None:
     home, port = tmp_path / "home", _free_port()
     server = start_server(home, port)
-    env = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    env = server.sdk
     sandbox = Sandbox.create(timeout=600, **env)
     impostor = None
     try:

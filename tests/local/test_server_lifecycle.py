@@ -67,7 +67,7 @@ def test_help_shows_examples() -> None:
 def test_sandboxes_survive_server_restart(tmp_path: Path, how: str) -> None:
     home, port = tmp_path / "home", _free_port()
     server = start_server(home, port)
-    env = {"api_key": server.api_key, "api_url": server.url, "sandbox_url": server.url}
+    env = server.sdk
     sandbox = Sandbox.create(timeout=600, metadata={"restart": how}, **env)
     try:
         sandbox.commands.run("echo kept > /home/user/file.txt")

@@ -112,7 +112,7 @@ class Soak:
 
     @property
     def sdk(self) -> dict[str, str]:
-        return {"api_key": self.server.api_key, "api_url": self.server.url, "sandbox_url": self.server.url}
+        return self.server.sdk
 
     def timed(self, op: str, action: Callable[[], object]) -> object:
         started = time.monotonic()
