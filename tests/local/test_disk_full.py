@@ -196,6 +196,17 @@ def test_kill_of_a_paused_sandbox_whose_record_stayed(setup: Setup) -> None:
     assert sandbox.sandbox_id not in setup.listed()
 
 
+def _agrees_after_a_crash(setup: Setup, sandbox: Sandbox, key: str, expected: str) -> None:
+    """Once space is back and the server has crashed and restarted, the sandbox is `expected` and usable."""
+    free(setup.home)
+    setup.crash_and_restart()
+    assert setup.listed()[sandbox.sandbox_id] == expected
+    assert frozen(key) == (expected == "paused")
+    again = Sandbox.connect(sandbox.sandbox_id, **setup.sdk)
+    assert again.commands.run("echo alive").stdout == "alive\n"
+    again.kill()
+
+
 def test_pause_on_a_full_disk(setup: Setup) -> None:
     sandbox = Sandbox.create(timeout=600, **setup.sdk)
     key = str(record_of(setup.home, sandbox.sandbox_id)["key"])
@@ -213,13 +224,7 @@ def test_pause_on_a_full_disk(setup: Setup) -> None:
         assert not frozen(key) and setup.listed()[sandbox.sandbox_id] == "running"
         assert sandbox.commands.run("echo alive").stdout == "alive\n"
         expected = "running"
-    free(setup.home)
-    setup.crash_and_restart()
-    assert setup.listed()[sandbox.sandbox_id] == expected
-    assert frozen(key) == (expected == "paused")
-    again = Sandbox.connect(sandbox.sandbox_id, **setup.sdk)
-    assert again.commands.run("echo alive").stdout == "alive\n"
-    again.kill()
+    _agrees_after_a_crash(setup, sandbox, key, expected)
 
 
 def test_resume_on_a_full_disk(setup: Setup) -> None:
@@ -238,13 +243,7 @@ def test_resume_on_a_full_disk(setup: Setup) -> None:
         assert_failures_logged(setup, conn, "POST", f"/sandboxes/{sandbox.sandbox_id}/connect", {"timeout": 600})
         assert frozen(key) and setup.listed()[sandbox.sandbox_id] == "paused"
         expected = "paused"
-    free(setup.home)
-    setup.crash_and_restart()
-    assert setup.listed()[sandbox.sandbox_id] == expected
-    assert frozen(key) == (expected == "paused")
-    again = Sandbox.connect(sandbox.sandbox_id, **setup.sdk)
-    assert again.commands.run("echo alive").stdout == "alive\n"
-    again.kill()
+    _agrees_after_a_crash(setup, sandbox, key, expected)
 
 
 def _mounts_under(home: Path) -> set[str]:
