@@ -215,6 +215,18 @@ def test_a_symlinked_agent_socket_is_never_followed(sbx: Sandbox, tmp_path: Path
         trap.close()
 
 
+@contextlib.contextmanager
+def _in_background(sandbox: Sandbox, commands: list[tuple[str, str]]) -> Iterator[None]:
+    """Run each (command, user) in the background for the block's duration; killed after it."""
+    handles = [sandbox.commands.run(command, background=True, user=user) for command, user in commands]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            with contextlib.suppress(Exception):
+                handle.kill()
+
+
 def _report(sandbox: Sandbox, path: str) -> str:
     """What a background attack wrote to `path`, once it has."""
     out = sandbox.commands.run(f"for i in $(seq 600); do [ -s {path} ] && break; sleep 0.1; done; cat {path}",
@@ -249,9 +261,7 @@ time.sleep(float(sys.argv[1]))
 def test_inotify_exhaustion_stays_inside_one_sandbox(e2b_server) -> None:
     with Sandbox.create() as hog, Sandbox.create() as neighbour:
         hog.files.write("/tmp/hog.py", INOTIFY_HOG)
-        handles = [hog.commands.run(f"python3 /tmp/hog.py 60 /tmp/hog-{user}", background=True, user=user)
-                   for user in ("root", "user")]
-        try:
+        with _in_background(hog, [(f"python3 /tmp/hog.py 60 /tmp/hog-{user}", user) for user in ("root", "user")]):
             # Both hog processes have taken every instance the sandbox may have.
             for user in ("root", "user"):
                 _, err = _report(hog, f"/tmp/hog-{user}").split()
@@ -261,10 +271,6 @@ def test_inotify_exhaustion_stays_inside_one_sandbox(e2b_server) -> None:
                                         "fds = [libc.inotify_init1(0) for _ in range(64)];"
                                         "print(min(fds) >= 0)", user="user")
             assert out.strip() == "True", out
-        finally:
-            for handle in handles:
-                with contextlib.suppress(Exception):
-                    handle.kill()
 
 
 FILE_HOG = r'''
@@ -293,9 +299,7 @@ time.sleep(float(sys.argv[1]))
 def test_open_files_are_capped_per_process_and_the_host_keeps_its_own(e2b_server) -> None:
     with Sandbox.create() as hog, Sandbox.create() as neighbour:
         hog.files.write("/tmp/files.py", FILE_HOG)
-        handles = [hog.commands.run(f"python3 /tmp/files.py 30 /tmp/files-{n}", background=True, user="root")
-                   for n in range(4)]
-        try:
+        with _in_background(hog, [(f"python3 /tmp/files.py 30 /tmp/files-{n}", "root") for n in range(4)]):
             for n in range(4):
                 opened, hard, raised = _report(hog, f"/tmp/files-{n}").split()
                 assert raised == "kept", "sandbox root may not raise its open-files limit"
@@ -305,10 +309,6 @@ def test_open_files_are_capped_per_process_and_the_host_keeps_its_own(e2b_server
             out = run_python(neighbour, "import os; fds = [os.open('/dev/null', os.O_RDONLY) for _ in range(1000)];"
                                         "print(len(fds))", user="user")
             assert out.strip() == "1000"
-        finally:
-            for handle in handles:
-                with contextlib.suppress(Exception):
-                    handle.kill()
 
 
 def test_mountinfo_shows_no_host_path(sbx: Sandbox, e2b_server) -> None:
