@@ -21,6 +21,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from e2b_local.isolation.claims import take
 from e2b_local.isolation.rootfs import HOST_ID_BASE, ID_RANGE
 
 RANGE_BASE = 700_000_000
@@ -57,20 +58,8 @@ def _claim(home: Path, claims: Path) -> int:
     start = int.from_bytes(hashlib.sha256(str(home).encode()).digest()[:4], "big") % SLOTS
     for offset in range(SLOTS):
         base = RANGE_BASE + ((start + offset) % SLOTS) * ID_RANGE
-        path = _slot_file(claims, base)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if not _stale(path, base):
-                continue
-            path.unlink(missing_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(home))
-        return base
+        if take(_slot_file(claims, base), str(home), lambda path, base=base: _stale(path, base)):
+            return base
     raise RuntimeError(f"no free host id range for sandboxes (every claim under {claims} is in use)")
 
 

@@ -15,10 +15,11 @@ created exclusively under /run, naming the sandbox directory that holds it.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+from e2b_local.isolation import claims
 
 OWNER_BASE = 1_500_000_000
 OWNER_COUNT = 1 << 24
@@ -41,18 +42,8 @@ def claim(holder: Path, on_stale: Callable[[int], None]) -> int:
     CLAIMS.mkdir(parents=True, exist_ok=True, mode=0o700)
     for _ in range(ATTEMPTS):
         uid = OWNER_BASE + secrets.randbelow(OWNER_COUNT)
-        path = CLAIMS / str(uid)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if not _stale(path):
-                continue
-            on_stale(uid)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(holder))
-        return uid
+        if claims.take(CLAIMS / str(uid), str(holder), _stale, on_stale=lambda uid=uid: on_stale(uid)):
+            return uid
     raise RuntimeError("no free sandbox owner uid")
 
 
