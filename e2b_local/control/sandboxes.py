@@ -300,10 +300,9 @@ class SandboxManager:
         return booted
 
     def _launch(self, container: Container, layers: list[Path], internet: bool) -> tuple[int, int]:
-        """Start the namespaces and agent of a prepared container; blocks until the agent listens."""
+        """Start the namespaces and agent of a prepared container (its socket listens at once)."""
         info = container.launch(layers, default_limits(), self.seccomp, "e2b-sandbox", internet,
                                 base_layer=layers[-1])
-        container.wait_for_agent()
         return info.pid, info.slirp_pid
 
     async def _take(self, template: str, internet: bool) -> Booted:
@@ -704,7 +703,10 @@ async def _agent_ready(container: Container) -> None:
     transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
     async with httpx.AsyncClient(transport=transport, base_url="http://sandbox",
                                  timeout=AGENT_START_TIMEOUT) as client:
-        (await client.get("/health")).raise_for_status()
+        try:
+            (await client.get("/health")).raise_for_status()
+        except httpx.HTTPError:
+            raise container.start_failure() from None
 
 
 def _agent_client(container: Container) -> httpx.AsyncClient:

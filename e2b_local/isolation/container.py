@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,25 +186,11 @@ class Container:
             raise RuntimeError("the sandbox exited as soon as it was launched")
         return ContainerInfo(self.key, str(self.directory), pids["pid"], pids["slirp_pid"])
 
-    def wait_for_agent(self, timeout: float = AGENT_START_TIMEOUT) -> None:
-        """Block until the agent accepts connections on its socket."""
-        import socket as socketlib
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.socket.exists():
-                with socketlib.socket(socketlib.AF_UNIX) as s:
-                    try:
-                        s.connect(self.connect_path())
-                        return
-                    except OSError:
-                        pass
-            if not self.cgroup.pids():
-                break
-            time.sleep(0.002)
+    def start_failure(self) -> RuntimeError:
+        """The error for an agent that did not come up, with the end of its log."""
         reap_children()
         detail = self.agent_log.read_text(errors="replace")[-2000:] if self.agent_log.exists() else ""
-        raise RuntimeError(f"the sandbox agent did not start: {detail}")
+        return RuntimeError(f"the sandbox agent did not start: {detail}")
 
     def freeze(self) -> None:
         """Stop every process where it stands; memory stays as it is."""
