@@ -14,7 +14,6 @@ machine `ensure_mounted` attaches the image again.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -23,6 +22,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+from e2b_local.isolation import mounts
 
 # ioctls of <linux/loop.h> and <linux/ext4.h>.
 LOOP_CTL_GET_FREE = 0x4C82
@@ -34,11 +35,6 @@ EXT4_GOING_FLAGS_NOLOGFLUSH = 2
 # struct loop_config: fd, block_size, struct loop_info64 (232 bytes), 8 reserved u64.
 LOOP_INFO64_FLAGS_OFFSET = 52
 LOOP_CONFIG_SIZE = 4 + 4 + 232 + 64
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_NOATIME = 1024
-MNT_DETACH = 2
 # Bytes of disk per inode: ext4's default ratio, so the inode count grows with the disk size.
 BYTES_PER_INODE = 16384
 # The smallest disk we format: below this, ext4's fixed overhead (journal, tables) dominates.
@@ -46,7 +42,6 @@ MIN_DISK_MB = 16
 # Attempts to claim a free loop device when other processes claim them at the same time.
 LOOP_ATTEMPTS = 20
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _template_lock = threading.Lock()
 
 
@@ -156,23 +151,6 @@ def _open_device(path: str) -> int:
             time.sleep(0.001)
 
 
-def unmount(path: Path) -> None:
-    """Unmount whatever is mounted at `path`, if anything.
-
-    Detached lazily, so that a process that has not quite gone cannot keep the mount busy.
-    """
-    if _libc.umount2(str(path).encode(), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more), or no such path
-            raise OSError(err, f"unmounting {path}: {os.strerror(err)}")
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
-
-
 class SandboxDisk:
     """The image `image` and where it is mounted, `mountpoint`."""
 
@@ -199,8 +177,8 @@ class SandboxDisk:
         loop = LoopDevice(self.image)
         try:
             # discard: blocks of deleted files go back to the host; the inode tables need no zeroing.
-            _mount(loop.path, str(self.mountpoint), "ext4", MS_NODEV | MS_NOSUID | MS_NOATIME,
-                   "discard,noinit_itable")
+            mounts.mount(loop.path, str(self.mountpoint), "ext4",
+                         mounts.MS_NODEV | mounts.MS_NOSUID | mounts.MS_NOATIME, "discard,noinit_itable")
         finally:
             loop.close()  # from here on the mount holds the device; unmounting it releases it
 
@@ -219,7 +197,7 @@ class SandboxDisk:
                     fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("=I", EXT4_GOING_FLAGS_NOLOGFLUSH))
                 finally:
                     os.close(fd)
-        unmount(self.mountpoint)
+        mounts.unmount(self.mountpoint)
 
     def usage(self) -> tuple[int, int]:
         """(bytes used, bytes in total) of the disk's filesystem, as `df` inside the sandbox shows them."""

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from e2b_local.isolation import idmap, network
 from e2b_local.isolation.cgroups import SandboxCgroup
+from e2b_local.isolation.mounts import MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, mount
 from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
 
 CLONE_NEWNS = 0x00020000
@@ -96,12 +97,6 @@ def _unshare(flags: int) -> None:
         raise OSError(err, f"unshare: {os.strerror(err)}")
 
 
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
-
-
 # Inside the launcher's private mount namespace, a tmpfs holds everything bubblewrap binds in, so that
 # the sandbox's root (an unprivileged uid on the host) never has to traverse the data directory's path.
 STAGE = "/tmp"
@@ -112,13 +107,6 @@ STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
 STAGE_SIZE = "16m"
 STAGE_INODES = 1024
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_BIND = 4096
-MS_REMOUNT = 32
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
 
 
 def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd: int | None) -> list[str]:
@@ -173,7 +161,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd:
 def _stage(spec: LaunchSpec) -> None:
     """As host root in a fresh mount namespace: mount the overlay root and stage every other mount."""
     _unshare(CLONE_NEWNS)
-    _mount("none", "/", "", MS_REC | MS_PRIVATE, "")
+    mount("none", "/", "", MS_REC | MS_PRIVATE, "")
     # Held open so that the staging tmpfs may cover any of these paths (the data directory may be in /tmp).
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in
            [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package]}
@@ -182,7 +170,7 @@ def _stage(spec: LaunchSpec) -> None:
         return f"/proc/self/fd/{fds[path]}"
 
     # Bounded: /.e2b/run, which sandbox root may write, lives in it (its other entries are mount points).
-    _mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
+    mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
     layer = {p: fd_path(p) for p in dict.fromkeys([*spec.lowers, spec.base_layer])}
@@ -197,12 +185,12 @@ def _stage(spec: LaunchSpec) -> None:
         finally:
             os.close(userns)
     lowers = ":".join(layer[p] for p in spec.lowers)
-    _mount("overlay", STAGE_ROOT, "overlay", 0,
+    mount("overlay", STAGE_ROOT, "overlay", 0,
            f"lowerdir={lowers},upperdir={fd_path(spec.upper)},workdir={fd_path(spec.work)},userxattr")
     # Read-only overlays rather than bind mounts: a bind mount shows its source's host path in the
     # sandbox's /proc/self/mountinfo, an overlay only these descriptor or staging paths.
     for source, target in ((layer[spec.base_layer], STAGE_BASE), (fd_path(spec.agent_package), STAGE_AGENT)):
-        _mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={source}:{STAGE_EMPTY}")
+        mount("overlay", target, "overlay", MS_RDONLY, f"lowerdir={source}:{STAGE_EMPTY}")
     # The agent's scratch space (kernel connection files, logs) lives in this tmpfs, charged to the
     # sandbox's memory like any tmpfs it writes, and gone with its mount namespace: nothing a sandbox
     # writes there reaches the host's disk.
