@@ -49,7 +49,7 @@ class Container:
         self.disk = SandboxDisk(self.directory / "disk.img", self.directory / "disk")
         # Formatted empty disks, one per size, next to the sandboxes' directories.
         self.disk_templates = sandboxes_dir.parent / "disk-templates"
-        self._run_fd: int | None = None
+        self._dir_fd: int | None = None
         # The sandbox's top process (bubblewrap, the agent's parent), once launched or adopted.
         self.top: TrackedProcess | None = None
 
@@ -90,15 +90,15 @@ class Container:
         Unix socket paths are limited to 108 bytes; going through an open descriptor of the socket's
         directory keeps the path short. The descriptor lives as long as this object.
         """
-        if self._run_fd is None:
-            self._run_fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return f"/proc/self/fd/{self._run_fd}/agent.sock"
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._dir_fd}/agent.sock"
 
     def close(self) -> None:
         """Release the descriptors held for `connect_path` and for the top process."""
-        if self._run_fd is not None:
-            os.close(self._run_fd)
-            self._run_fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
         if self.top is not None:
             self.top.close()
             self.top = None
