@@ -1,0 +1,32 @@
+"""What the host and the sandbox must agree on: ports, paths inside the sandbox, variable names.
+
+Both sides import this module and nothing else of each other, so it imports nothing of e2b_local.
+"""
+
+from __future__ import annotations
+
+# The ports the SDK addresses inside a sandbox (E2B-Sandbox-Port): envd and the code interpreter.
+ENVD_PORT = 49983
+CODE_INTERPRETER_PORT = 49999
+AGENT_PORTS = (ENVD_PORT, CODE_INTERPRETER_PORT)
+
+# The envd version we report: new enough that the SDK enables every feature (see the protocol notes).
+ENVD_VERSION = "0.6.7"
+
+# The built-in templates, in the order their layers stack.
+BASE_TEMPLATE = "base"
+CODE_INTERPRETER_TEMPLATE = "code-interpreter-v1"
+TEMPLATES = (BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE)
+
+# Where the launcher mounts e2b-local's own files inside a sandbox.
+BASE_MOUNT = "/.e2b/base"
+AGENT_MOUNT = "/.e2b/agent"
+RUN_MOUNT = "/.e2b/run"
+KERNELS_ROOT = "/.e2b/kernels"
+
+# The descriptors the launcher hands the agent, by environment variable (taken once, at its start).
+AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
+WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
+
+# The name of the agent's socket in the host-only sandbox directory.
+AGENT_SOCKET_NAME = "agent.sock"
