@@ -19,6 +19,16 @@ import pytest
 ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
 # The first start of a server builds the root filesystems when the cache is cold.
 SERVER_START_TIMEOUT = 900.0
+# Tests here drive real sandboxes; so does any test that asks for a server.
+SANDBOX_TESTS = Path(__file__).parent / "local"
+SERVER_FIXTURES = frozenset({"e2b_server", "sandbox"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs real sandboxes `sandbox`, so that `-m "not sandbox"` runs anywhere."""
+    for item in items:
+        if item.path.is_relative_to(SANDBOX_TESTS) or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sandbox)
 
 
 def server_prefix(home: Path) -> str:
