@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from e2b_local.agent import workload
 from e2b_local.agent.app import AgentApp
 from e2b_local.agent.reaper import install_reaper, release_reaper
+from e2b_local.agent.state import SandboxState
+from e2b_local.agent.workload import Workload
+from e2b_local.protocol import AGENT_FD_VARIABLE
 
-# The launcher binds the agent's socket outside the sandbox and hands it over as this descriptor.
-AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
 # Idle connections from the host are kept this long (the host lets them go sooner: upstream.py).
 KEEP_ALIVE_SECONDS = 600
 
@@ -42,13 +42,15 @@ def drop_signal_handlers() -> None:
 
 
 def main() -> None:
+    """Serve the sandbox's requests on the socket the launcher handed over, until the sandbox ends."""
     drop_signal_handlers()
-    workload.take_descriptor()
+    workload = Workload.take()
+    # The launcher binds the agent's socket outside the sandbox and hands it over as a descriptor.
     fd = int(os.environ.pop(AGENT_FD_VARIABLE))
     # Nothing the agent starts may inherit it.
     os.set_inheritable(fd, False)
     config = uvicorn.Config(
-        AgentApp(), fd=fd, log_level="warning", access_log=False, lifespan="off",
+        AgentApp(SandboxState(), workload), fd=fd, log_level="warning", access_log=False, lifespan="off",
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
     )

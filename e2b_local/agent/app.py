@@ -4,97 +4,106 @@ The host forwards every sandbox request here once it has authenticated it (the a
 and checks none), so the `E2b-Sandbox-Port` header still says which in-sandbox service it was meant
 for: 49999 is the code interpreter, anything else is envd. `/init` comes only from the control plane,
 which the host's router never lets a client reach.
+
+Everything per-sandbox (its settings, its users, the workload cgroup) is built once here, when the
+agent starts, and handed to the services that need it.
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from e2b.envd.process.process_connect import ProcessASGIApplication
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from e2b_local.agent import files
 from e2b_local.agent.connect import CODECS, EnvelopeCheck
+from e2b_local.agent.filesystem import filesystem_app
 from e2b_local.agent.process import ProcessService
-from e2b_local.agent.state import STATE
+from e2b_local.agent.state import SandboxState
+from e2b_local.agent.users import Accounts, User
+from e2b_local.agent.workload import Workload
+from e2b_local.asgi import read_json_object
+from e2b_local.interpreter.app import InterpreterApp, ships_kernels
+from e2b_local.protocol import CODE_INTERPRETER_PORT
 
-CODE_INTERPRETER_PORT = b"49999"
-
-process_service = ProcessService()
-
-
-async def health(request: Request) -> Response:
-    return Response(status_code=204)
-
-
-async def init(request: Request) -> Response:
-    """Apply the sandbox's settings (E2B's orchestrator sends the same on boot and resume)."""
-    body: dict[str, Any] = await request.json()
-    if "envVars" in body:
-        STATE.env_vars = dict(body["envVars"] or {})
-    for key, attr in (("sandboxId", "sandbox_id"), ("templateId", "template_id"),
-                      ("defaultUser", "default_user"), ("defaultWorkdir", "default_workdir")):
-        if body.get(key):
-            setattr(STATE, attr, body[key])
-    if body.get("hostname"):
-        socket.sethostname(body["hostname"])
-    return Response(status_code=204)
+_INTERPRETER_PORT = str(CODE_INTERPRETER_PORT).encode()
+# The /init fields copied into the sandbox's state when present and not empty.
+_INIT_FIELDS = (("sandboxId", "sandbox_id"), ("templateId", "template_id"),
+                ("defaultUser", "default_user"), ("defaultWorkdir", "default_workdir"))
 
 
-async def envs(request: Request) -> Response:
-    return JSONResponse(STATE.sandbox_env())
+class InterpreterSandbox:
+    """The sandbox as the code interpreter sees it (see `interpreter.sandbox.Sandbox`)."""
 
+    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
+        self.state = state
+        self.accounts = accounts
+        self.workload = workload
 
-def _envd_routes() -> list[Route]:
-    routes = [
-        Route("/health", health, methods=["GET"]),
-        Route("/init", init, methods=["POST"]),
-        Route("/envs", envs, methods=["GET"]),
-    ]
-    try:
-        from e2b_local.agent.files import routes as file_routes
-    except ImportError:
-        return routes
-    return routes + file_routes()
+    def default_account(self) -> User:
+        """The sandbox's default user."""
+        return self.accounts.default()
 
+    def default_workdir(self) -> str | None:
+        """The sandbox's default working directory, if set."""
+        return self.state.default_workdir
 
-def _filesystem_app() -> ASGIApp | None:
-    try:
-        from e2b_local.agent.filesystem import filesystem_app
-    except ImportError:
-        return None
-    return filesystem_app()
+    def sandbox_env(self) -> dict[str, str]:
+        """The environment every process of the sandbox gets."""
+        return self.state.sandbox_env()
+
+    def join_workload(self) -> None:
+        """Move the calling child into the workload cgroup."""
+        self.workload.join()
 
 
 class AgentApp:
-    """Dispatches by sandbox port and RPC path."""
+    """Dispatches by sandbox port and RPC path; one instance per agent."""
 
-    def __init__(self) -> None:
-        self.envd_http = Starlette(routes=_envd_routes())
-        self.process_rpc = EnvelopeCheck(ProcessASGIApplication(process_service, codecs=CODECS))
-        filesystem_rpc = _filesystem_app()
-        self.filesystem_rpc = EnvelopeCheck(filesystem_rpc) if filesystem_rpc is not None else None
-        self.interpreter: ASGIApp | None = None
+    def __init__(self, state: SandboxState | None = None, workload: Workload | None = None) -> None:
+        self.state = state if state is not None else SandboxState()
+        workload = workload if workload is not None else Workload()
+        accounts = Accounts(self.state)
+        self.envd_http = Starlette(routes=[
+            Route("/health", self.health, methods=["GET"]),
+            Route("/init", self.init, methods=["POST"]),
+            Route("/envs", self.envs, methods=["GET"]),
+            *files.routes(accounts),
+        ])
+        self.process_rpc = EnvelopeCheck(ProcessASGIApplication(
+            ProcessService(self.state, accounts, workload), codecs=CODECS))
+        self.filesystem_rpc = EnvelopeCheck(filesystem_app(accounts))
+        self.interpreter = InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
 
     def prestart(self) -> None:
         """In a code-interpreter sandbox, start the Python kernel before the first request needs it."""
-        from e2b_local.interpreter.app import create_app, ships_kernels
-
         if ships_kernels():
-            app = create_app()
-            self.interpreter = app
-            app.prestart()
+            self.interpreter.prestart()
 
-    def _interpreter(self) -> ASGIApp:
-        if self.interpreter is None:
-            from e2b_local.interpreter.app import create_app
+    async def health(self, request: Request) -> Response:
+        """`GET /health`."""
+        return Response(status_code=204)
 
-            self.interpreter = create_app()
-        return self.interpreter
+    async def init(self, request: Request) -> Response:
+        """Apply the sandbox's settings (E2B's orchestrator sends the same on boot and resume)."""
+        body = await read_json_object(request.receive)
+        if "envVars" in body:
+            self.state.env_vars = dict(body["envVars"] or {})
+        for key, attr in _INIT_FIELDS:
+            if body.get(key):
+                setattr(self.state, attr, body[key])
+        if body.get("hostname"):
+            socket.sethostname(body["hostname"])
+        return Response(status_code=204)
+
+    async def envs(self, request: Request) -> Response:
+        """`GET /envs`: the sandbox's environment variables."""
+        return JSONResponse(self.state.sandbox_env())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -102,13 +111,11 @@ class AgentApp:
             return
         headers = dict(scope.get("headers") or [])
         path: str = scope.get("path", "")
-        if headers.get(b"e2b-sandbox-port") == CODE_INTERPRETER_PORT:
-            await self._interpreter()(scope, receive, send)
-            return
-        if path.startswith("/process.Process/"):
+        if headers.get(b"e2b-sandbox-port") == _INTERPRETER_PORT:
+            await self.interpreter(scope, receive, send)
+        elif path.startswith("/process.Process/"):
             await self.process_rpc(scope, receive, send)
-        elif path.startswith("/filesystem.Filesystem/") and self.filesystem_rpc is not None:
+        elif path.startswith("/filesystem.Filesystem/"):
             await self.filesystem_rpc(scope, receive, send)
         else:
             await self.envd_http(scope, receive, send)
-

@@ -1,4 +1,4 @@
-"""Connect request checks shared by the agent's RPC services: malformed input is the client's error.
+"""What the agent's Connect RPC services share: strict request checks, the acting user, error codes.
 
 The Connect library answers a body that does not decode as `unknown` (HTTP 500) and reads a
 truncated stream as if it held no message; both are reported here as `invalid_argument` instead.
@@ -6,14 +6,22 @@ truncated stream as if it held no message; both are reported here as `invalid_ar
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from connectrpc.code import Code
 from connectrpc.codec import Codec, proto_binary_codec, proto_json_codec
 from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from e2b_local.agent.identity import run_as
+from e2b_local.agent.users import Accounts, UnknownUserError, User
+
 M = TypeVar("M")
+T = TypeVar("T")
 # Each Connect stream message starts with a flag byte and a 4-byte big-endian length.
 ENVELOPE_HEAD = 5
 
@@ -81,3 +89,32 @@ class EnvelopeCheck:
             return message
 
         await self.app(scope, checked, send)
+
+
+def request_user(accounts: Accounts, ctx: RequestContext) -> User:
+    """The acting user of an RPC, from its `Authorization: Basic` header."""
+    try:
+        return accounts.from_basic_auth(ctx.request_headers.get("authorization"))
+    except UnknownUserError as exc:
+        raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
+
+
+def os_error_to_rpc(exc: OSError, path: str) -> ConnectError:
+    """The Connect error envd would answer for a failed filesystem call on `path`."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return ConnectError(Code.NOT_FOUND, f"file not found: {path}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ConnectError(Code.PERMISSION_DENIED, f"permission denied: {path}")
+    if exc.errno == errno.EEXIST:
+        return ConnectError(Code.ALREADY_EXISTS, f"already exists: {path}")
+    if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG, errno.EINVAL):
+        return ConnectError(Code.INVALID_ARGUMENT, f"{path}: {os.strerror(exc.errno)}")
+    return ConnectError(Code.INTERNAL, f"{path}: {exc.strerror or exc}")
+
+
+async def run_checked(user: User, path: str, fn: Callable[..., T], *args: Any) -> T:
+    """`run_as(user, fn, *args)`, with a failed filesystem call on `path` answered as envd answers it."""
+    try:
+        return await run_as(user, fn, *args)
+    except OSError as exc:
+        raise os_error_to_rpc(exc, path) from None

@@ -3,11 +3,11 @@
 Access is checked by the host before a request gets here (the access token, or a URL signed with it
 by `download_url()`/`upload_url()`). The acting user comes from the `username` query parameter
 (default `user`) and every open, create and metadata change runs with that user's permissions (see
-`filesystem.run_as`), so new files and directories belong to the user and what its permissions
+`identity.run_as`), so new files and directories belong to the user and what its permissions
 forbid fails with 403.
 
-Multipart bodies are parsed here rather than with Starlette's form parser: the destination of each
-part is its raw `filename`, directories included, and parts are streamed to disk as they arrive.
+Multipart bodies are read with `multipart.MultipartReader`, so that parts are streamed to disk as
+they arrive and each part's destination is its raw `filename`, directories included.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import os
 import posixpath
 import re
 import stat
-import urllib.parse
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,19 +30,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from e2b_local.agent.filesystem import FILE_MODE, METADATA_XATTR_PREFIX, WORKER_POOL, make_dirs, run_as
-from e2b_local.agent.users import UnknownUserError, User, user_by_name
+from e2b_local.agent.entries import FILE_MODE, METADATA_XATTR_PREFIX, make_dirs
+from e2b_local.agent.identity import WORKER_POOL, run_as
+from e2b_local.agent.multipart import MultipartError, MultipartReader, disposition_params
+from e2b_local.agent.users import Accounts, UnknownUserError, User
 
 READ_CHUNK = 256 * 1024
 # Uploaded data is gathered up to this size before each write, to keep thread hand-offs few.
 WRITE_BATCH = 256 * 1024
-MAX_PART_HEADERS = 64 * 1024
 # The Linux limit on an xattr name is 255 bytes, prefix included; envd caps all metadata at 4 KiB.
 MAX_METADATA_KEY = 255 - len(METADATA_XATTR_PREFIX)
 MAX_METADATA_TOTAL = 4096
 METADATA_HEADER_PREFIX = "x-metadata-"
 _PRINTABLE_ASCII = re.compile(r"\A[\x20-\x7e]*\Z")
-_PARAM_NAME = re.compile(r"\s*([^=;\s]+)\s*=\s*")
 
 
 class FilesError(Exception):
@@ -59,9 +58,9 @@ class FilesError(Exception):
         return JSONResponse({"code": self.status, "message": self.message}, status_code=self.status)
 
 
-def _acting_user(username: str | None) -> User:
+def _acting_user(accounts: Accounts, username: str | None) -> User:
     try:
-        return user_by_name(username)
+        return accounts.by_name(username)
     except UnknownUserError as exc:
         raise FilesError(401, f"error looking up user '{username}': {exc}") from None
 
@@ -143,12 +142,12 @@ class _FileResponse(StreamingResponse):
             self.file.close()
 
 
-async def download(request: Request) -> Response:
+async def download(accounts: Accounts, request: Request) -> Response:
     """`GET /files?path=...`: the file's bytes, streamed."""
     query = request.query_params
     path_arg = query.get("path") or ""
     try:
-        user = _acting_user(query.get("username"))
+        user = _acting_user(accounts, query.get("username"))
         path = user.resolve(path_arg)
         try:
             fd = await run_as(user, _open_for_read, path)
@@ -270,141 +269,6 @@ async def _gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         raise zlib.error("the gzip body ended early")
 
 
-class MultipartError(ValueError):
-    """The multipart body is malformed or truncated."""
-
-
-class MultipartReader:
-    """A streaming `multipart/form-data` reader: `next_part()` gives headers, `part_chunks()` the body."""
-
-    def __init__(self, chunks: AsyncIterator[bytes], boundary: bytes) -> None:
-        self._chunks = chunks
-        # With a CRLF in front, the first delimiter looks like every later one.
-        self._buffer = bytearray(b"\r\n")
-        self._delimiter = b"\r\n--" + boundary
-        self._eof = False
-        self._started = False
-        self._in_part = False
-        self._done = False
-
-    async def _fill(self) -> None:
-        if self._eof:
-            raise MultipartError("the multipart body ended early")
-        try:
-            self._buffer += await anext(self._chunks)
-        except StopAsyncIteration:
-            self._eof = True
-            raise MultipartError("the multipart body ended early") from None
-
-    async def next_part(self) -> dict[str, str] | None:
-        """Headers (lower-cased names) of the next part, or None after the last one."""
-        while self._in_part:
-            await self.read()
-        if self._done:
-            return None
-        if not self._started:
-            self._started = True
-            while (index := self._buffer.find(self._delimiter)) < 0:
-                del self._buffer[:max(0, len(self._buffer) - len(self._delimiter))]  # preamble
-                await self._fill()
-            del self._buffer[:index + len(self._delimiter)]
-        while len(self._buffer) < 2:
-            await self._fill()
-        if self._buffer.startswith(b"--"):
-            self._done = True
-            return None
-        while (end := self._buffer.find(b"\r\n")) < 0:
-            await self._fill()
-        del self._buffer[:end + 2]  # transport padding after the delimiter
-        while not self._buffer.startswith(b"\r\n") and (end := self._buffer.find(b"\r\n\r\n")) < 0:
-            if len(self._buffer) > MAX_PART_HEADERS:
-                raise MultipartError("part headers are too large")
-            await self._fill()
-        if self._buffer.startswith(b"\r\n"):
-            raw, skip = b"", 2
-        else:
-            raw, skip = bytes(self._buffer[:end]), end + 4
-        del self._buffer[:skip]
-        self._in_part = True
-        return _parse_headers(raw)
-
-    async def read(self) -> bytes:
-        """The next piece of the current part's body; b"" at its end."""
-        while self._in_part:
-            index = self._buffer.find(self._delimiter)
-            if index >= 0:
-                data = bytes(self._buffer[:index])
-                del self._buffer[:index + len(self._delimiter)]
-                self._in_part = False
-                return data
-            # Keep a tail that could be the start of a delimiter split across chunks.
-            safe = len(self._buffer) - len(self._delimiter) + 1
-            if safe > 0:
-                data = bytes(self._buffer[:safe])
-                del self._buffer[:safe]
-                return data
-            await self._fill()
-        return b""
-
-    async def part_chunks(self) -> AsyncIterator[bytes]:
-        """The current part's body as it arrives."""
-        while self._in_part:
-            data = await self.read()
-            if data:
-                yield data
-
-
-def _parse_headers(raw: bytes) -> dict[str, str]:
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    headers: dict[str, str] = {}
-    for line in text.split("\r\n"):
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return headers
-
-
-def disposition_params(value: str) -> dict[str, str]:
-    """Parameters of a Content-Disposition value, with quoted strings unescaped and no path stripping."""
-    params: dict[str, str] = {}
-    rest = value.partition(";")[2]
-    pos = 0
-    while pos < len(rest):
-        match = _PARAM_NAME.match(rest, pos)
-        if match is None:
-            semicolon = rest.find(";", pos)
-            pos = len(rest) if semicolon < 0 else semicolon + 1
-            continue
-        key, pos = match.group(1).lower(), match.end()
-        if rest.startswith('"', pos):
-            chars = []
-            pos += 1
-            while pos < len(rest) and rest[pos] != '"':
-                if rest[pos] == "\\" and pos + 1 < len(rest):
-                    pos += 1
-                chars.append(rest[pos])
-                pos += 1
-            params[key] = "".join(chars)
-            pos += 1
-        else:
-            end = rest.find(";", pos)
-            end = len(rest) if end < 0 else end
-            params[key] = rest[pos:end].strip()
-            pos = end
-        semicolon = rest.find(";", pos)
-        pos = len(rest) if semicolon < 0 else semicolon + 1
-    # RFC 5987 form, `filename*=UTF-8''%2Fhome%2F...`, wins over the plain one.
-    if "filename*" in params:
-        charset, _, encoded = params["filename*"].partition("'")
-        encoded = encoded.partition("'")[2]
-        with contextlib.suppress(LookupError, UnicodeDecodeError):
-            params["filename"] = urllib.parse.unquote(encoded, encoding=charset or "utf-8", errors="strict")
-    return params
-
-
 def _boundary(content_type: str) -> bytes:
     boundary = disposition_params(content_type).get("boundary")
     if not boundary:
@@ -432,10 +296,10 @@ async def _upload_multipart(request: Request, body: AsyncIterator[bytes], user: 
     return written
 
 
-async def _write_request(request: Request, raw: AsyncIterator[bytes]) -> list[dict[str, Any]]:
+async def _write_request(accounts: Accounts, request: Request, raw: AsyncIterator[bytes]) -> list[dict[str, Any]]:
     query = request.query_params
     path_arg = query.get("path")
-    user = _acting_user(query.get("username"))
+    user = _acting_user(accounts, query.get("username"))
     metadata = _metadata_from_headers(request)
     body = raw
     encoding = request.headers.get("content-encoding", "").strip().lower()
@@ -459,11 +323,11 @@ async def _drain(raw: AsyncIterator[bytes]) -> None:
             pass
 
 
-async def upload(request: Request) -> Response:
+async def upload(accounts: Accounts, request: Request) -> Response:
     """`POST /files`: write one or several files; answers `[{"path", "name", "type": "file"}, ...]`."""
     raw = request.stream()
     try:
-        return JSONResponse(await _write_request(request, raw))
+        return JSONResponse(await _write_request(accounts, request, raw))
     except FilesError as exc:
         error = exc
     except (MultipartError, zlib.error) as exc:
@@ -474,9 +338,16 @@ async def upload(request: Request) -> Response:
     return error.response()
 
 
-def routes() -> list[Route]:
-    """envd's `/files` routes."""
+def routes(accounts: Accounts) -> list[Route]:
+    """envd's `/files` routes, for users looked up in `accounts`."""
+
+    async def get(request: Request) -> Response:
+        return await download(accounts, request)
+
+    async def post(request: Request) -> Response:
+        return await upload(accounts, request)
+
     return [
-        Route("/files", download, methods=["GET"]),
-        Route("/files", upload, methods=["POST"]),
+        Route("/files", get, methods=["GET"]),
+        Route("/files", post, methods=["POST"]),
     ]

@@ -31,9 +31,10 @@ from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
 from protobuf import Oneof
 
-from e2b_local.agent import workload
-from e2b_local.agent.state import STATE
-from e2b_local.agent.users import UnknownUserError, User, user_from_basic_auth
+from e2b_local.agent.connect import request_user
+from e2b_local.agent.state import SandboxState
+from e2b_local.agent.users import Accounts, User
+from e2b_local.agent.workload import Workload
 
 # envd reads at most this much output per event (32 KiB for pipes, 16 KiB for a terminal).
 PIPE_CHUNK = 32 * 1024
@@ -217,7 +218,10 @@ def _set_winsize(fd: int, cols: int, rows: int) -> None:
 class ProcessService(Process):
     """The service; one instance per agent."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
+        self.state = state
+        self.accounts = accounts
+        self.workload = workload
         self.processes: dict[int, ManagedProcess] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -242,7 +246,8 @@ class ProcessService(Process):
         cwd = user.resolve(config.cwd if config.cwd else None)
         if not os.path.isdir(cwd):
             raise ConnectError(Code.INVALID_ARGUMENT, f"cwd '{cwd}' does not exist")
-        env = {**user.base_env(), **STATE.sandbox_env(), **dict(config.envs)}
+        env = {**user.base_env(), **self.state.sandbox_env(), **dict(config.envs)}
+        join_workload = self.workload.join
         pty = request.pty
         master: int | None = None
         if pty is not None:
@@ -261,7 +266,7 @@ class ProcessService(Process):
 
         def prepare_child() -> None:
             # In the child, in this order: the OOM score needs root, the terminal needs the new session.
-            workload.join()
+            join_workload()
             reset_oom_score()
             os.setgroups(list(user.groups))
             os.setgid(user.gid)
@@ -373,10 +378,7 @@ class ProcessService(Process):
 
     # -- RPCs --------------------------------------------------------------------------------------
     async def start(self, request: pb.StartRequest, ctx: RequestContext) -> AsyncIterator[pb.StartResponse]:
-        try:
-            user = user_from_basic_auth(ctx.request_headers.get("authorization"))
-        except UnknownUserError as exc:
-            raise ConnectError(Code.UNAUTHENTICATED, str(exc)) from None
+        user = request_user(self.accounts, ctx)
         managed = await self._spawn(request, user, ctx.timeout_ms)
         subscription = managed.subscribe()
         self._watch(managed)
@@ -453,8 +455,3 @@ class ProcessService(Process):
                 raise ConnectError(Code.FAILED_PRECONDITION, "the process has no terminal")
             _set_winsize(managed.pty_master, request.pty.size.cols, request.pty.size.rows)
         return pb.UpdateResponse()
-
-    def kill_all(self) -> None:
-        """SIGKILL every managed process (used when the sandbox reboots its agent)."""
-        for managed in list(self.processes.values()):
-            managed.signal(signal.SIGKILL)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SandboxState:
-    """Per-sandbox settings applied to every process the agent starts."""
+    """Per-sandbox settings applied to every process the agent starts; one instance per agent."""
 
     sandbox_id: str = ""
     template_id: str = ""
@@ -28,5 +28,3 @@ class SandboxState:
         env.update(self.env_vars)
         return env
 
-
-STATE = SandboxState()

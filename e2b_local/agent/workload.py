@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import os
 
-WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
-
-_fd: int | None = None
+from e2b_local.protocol import WORKLOAD_FD_VARIABLE
 
 
-def take_descriptor() -> None:
-    """Take the descriptor from the environment, once, at the agent's start (no child inherits it)."""
-    global _fd
-    value = os.environ.pop(WORKLOAD_FD_VARIABLE, None)
-    if value is not None:
-        _fd = int(value)
-        os.set_inheritable(_fd, False)
+class Workload:
+    """The workload cgroup's `cgroup.procs` descriptor, if the launcher handed one over."""
 
+    def __init__(self, fd: int | None = None) -> None:
+        self.fd = fd
 
-def join() -> None:
-    """Move the calling process into the workload cgroup (call in a child, before exec)."""
-    if _fd is not None:
-        os.write(_fd, b"0")
+    @classmethod
+    def take(cls) -> Workload:
+        """Take the descriptor from the environment, once, at the agent's start (no child inherits it)."""
+        value = os.environ.pop(WORKLOAD_FD_VARIABLE, None)
+        if value is None:
+            return cls()
+        fd = int(value)
+        os.set_inheritable(fd, False)
+        return cls(fd)
+
+    def join(self) -> None:
+        """Move the calling process into the workload cgroup (call in a child, before exec)."""
+        if self.fd is not None:
+            os.write(self.fd, b"0")

@@ -10,6 +10,7 @@ sandbox's default user with the sandbox's own interpreters:
 - `contexts`: E2B's contexts (one kernel each), the default context per language;
 - `outputs`: Jupyter messages translated into E2B's NDJSON lines;
 - `execution`: one `/execute` request, streamed;
+- `sandbox`: what the interpreter needs of its sandbox, which the agent provides when it builds the app;
 - `app`: the ASGI application the agent hands port-49999 requests to.
 
 The kernel-side files (IPython start-up, the Bash kernel) live in `kernel_files/` and are copied into

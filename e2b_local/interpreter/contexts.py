@@ -16,18 +16,15 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 
-from e2b_local.agent.state import STATE
-from e2b_local.agent.users import User
 from e2b_local.interpreter.kernels import KERNELS_ROOT, Kernel, KernelDiedError
 from e2b_local.interpreter.languages import Language, get_language
+from e2b_local.interpreter.sandbox import Sandbox
 
 log = logging.getLogger("e2b_local.interpreter")
 
 # The error a running execution gets when its context is restarted or removed under it.
 RESTARTED = ("ContextRestarting", "Context was restarted")
 REMOVED = ("ExecutionAborted", "Context was removed")
-# Kernel numbers make each start's directory and log distinct within a context.
-_kernel_numbers = itertools.count(1)
 
 
 class InvalidCwdError(ValueError):
@@ -52,12 +49,13 @@ class Context:
         return {"id": self.id, "language": self.language.name, "cwd": self.cwd}
 
 
-def default_cwd() -> str:
+def default_cwd(sandbox: Sandbox) -> str:
     """E2B's default working directory: the sandbox's workdir, else the default user's home."""
-    if STATE.default_workdir:
-        return STATE.default_workdir
+    workdir = sandbox.default_workdir()
+    if workdir:
+        return workdir
     try:
-        return User.lookup(STATE.default_user).home
+        return sandbox.default_account().home
     except LookupError:
         return "/"
 
@@ -65,9 +63,12 @@ def default_cwd() -> str:
 class ContextManager:
     """All contexts of the sandbox."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
         # Directories of kernels a previous agent started (before a reboot of the agent) are stale.
         shutil.rmtree(KERNELS_ROOT, ignore_errors=True)
+        # Kernel numbers make each start's directory and log distinct within a context.
+        self._kernel_numbers = itertools.count(1)
         self.contexts: dict[str, Context] = {}
         self.defaults: dict[str, str] = {}
         self._default_locks: dict[str, asyncio.Lock] = {}
@@ -140,7 +141,7 @@ class ContextManager:
 
     # -- internals ---------------------------------------------------------------------------------
     def _new(self, language: Language, cwd: str | None) -> Context:
-        directory = _resolve_cwd(cwd)
+        directory = _resolve_cwd(self.sandbox, cwd)
         ctx = Context(str(uuid.uuid4()), language, directory)
         self.contexts[ctx.id] = ctx
         return ctx
@@ -150,7 +151,7 @@ class ContextManager:
             if ctx.id not in self.contexts:  # removed while a request waited for it
                 raise KernelDiedError(f"context {ctx.id} was removed")
             if ctx.kernel is None or not ctx.kernel.alive:
-                kernel = Kernel(f"{ctx.id}.{next(_kernel_numbers)}", ctx.language, ctx.cwd,
+                kernel = Kernel(self.sandbox, f"{ctx.id}.{next(self._kernel_numbers)}", ctx.language, ctx.cwd,
                                 on_exit=lambda k: self._on_exit(ctx, k))
                 ctx.kernel = kernel
                 try:
@@ -191,11 +192,11 @@ class ContextManager:
         task.add_done_callback(self._background.discard)
 
 
-def _resolve_cwd(cwd: str | None) -> str:
+def _resolve_cwd(sandbox: Sandbox, cwd: str | None) -> str:
     if not cwd:
-        return default_cwd()
+        return default_cwd(sandbox)
     try:
-        directory = User.lookup(STATE.default_user).resolve(cwd)
+        directory = sandbox.default_account().resolve(cwd)
     except LookupError:
         directory = os.path.normpath(cwd)
     if not os.path.isdir(directory):

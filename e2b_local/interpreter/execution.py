@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.types import Receive, Send
 
-from e2b_local.agent.state import STATE
+from e2b_local.asgi import respond_text
 from e2b_local.interpreter.contexts import RESTARTED, Context, ContextManager
 from e2b_local.interpreter.kernels import Kernel, KernelDiedError, KernelExit, Submission
 from e2b_local.interpreter.languages import KernelNotInstalledError
@@ -71,7 +71,7 @@ class Execution:
             try:
                 kernel = await self.manager.kernel_for(ctx)
             except (KernelDiedError, KernelNotInstalledError, OSError, ValueError) as exc:
-                await _plain(send, 500, f"Failed to start the {ctx.language.name} kernel: {exc}")
+                await respond_text(send, 500, f"Failed to start the {ctx.language.name} kernel: {exc}")
                 return
             if self.gone:
                 return
@@ -159,7 +159,7 @@ class Execution:
 
     # -- environment -------------------------------------------------------------------------------
     async def _sync_env(self, kernel: Kernel) -> None:
-        wanted = STATE.sandbox_env()
+        wanted = self.manager.sandbox.sandbox_env()
         held = self.ctx.env
         assign = {k: v for k, v in wanted.items() if held.get(k) != v}
         remove = [k for k in held if k not in wanted]
@@ -243,9 +243,3 @@ async def watch_disconnect(receive: Receive, execution: Execution) -> None:
 async def _body(send: Send, data: bytes, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
 
-
-async def _plain(send: Send, status: int, text: str) -> None:
-    payload = text.encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})

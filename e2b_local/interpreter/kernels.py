@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from e2b_local.agent import workload
-from e2b_local.agent.state import STATE
-from e2b_local.agent.users import User
 from e2b_local.interpreter.connection import ConnectionInfo
 from e2b_local.interpreter.languages import KernelSpec, Language
+from e2b_local.interpreter.sandbox import Sandbox
+from e2b_local.protocol import KERNELS_ROOT as KERNELS_MOUNT
+from e2b_local.protocol import RUN_MOUNT
 
 if TYPE_CHECKING:
     from e2b_local.interpreter.client import KernelClient
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("e2b_local.interpreter")
 
 # Private per-kernel directories (connection file, socket files), inside the sandbox.
-KERNELS_ROOT = Path("/.e2b/kernels")
+KERNELS_ROOT = Path(KERNELS_MOUNT)
 # Kernel processes' own stdout/stderr (not the user's outputs, which travel over iopub); the agent's
 # run directory is visible from the host, next to agent.log.
-LOG_ROOT = Path("/.e2b/run/kernels")
+LOG_ROOT = Path(RUN_MOUNT) / "kernels"
 # Outputs of one execution that may wait for its reader before the kernel is held, and the level
 # at which it runs again.
 HOLD_BYTES = 8 << 20
@@ -149,8 +149,9 @@ class Submission:
 class Kernel:
     """A kernel process and the client connected to it."""
 
-    def __init__(self, kernel_id: str, language: Language, cwd: str,
+    def __init__(self, sandbox: Sandbox, kernel_id: str, language: Language, cwd: str,
                  on_exit: Callable[[Kernel], None] | None = None) -> None:
+        self.sandbox = sandbox
         self.id = kernel_id
         self.language = language
         self.cwd = cwd
@@ -174,7 +175,7 @@ class Kernel:
     # -- start -------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Spawn the process and connect to it; `wait_ready` tells when it answers."""
-        user = User.lookup(STATE.default_user)
+        user = self.sandbox.default_account()
         self._directory.mkdir(parents=True, mode=0o700)
         os.chown(self._directory, user.uid, user.gid)
         info = ConnectionInfo.new(self.language.transport, str(self._directory))
@@ -182,7 +183,7 @@ class Kernel:
         connection_file.write_text(info.to_json(self.spec.name))
         os.chown(connection_file, user.uid, user.gid)
         connection_file.chmod(0o600)
-        self.env = STATE.sandbox_env()
+        self.env = self.sandbox.sandbox_env()
         env = {
             **user.base_env(), "SHELL": "/bin/bash", "LANG": "C.UTF-8",
             # ipykernel exits by itself when this process (its parent) goes away.
@@ -195,7 +196,7 @@ class Kernel:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd, env=env,
                 user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
-                preexec_fn=workload.join,
+                preexec_fn=self.sandbox.join_workload,
             )
         self._watcher = asyncio.create_task(self._watch())
         # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while

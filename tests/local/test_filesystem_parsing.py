@@ -12,8 +12,9 @@ import httpx
 import pytest
 from e2b.sandbox.signature import get_signature
 
-from e2b_local.agent.files import MultipartError, MultipartReader, _gunzip, disposition_params
-from e2b_local.agent.filesystem import go_mode_string
+from e2b_local.agent.entries import go_mode_string
+from e2b_local.agent.files import _gunzip
+from e2b_local.agent.multipart import MultipartError, MultipartReader, disposition_params
 from e2b_local.control.auth import sign
 
 
