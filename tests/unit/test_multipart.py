@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from e2b_local.agent.files import MAX_PART_HEADERS, MultipartError, MultipartReader, disposition_params
+from e2b_local.agent.multipart import MAX_PART_HEADERS, MultipartError, MultipartReader, disposition_params
 
 
 async def _feed(data: bytes, size: int) -> AsyncIterator[bytes]:
