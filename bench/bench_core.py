@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_server import local_server
 from stats import measure, summary
 
-from e2b_local.config import Paths, default_home
 from e2b_local.isolation.rootfs import RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
+from e2b_local.settings import Settings
 
 # Targets from the project's acceptance criteria (2-core machine).
 TARGET_CREATE_MS = 100
@@ -57,7 +57,7 @@ def main() -> int:
 
     from e2b import Sandbox
 
-    paths = Paths(default_home())
+    paths = Settings.from_environ().paths
     rootfs = RootfsStore(paths.rootfs).ensure_base()
     seccomp_file = compiled_filter(Path("/tmp/e2b-bench-seccomp.bpf"))
     floor = summary(measure(lambda: run_floor(rootfs, seccomp_file), args.repeat))

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_server import local_server
 from stats import summary
 
-from e2b_local.config import Paths, default_home
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.rootfs import RootfsStore
+from e2b_local.settings import Settings
 
 # Targets from the project's acceptance criteria (2-core machine).
 TARGET_PAUSE_MS = 100
@@ -67,7 +67,7 @@ def main() -> int:
 
     from e2b import Sandbox
 
-    template = "code-interpreter-v1" if RootfsStore(Paths(default_home()).rootfs).is_built(
+    template = "code-interpreter-v1" if RootfsStore(Settings.from_environ().paths.rootfs).is_built(
         "code-interpreter-v1") else "base"
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-"))
     with local_server(pool_size=1, home=home) as settings:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from e2b_local.config import Paths, default_home
+from e2b_local.settings import Settings
 
 # A cold root filesystem cache is built before the server answers; that takes minutes.
 START_TIMEOUT = 900.0
@@ -30,7 +30,7 @@ def local_server(pool_size: int = 1, home: Path | None = None) -> Iterator[dict[
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     home = home or Path(tempfile.mkdtemp(prefix="e2b-bench-"))
-    rootfs = os.environ.get("E2B_LOCAL_ROOTFS") or str(Paths(default_home()).rootfs)
+    rootfs = os.environ.get("E2B_LOCAL_ROOTFS") or str(Settings.from_environ().paths.rootfs)
     env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": rootfs,
            "E2B_LOCAL_POOL_SIZE": str(pool_size)}
     with open(home / "bench-server.log", "wb") as log:

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from e2b_local.config import Paths, default_home, default_port, load_or_create_api_key
+from e2b_local.settings import Paths, Settings, SettingsError, load_or_create_api_key
 
 # How long `start` waits for a freshly spawned server to answer (root filesystems are built first).
 START_TIMEOUT = 120.0
@@ -39,8 +39,12 @@ environment:
   E2B_LOCAL_HOME     data directory (default: $XDG_DATA_HOME/e2b-local or ~/.local/share/e2b-local)
   E2B_LOCAL_PORT     port (default 49980), also --port
   E2B_LOCAL_ROOTFS   where built root filesystems are cached (default: <data directory>/rootfs)
+  E2B_LOCAL_CPU_COUNT, E2B_LOCAL_MEMORY_MB, E2B_LOCAL_DISK_MB, E2B_LOCAL_MAX_PIDS
+                     each sandbox's vCPUs (2), memory (1024 MB), disk (10240 MB) and process limit (1024)
+  E2B_LOCAL_POOL_SIZE          pre-started sandboxes per template (1; 0 turns the warm pool off)
+  E2B_LOCAL_BOOT_CONCURRENCY   sandboxes booted at once (3 per core)
 
-exit codes: 0 success, 1 failure, 3 the server is not running (status, env, stop)
+exit codes: 0 success, 1 failure, 2 a bad argument or setting, 3 the server is not running (status, env, stop)
 """
 
 
@@ -100,19 +104,20 @@ def build(paths: Paths) -> None:
     store.ensure_code_interpreter()
 
 
-def cmd_serve(paths: Paths, port: int) -> int:
+def cmd_serve(settings: Settings, port: int) -> int:
     import uvicorn
 
     from e2b_local.control import serverlog
     from e2b_local.control.server import Server
 
     serverlog.configure()
+    paths = settings.paths
     api_key = load_or_create_api_key(paths)
     build(paths)
     paths.port_file.write_text(str(port))
     paths.pid_file.write_text(str(os.getpid()))
     try:
-        uvicorn.run(Server(paths, api_key), host="127.0.0.1", port=port, log_level="warning", log_config=None,
+        uvicorn.run(Server(settings, api_key), host="127.0.0.1", port=port, log_level="warning", log_config=None,
                     access_log=False, timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
                     # Streams (background commands, watches) never end by themselves: do not wait on them.
                     timeout_graceful_shutdown=2)
@@ -217,10 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     env.add_argument("--json", action="store_true", help="print a JSON object instead of export lines")
     sub.add_parser("build", help="build the root filesystems of the templates (done by start too)")
     args = parser.parse_args(argv)
-    paths = Paths(default_home())
-    port = getattr(args, "port", None) or default_port()
+    try:
+        settings = Settings.from_environ()
+    except SettingsError as exc:
+        # A bad value is the user's to fix: one line naming the variable, exit 2 as for a bad argument.
+        print(f"e2b-local: error: {exc}", file=sys.stderr)
+        return 2
+    paths = settings.paths
+    port = getattr(args, "port", None) or settings.port
     if args.command == "serve":
-        return cmd_serve(paths, port)
+        return cmd_serve(settings, port)
     if args.command == "start":
         return cmd_start(paths, port)
     if args.command == "stop":

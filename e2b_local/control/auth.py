@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from starlette.datastructures import QueryParams
 
 from e2b_local.control.registry import SandboxRecord
+from e2b_local.protocol import CODE_INTERPRETER_PORT
 
-CODE_INTERPRETER_PORT = b"49999"
 # Credentials the router consumes: they are never passed on to the agent.
 CREDENTIAL_HEADERS = frozenset({b"x-api-key", b"x-access-token", b"e2b-traffic-access-token"})
 # The Connect services, whose clients expect a Connect error body (a string code).
@@ -88,7 +88,7 @@ def check(record: SandboxRecord, api_key: str, method: str, path: str, query_str
     if _equal(headers.get(b"x-api-key"), api_key) or _equal(headers.get(b"x-access-token"), record.access_token):
         return None
     port = headers.get(b"e2b-sandbox-port")
-    if port == CODE_INTERPRETER_PORT:
+    if port == str(CODE_INTERPRETER_PORT).encode():
         if _equal(headers.get(b"e2b-traffic-access-token"), record.traffic_access_token):
             return None
     elif path == "/files" and b"x-access-token" not in headers:

@@ -26,12 +26,18 @@ class ApiError(Exception):
         self.error_code = error_code
 
 
-def error_response(status: int, message: str, error_code: str | None = None) -> JSONResponse:
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON answer; also an ASGI app, for answering from raw ASGI code (`await response(scope, receive, send)`)."""
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(status: int, message: str, error_code: str | None = None, final: bool = True) -> JSONResponse:
+    """The SDK's error shape; `final` tells the SDK not to retry (the proxy's own errors leave that to it)."""
     body: dict[str, object] = {"code": status, "message": message}
     if error_code:
         body["error_code"] = error_code
     # Never let the SDK retry our own errors (it retries 429/502/503/504 by default).
-    return JSONResponse(body, status_code=status, headers={"Should-Retry": "false"})
+    return json_response(status, body, {"Should-Retry": "false"} if final else None)
 
 
 def not_found(sandbox_id: str) -> ApiError:

@@ -9,6 +9,7 @@ import secrets
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,49 @@ CREATE TABLE IF NOT EXISTS snapshots (
 SNAPSHOT_NAMESPACE = "local"
 
 Record = TypeVar("Record")
+
+
+class SandboxState(StrEnum):
+    """Whether a sandbox runs; the values are E2B's `state` and the registry's stored text."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+
+
+class PauseMode(StrEnum):
+    """What a paused sandbox kept: memory and files (`full`), or files only."""
+
+    FULL = "full"
+    FILESYSTEM = "filesystem"
+
+
+class OnTimeout(StrEnum):
+    """What happens when a sandbox's time is up."""
+
+    KILL = "kill"
+    PAUSE = "pause"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A sandbox's lifecycle settings (create's autoPause and autoResume)."""
+
+    on_timeout: OnTimeout = OnTimeout.KILL
+    auto_resume: bool = False
+
+    @property
+    def pauses(self) -> bool:
+        """Whether the sandbox is paused, rather than lost, when its time is up or its processes end."""
+        return self.on_timeout is OnTimeout.PAUSE
+
+    def to_wire(self) -> dict[str, Any]:
+        """E2B's `lifecycle` object, which is also its stored form."""
+        return {"onTimeout": self.on_timeout.value, "autoResume": self.auto_resume}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Lifecycle:
+        return cls(on_timeout=OnTimeout(data.get("onTimeout") or OnTimeout.KILL.value),
+                   auto_resume=bool(data.get("autoResume")))
 
 
 def _from_json(cls: type[Record], text: str) -> Record:
@@ -48,7 +92,7 @@ class SandboxRecord:
     access_token: str
     started_at: float
     end_at: float
-    state: str = "running"  # running | paused
+    state: SandboxState = SandboxState.RUNNING
     alias: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     env_vars: dict[str, str] = field(default_factory=dict)
@@ -57,8 +101,8 @@ class SandboxRecord:
     disk_size_mb: int = 0
     allow_internet_access: bool = True
     network: dict[str, Any] | None = None
-    lifecycle: dict[str, Any] | None = None
-    pause_mode: str | None = None  # full | filesystem, while paused
+    lifecycle: Lifecycle | None = None
+    pause_mode: PauseMode | None = None  # while paused
     pid: int = 0
     slirp_pid: int = 0
     # The read-only layers under the sandbox's own files, topmost first (empty: the template's current ones).
@@ -75,12 +119,35 @@ class SandboxRecord:
     # there); records written before it existed get one when they are loaded.
     traffic_access_token: str = field(default_factory=lambda: secrets.token_hex(16))
 
+    def __post_init__(self) -> None:
+        # Stored as text and as E2B's lifecycle object; typed in memory.
+        self.state = SandboxState(self.state)
+        if self.pause_mode is not None:
+            self.pause_mode = PauseMode(self.pause_mode)
+        if isinstance(self.lifecycle, dict):
+            self.lifecycle = Lifecycle.from_wire(self.lifecycle)
+
+    @property
+    def running(self) -> bool:
+        return self.state is SandboxState.RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return self.state is SandboxState.PAUSED
+
+    @property
+    def pauses_on_loss(self) -> bool:
+        """Whether the sandbox is kept paused on its files when its processes are lost (its lifecycle pauses)."""
+        return self.lifecycle is not None and self.lifecycle.pauses
+
     @classmethod
     def from_json(cls, text: str) -> SandboxRecord:
         return _from_json(cls, text)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        data["lifecycle"] = self.lifecycle.to_wire() if self.lifecycle is not None else None
+        return json.dumps(data)
 
 
 @dataclass

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.control import auth
-from e2b_local.control.sandboxes import SandboxManager
-from e2b_local.control.upstream import UpstreamError, UpstreamResponse, drop
+from e2b_local.control.errors import error_response, json_response
+from e2b_local.control.fleet.sandboxes import Fleet
+from e2b_local.control.fleet.upstream import UpstreamError, UpstreamResponse, drop
+from e2b_local.control.lifecycle import SandboxLifecycle
+from e2b_local.protocol import AGENT_PORTS
 
-# The in-sandbox ports the SDK addresses: envd and the code interpreter.
-AGENT_PORTS = (b"49983", b"49999")
+# The in-sandbox ports the SDK addresses (E2b-Sandbox-Port), as the header spells them.
+PORT_HEADERS = tuple(str(port).encode() for port in AGENT_PORTS)
 # Hop-by-hop headers are the proxy's own business on each side.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host",
               b"proxy-connection", b"trailer"}
@@ -28,102 +30,107 @@ class ClientGone(Exception):
     """The client disconnected while we were reading its request."""
 
 
-async def respond_json(send: Send, status: int, body: dict[str, object]) -> None:
-    """Answer with a JSON body (used for errors before any upstream response exists)."""
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-    ]})
-    await send({"type": "http.response.body", "body": payload})
+class Router:
+    """Forwards sandbox-addressed requests to the fleet's agents, resuming a paused sandbox on traffic."""
 
+    def __init__(self, fleet: Fleet, lifecycle: SandboxLifecycle, api_key: str) -> None:
+        self.fleet = fleet
+        self.lifecycle = lifecycle
+        self.api_key = api_key
 
-async def forward(manager: SandboxManager, api_key: str, sandbox_id: str, scope: Scope, receive: Receive,
-                  send: Send) -> None:
-    """Proxy one request to the sandbox's agent, if it carries a credential that opens that sandbox."""
-    headers = dict(scope["headers"])
-    record = manager.records.get(sandbox_id)
-    if record is not None:
-        # Checked before anything else happens (an automatic resume, say) on the caller's behalf.
-        refusal = auth.check(record, api_key, scope["method"], scope["path"], scope["query_string"], headers)
-        if refusal is not None:
-            await respond_json(send, refusal.status, auth.refusal_body(refusal, scope["path"]))
-            return
-    upstream = await manager.upstream_for_request(sandbox_id) if record is not None else None
-    if upstream is None:
-        # "was not found" is what the SDK looks for to raise SandboxNotRunningException, whose text
-        # says the sandbox was killed, paused or timed out; ours says which.
-        message = f"The sandbox {sandbox_id} was not found"
-        if manager.is_paused(sandbox_id):
-            message += " running: it is paused (resume it with Sandbox.connect)"
-        await respond_json(send, 502, {"code": 502, "message": message})
-        return
-    if headers.get(b"e2b-sandbox-port") not in AGENT_PORTS:
-        await respond_json(send, 502, {"code": 502, "message": "The sandbox is running but port is not open"})
-        return
-    body_done = asyncio.Event()
-
-    async def request_body():
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                break
-        body_done.set()
-
-    path = scope.get("raw_path") or scope["path"].encode()
-    target = path.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope["query_string"] else "")
-    upstream_headers = [(k, v) for k, v in scope["headers"]
-                        if k not in HOP_BY_HOP and k not in auth.CREDENTIAL_HEADERS and k != b"content-length"]
-    length = headers.get(b"content-length")
-    response: UpstreamResponse | None = None
-    try:
-        response = await upstream.request(scope["method"], target, upstream_headers, request_body(),
-                                          int(length) if length is not None else None)
-    except ClientGone:
-        return
-    except (UpstreamError, OSError, ValueError) as exc:
-        drop(response)
-        if manager.is_running(sandbox_id):
-            # The agent is there but broke off this request: the SDK raises SandboxUnreachableException
-            # for this message, not the "not found" that means the sandbox is gone.
-            detail = str(exc) or type(exc).__name__
-            message = f"The sandbox {sandbox_id} is running but its agent broke off the request ({detail})"
-        else:
+    async def forward(self, sandbox_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Proxy one request to the sandbox's agent, if it carries a credential that opens that sandbox."""
+        fleet = self.fleet
+        headers = dict(scope["headers"])
+        record = fleet.records.get(sandbox_id)
+        if record is not None:
+            # Checked before anything else happens (an automatic resume, say) on the caller's behalf.
+            refusal = auth.check(record, self.api_key, scope["method"], scope["path"], scope["query_string"], headers)
+            if refusal is not None:
+                await json_response(refusal.status, auth.refusal_body(refusal, scope["path"]))(scope, receive, send)
+                return
+        upstream = await self.lifecycle.upstream_for_request(sandbox_id) if record is not None else None
+        if upstream is None:
+            # "was not found" is what the SDK looks for to raise SandboxNotRunningException, whose text
+            # says the sandbox was killed, paused or timed out; ours says which.
             message = f"The sandbox {sandbox_id} was not found"
-        await respond_json(send, 502, {"code": 502, "message": message})
-        return
-    try:
-        await send({"type": "http.response.start", "status": response.status, "headers": [
-            (k, v) for k, v in response.headers if k not in HOP_BY_HOP
-        ]})
-
-        async def pump() -> None:
-            async for chunk in response.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            response.release()
-
-        if not response.streaming:  # a bounded body: no need to watch for the client leaving
-            await pump()
+            if fleet.is_paused(sandbox_id):
+                message += " running: it is paused (resume it with Sandbox.connect)"
+            await _refuse(scope, receive, send, message)
             return
+        if headers.get(b"e2b-sandbox-port") not in PORT_HEADERS:
+            await _refuse(scope, receive, send, "The sandbox is running but port is not open")
+            return
+        body_done = asyncio.Event()
 
-        async def client_gone() -> None:
-            await body_done.wait()
-            while (await receive())["type"] != "http.disconnect":
-                pass
+        async def request_body():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    break
+            body_done.set()
 
-        pumping = asyncio.create_task(pump())
-        watching = asyncio.create_task(client_gone())
-        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (pumping, watching):
-            task.cancel()
-        for task in (pumping, watching):
-            with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
-                await task
-    finally:
-        # Whatever was not handed back complete is closed, so the agent sees the client go.
-        drop(response)
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope["query_string"]
+        target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        upstream_headers = [(k, v) for k, v in scope["headers"]
+                            if k not in HOP_BY_HOP and k not in auth.CREDENTIAL_HEADERS and k != b"content-length"]
+        length = headers.get(b"content-length")
+        response: UpstreamResponse | None = None
+        try:
+            response = await upstream.request(scope["method"], target, upstream_headers, request_body(),
+                                              int(length) if length is not None else None)
+        except ClientGone:
+            return
+        except (UpstreamError, OSError, ValueError) as exc:
+            drop(response)
+            if fleet.is_running(sandbox_id):
+                # The agent is there but broke off this request: the SDK raises SandboxUnreachableException
+                # for this message, not the "not found" that means the sandbox is gone.
+                detail = str(exc) or type(exc).__name__
+                message = f"The sandbox {sandbox_id} is running but its agent broke off the request ({detail})"
+            else:
+                message = f"The sandbox {sandbox_id} was not found"
+            await _refuse(scope, receive, send, message)
+            return
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": [
+                (k, v) for k, v in response.headers if k not in HOP_BY_HOP
+            ]})
+
+            async def pump() -> None:
+                async for chunk in response.body():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                response.release()
+
+            if not response.streaming:  # a bounded body: no need to watch for the client leaving
+                await pump()
+                return
+
+            async def client_gone() -> None:
+                await body_done.wait()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            pumping = asyncio.create_task(pump())
+            watching = asyncio.create_task(client_gone())
+            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (pumping, watching):
+                task.cancel()
+            for task in (pumping, watching):
+                with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
+                    await task
+        finally:
+            # Whatever was not handed back complete is closed, so the agent sees the client go.
+            drop(response)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:
+    """The proxy's own 502, in the SDK's error shape; whether to retry is left to the SDK."""
+    await error_response(502, message, final=False)(scope, receive, send)

@@ -1,4 +1,8 @@
-"""The e2b-local server: one port, routed per request to the control plane or to a sandbox."""
+"""The e2b-local server: one port, routed per request to the control plane or to a sandbox.
+
+It builds the layers bottom up (the fleet, then the lifecycle and snapshots on it, then the API and
+the router on those) and starts and stops them in that order.
+"""
 
 from __future__ import annotations
 
@@ -8,62 +12,48 @@ import secrets
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from e2b_local.config import Paths
-from e2b_local.control import api
-from e2b_local.control.errors import ApiError, CatchAll, error_response
-from e2b_local.control.router import forward, respond_json
-from e2b_local.control.sandboxes import SandboxManager
+from e2b_local.control.api import app
+from e2b_local.control.api.context import Services
+from e2b_local.control.errors import error_response
+from e2b_local.control.fleet.sandboxes import Fleet
+from e2b_local.control.lifecycle import SandboxLifecycle
+from e2b_local.control.router import Router
+from e2b_local.control.snapshots import Snapshots
 from e2b_local.isolation.container import become_subreaper
+from e2b_local.settings import Settings
 
 log = logging.getLogger("e2b_local")
 # Control-plane paths that answer without the API key (the CLI's readiness probe).
 OPEN_PATHS = ("/health",)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    response = error_response(exc.status, exc.message, exc.error_code)
-    if exc.status == 413:
-        # The rest of the body is not read: closing the connection is what stops the client sending it.
-        response.headers["connection"] = "close"
-    return response
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail))
-
-
 class Server:
     """The ASGI application of e2b-local."""
 
-    def __init__(self, paths: Paths, api_key: str) -> None:
+    def __init__(self, settings: Settings, api_key: str) -> None:
         self.api_key = api_key
+        paths = settings.paths
         paths.secure()
-        self.manager = SandboxManager(paths)
-        self.api = Starlette(
-            routes=api.routes(),
-            exception_handlers={ApiError: _api_error, HTTPException: _http_error},
-            # Inside Starlette's last-resort handler, which would close the connection after answering.
-            middleware=[Middleware(CatchAll, data_dir=paths.home)],
-            lifespan=self._lifespan,
-        )
-        self.api.state.manager = self.manager
+        self.fleet = Fleet(settings)
+        self.lifecycle = SandboxLifecycle(self.fleet)
+        self.snapshots = Snapshots(self.fleet)
+        self.router = Router(self.fleet, self.lifecycle, api_key)
+        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots), paths.home, self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         become_subreaper()
-        await self.manager.start()
+        await self.fleet.start()
+        await self.snapshots.clean_up()
+        self.lifecycle.start()
+        self.fleet.run_background()
         try:
             yield
         finally:
-            await self.manager.stop()
+            self.lifecycle.stop()
+            await self.fleet.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,11 +62,11 @@ class Server:
         headers = dict(scope["headers"])
         sandbox_id = headers.get(b"e2b-sandbox-id")
         if sandbox_id is not None:
-            await forward(self.manager, self.api_key, sandbox_id.decode("latin-1"), scope, receive, send)
+            await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
             return
         if scope["path"] not in OPEN_PATHS:
             key = headers.get(b"x-api-key", b"").decode("latin-1")
             if not secrets.compare_digest(key, self.api_key):
-                await respond_json(send, 401, {"code": 401, "message": "Invalid API key"})
+                await error_response(401, "Invalid API key", final=False)(scope, receive, send)
                 return
         await self.api(scope, receive, send)

@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from e2b_local.control.errors import ApiError
+from e2b_local.control.fleet.records import Source, SpawnOptions, builtin_template
+from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.registry import Registry, SandboxRecord, SnapshotRecord
-from e2b_local.isolation.rootfs import TEMPLATES
+from e2b_local.protocol import TEMPLATES
 
-if TYPE_CHECKING:
-    from e2b_local.control.sandboxes import SandboxManager
+log = logging.getLogger("e2b_local")
 
 DEFAULT_TAG = "default"
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$", re.IGNORECASE)
@@ -108,6 +109,15 @@ class SnapshotStore:
             self.remove(old)
         return snapshot
 
+    def source(self, snapshot: SnapshotRecord) -> Source:
+        """What a sandbox started from `snapshot` starts from."""
+        layers = [Path(p) for p in snapshot.layers]
+        if not all(p.is_dir() for p in layers):
+            log.warning("snapshot %s: its template layers were rebuilt; using the current ones", snapshot.snapshot_id)
+            layers = []
+        return Source(template_id=snapshot.template_id, alias=snapshot.name, base_template=snapshot.base_template,
+                      layers=layers or None, files=self.files(snapshot), env_vars=snapshot.env_vars)
+
     def remove(self, snapshot: SnapshotRecord) -> None:
         self.registry.delete_snapshot(snapshot.build_id)
         shutil.rmtree(self.directory / snapshot.build_id, ignore_errors=True)
@@ -127,73 +137,94 @@ def parse_name(raw: str | None) -> tuple[str | None, str]:
     return name, tag
 
 
-async def capture_files(manager: SandboxManager, record: SandboxRecord, destination: Path) -> None:
-    """Copy a sandbox's files to `destination` as they are at one moment.
+class Snapshots:
+    """Snapshots of the fleet's sandboxes, forks, and sandboxes started from either."""
 
-    A running sandbox is frozen for the copy and thawed after; a paused one is copied as it is.
-    """
-    container = manager.live[record.sandbox_id].container
-    target = destination / "upper"
-    if record.state != "running":
-        await asyncio.to_thread(container.copy_files, target)
-        return
-    await asyncio.to_thread(container.freeze)
-    try:
-        await asyncio.to_thread(container.copy_files, target)
-    finally:
-        await asyncio.to_thread(container.thaw)
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.store = SnapshotStore(fleet.paths.snapshots, fleet.registry)
 
+    async def clean_up(self) -> None:
+        """Delete copies no record points to (left by a crash in the middle of a snapshot or fork)."""
+        await asyncio.to_thread(self.store.clean_up)
 
-async def take_snapshot(manager: SandboxManager, sandbox_id: str, raw_name: str | None) -> SnapshotRecord:
-    """Snapshot a sandbox's files (memory is not kept; see the module docstring)."""
-    name, tag = parse_name(raw_name)
-    async with manager.lock(sandbox_id):
-        record = manager.get(sandbox_id)
-        staged = manager.snapshots.staging()
+    def resolve(self, template: str) -> Source:
+        """What `templateID` names: a built-in template, or a snapshot (by id or name, with optional tag)."""
+        name = builtin_template(template)
+        if name is not None:
+            return Source(template_id=name, alias=name, base_template=name)
+        snapshot = self.store.for_template(template)
+        if snapshot is None:
+            raise ApiError(404, f"template '{template}' not found")
+        return self.store.source(snapshot)
+
+    async def create(self, template: str, options: SpawnOptions) -> SandboxRecord:
+        """Start a sandbox from the template or snapshot `template` names."""
+        return await self.fleet.spawn(self.resolve(template), options)
+
+    async def _capture_files(self, record: SandboxRecord, destination: Path) -> None:
+        """Copy a sandbox's files to `destination` as they are at one moment.
+
+        A running sandbox is frozen for the copy and thawed after; a paused one is copied as it is.
+        """
+        container = self.fleet.live[record.sandbox_id].container
+        target = destination / "upper"
+        if not record.running:
+            await asyncio.to_thread(container.copy_files, target)
+            return
+        await asyncio.to_thread(container.freeze)
         try:
-            await capture_files(manager, record, staged)
-            return manager.snapshots.add(record, staged / "upper", name, tag)
+            await asyncio.to_thread(container.copy_files, target)
         finally:
-            shutil.rmtree(staged, ignore_errors=True)
+            await asyncio.to_thread(container.thaw)
 
-
-def delete_snapshot(manager: SandboxManager, reference: str) -> bool:
-    """Delete the builds `reference` names (all tags of a template when no tag is given)."""
-    found = manager.snapshots.matching(reference)
-    for snapshot in found:
-        manager.snapshots.remove(snapshot)
-    return bool(found)
-
-
-async def fork(manager: SandboxManager, sandbox_id: str, count: int, timeout: int | None
-               ) -> list[SandboxRecord | Exception]:
-    """Start `count` sandboxes on a copy of the parent's files, taken once; the parent is untouched.
-
-    Forks do not get the parent's memory or processes: they boot fresh on its files. Each fork gets
-    the parent's env vars, network settings and lifecycle, and fails or succeeds on its own.
-    """
-    from e2b_local.control.sandboxes import Source
-
-    if not 1 <= count <= MAX_FORKS:
-        raise ApiError(400, f"count must be between 1 and {MAX_FORKS}")
-    staged = manager.snapshots.staging()
-    try:
-        async with manager.lock(sandbox_id):
-            parent = manager.get(sandbox_id)
-            await capture_files(manager, parent, staged)
-        source = Source(template_id=parent.template_id, alias=parent.alias,
-                        base_template=parent.base_template or parent.template_id,
-                        layers=[Path(p) for p in parent.layers] or None, files=staged / "upper")
-        results: list[SandboxRecord | Exception] = []
-        for _ in range(count):
-            # One after another: each copy and boot is disk- and CPU-bound already.
+    async def take(self, sandbox_id: str, raw_name: str | None) -> SnapshotRecord:
+        """Snapshot a sandbox's files (memory is not kept; see the module docstring)."""
+        name, tag = parse_name(raw_name)
+        async with self.fleet.lock(sandbox_id):
+            record = self.fleet.get(sandbox_id)
+            staged = self.store.staging()
             try:
-                results.append(await manager.spawn(
-                    source, FORK_TIMEOUT if timeout is None else timeout, {}, dict(parent.env_vars),
-                    parent.allow_internet_access, parent.network, parent.lifecycle, parent.auto_pause_memory))
-            except Exception as exc:  # reported in that fork's entry; the others go on
-                results.append(exc)
-        return results
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staged)
+                await self._capture_files(record, staged)
+                return self.store.add(record, staged / "upper", name, tag)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+
+    def delete(self, reference: str) -> bool:
+        """Delete the builds `reference` names (all tags of a template when no tag is given)."""
+        found = self.store.matching(reference)
+        for snapshot in found:
+            self.store.remove(snapshot)
+        return bool(found)
+
+    async def fork(self, sandbox_id: str, count: int, timeout: int | None) -> list[SandboxRecord | Exception]:
+        """Start `count` sandboxes on a copy of the parent's files, taken once; the parent is untouched.
+
+        Forks do not get the parent's memory or processes: they boot fresh on its files. Each fork gets
+        the parent's env vars, network settings and lifecycle, and fails or succeeds on its own.
+        """
+        if not 1 <= count <= MAX_FORKS:
+            raise ApiError(400, f"count must be between 1 and {MAX_FORKS}")
+        staged = self.store.staging()
+        try:
+            async with self.fleet.lock(sandbox_id):
+                parent = self.fleet.get(sandbox_id)
+                await self._capture_files(parent, staged)
+            source = Source(template_id=parent.template_id, alias=parent.alias,
+                            base_template=parent.base_template or parent.template_id,
+                            layers=[Path(p) for p in parent.layers] or None, files=staged / "upper")
+            options = SpawnOptions(
+                timeout=FORK_TIMEOUT if timeout is None else timeout, env_vars=dict(parent.env_vars),
+                allow_internet_access=parent.allow_internet_access, network=parent.network,
+                lifecycle=parent.lifecycle, auto_pause_memory=parent.auto_pause_memory)
+            results: list[SandboxRecord | Exception] = []
+            for _ in range(count):
+                # One after another: each copy and boot is disk- and CPU-bound already.
+                try:
+                    results.append(await self.fleet.spawn(source, options))
+                except Exception as exc:  # reported in that fork's entry; the others go on
+                    results.append(exc)
+            return results
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(staged)

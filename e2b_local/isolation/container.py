@@ -20,6 +20,7 @@ from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
 from e2b_local.isolation.tracking import TrackedProcess
+from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_MOUNT
 
 log = logging.getLogger("e2b_local")
 # How long a freshly launched agent may take to listen on its socket.
@@ -64,7 +65,7 @@ class Container:
     @property
     def socket(self) -> Path:
         """The agent's socket, in the sandbox's host-only directory (which the sandbox cannot see)."""
-        return self.directory / "agent.sock"
+        return self.directory / AGENT_SOCKET_NAME
 
     @property
     def agent_log(self) -> Path:
@@ -92,7 +93,7 @@ class Container:
         """
         if self._dir_fd is None:
             self._dir_fd = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return f"/proc/self/fd/{self._dir_fd}/agent.sock"
+        return f"/proc/self/fd/{self._dir_fd}/{AGENT_SOCKET_NAME}"
 
     def close(self) -> None:
         """Release the descriptors held for `connect_path` and for the top process."""
@@ -159,7 +160,7 @@ class Container:
         self.cgroup.create(limits)
         loader = elf_interpreter(base_layer / "usr/bin/python3")
         triplet = machine_multiarch()
-        library_path = ":".join(f"/.e2b/base{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
+        library_path = ":".join(f"{BASE_MOUNT}{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),

@@ -34,6 +34,7 @@ from e2b_local.isolation import idmap, network
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.mounts import MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, mount
 from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
+from e2b_local.protocol import AGENT_FD_VARIABLE, AGENT_MOUNT, BASE_MOUNT, RUN_MOUNT, WORKLOAD_FD_VARIABLE
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -51,14 +52,6 @@ DROPPED_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)
 # Open files per process inside a sandbox (soft, hard): generous for real work, and with the pids and
 # memory limits a bound on what one sandbox can take of the host's file table.
 OPEN_FILES = (65_536, 65_536)
-# Paths inside the sandbox.
-BASE_MOUNT = "/.e2b/base"
-AGENT_MOUNT = "/.e2b/agent"
-RUN_MOUNT = "/.e2b/run"
-# The agent finds its listening socket (inherited from the launcher) under this variable.
-AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
-# ... and the workload memory cgroup's `cgroup.procs`, opened here by host root, under this one.
-WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
 
 
 @dataclass

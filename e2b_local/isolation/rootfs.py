@@ -76,7 +76,6 @@ c.HistoryManager.hist_file = ":memory:"
 AGENT_SITE = "opt/e2b-local/site-packages"
 # Mount points inside the sandbox: the pristine base (read-only), the agent's code, its socket dir.
 E2B_DIR = ".e2b"
-TEMPLATES = ("base", "code-interpreter-v1")
 
 Log = Callable[[str], None]
 

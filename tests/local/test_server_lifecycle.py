@@ -119,7 +119,7 @@ def test_idle_connections_are_let_go_by_the_client_side_first() -> None:
 
     from e2b_local import cli
     from e2b_local.agent import __main__ as agent_main
-    from e2b_local.control import upstream
+    from e2b_local.control.fleet import upstream
 
     assert e2b.api.pool_idle_timeout < cli.KEEP_ALIVE_SECONDS  # SDK -> server
     assert agent_main.KEEP_ALIVE_SECONDS > upstream.IDLE_SECONDS  # server -> agent

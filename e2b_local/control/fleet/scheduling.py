@@ -14,7 +14,6 @@ import functools
 import heapq
 import itertools
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from enum import IntEnum
@@ -23,9 +22,6 @@ from typing import TypeVar
 log = logging.getLogger("e2b_local")
 T = TypeVar("T")
 
-# Boots at once. A boot spends about half its time waiting (mounts, the launcher's handshake): three
-# per core keep the cores busy, without sharing them so thinly that every boot finishes late, together.
-BOOT_CONCURRENCY = int(os.environ.get("E2B_LOCAL_BOOT_CONCURRENCY", str(3 * (os.cpu_count() or 2))))
 # A teardown mostly waits on the kernel (killing processes, unmounting): many can overlap.
 TEARDOWN_WORKERS = 8
 # Samples and liveness checks read a few cgroup files each.
@@ -79,9 +75,11 @@ class BootSlots:
 class Workers:
     """The thread pools of one server, by kind of work."""
 
-    def __init__(self) -> None:
-        self.boot_slots = BootSlots(BOOT_CONCURRENCY)
-        self.boots = ThreadPoolExecutor(BOOT_CONCURRENCY, thread_name_prefix="e2b-boot")
+    def __init__(self, boot_concurrency: int) -> None:
+        # Boots at once (a setting): a boot spends about half its time waiting (mounts, the launcher's
+        # handshake), so three per core keep the cores busy without every boot finishing late, together.
+        self.boot_slots = BootSlots(boot_concurrency)
+        self.boots = ThreadPoolExecutor(boot_concurrency, thread_name_prefix="e2b-boot")
         self.teardown = ThreadPoolExecutor(TEARDOWN_WORKERS, thread_name_prefix="e2b-teardown")
         self.monitor = ThreadPoolExecutor(MONITOR_WORKERS, thread_name_prefix="e2b-monitor")
 

@@ -6,25 +6,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from e2b_local.control import pausing, snapshots, wire
-from e2b_local.control.api import MAX_PAGE, _int_field, _json, _manager, page_of
+from e2b_local.control.api import wire
+from e2b_local.control.api.context import services
+from e2b_local.control.api.params import bool_field, int_field, json_body, page_of
 from e2b_local.control.errors import ApiError
 
 
-def _bool_field(data: dict[str, object], name: str, default: bool) -> bool:
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ApiError(400, f"'{name}' must be a boolean")
-    return value
-
-
 async def pause(request: Request) -> Response:
-    data = await _json(request)
-    await pausing.pause(_manager(request), request.path_params["sandbox_id"],
-                        keep_memory=_bool_field(data, "memory", True),
-                        strict=_bool_field(data, "requireHealthyGuest", False))
+    data = await json_body(request)
+    await services(request).lifecycle.pause(request.path_params["sandbox_id"],
+                                            keep_memory=bool_field(data, "memory", True),
+                                            strict=bool_field(data, "requireHealthyGuest", False))
     return Response(status_code=204)
 
 
@@ -33,45 +25,45 @@ async def connect(request: Request) -> Response:
 
     Serves v2 and v1 connect and the deprecated resume route; `memory: false` boots fresh on the files.
     """
-    data = await _json(request)
-    manager = _manager(request)
+    data = await json_body(request)
+    found = services(request)
     sandbox_id = request.path_params["sandbox_id"]
-    resumed = await pausing.resume(manager, sandbox_id, timeout=_int_field(data, "timeout", None),
-                                   memory=_bool_field(data, "memory", True))
-    return JSONResponse(wire.sandbox(manager.get(sandbox_id)), status_code=201 if resumed else 200)
+    resumed = await found.lifecycle.resume(sandbox_id, timeout=int_field(data, "timeout", None),
+                                           memory=bool_field(data, "memory", True))
+    return JSONResponse(wire.sandbox(found.fleet.get(sandbox_id)), status_code=201 if resumed else 200)
 
 
 async def create_snapshot(request: Request) -> Response:
-    data = await _json(request)
+    data = await json_body(request)
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise ApiError(400, "'name' must be a string")
-    _bool_field(data, "memory", True)  # accepted; local snapshots keep files only
-    snapshot = await snapshots.take_snapshot(_manager(request), request.path_params["sandbox_id"], name)
+    bool_field(data, "memory", True)  # accepted; local snapshots keep files only
+    snapshot = await services(request).snapshots.take(request.path_params["sandbox_id"], name)
     return JSONResponse(wire.snapshot(snapshot), status_code=201)
 
 
 async def list_snapshots(request: Request) -> Response:
     params = request.query_params
-    found = _manager(request).snapshots.matching(params.get("name") or None, params.get("sandboxID") or None)
+    found = services(request).snapshots.store.matching(params.get("name") or None, params.get("sandboxID") or None)
     found.reverse()  # newest first
-    page, headers = page_of(request, found, MAX_PAGE)
+    page, headers = page_of(request, found)
     return JSONResponse([wire.snapshot(s) for s in page], headers=headers)
 
 
 async def delete_snapshot(request: Request) -> Response:
     reference = request.path_params["template_id"]
-    if not snapshots.delete_snapshot(_manager(request), reference):
+    if not services(request).snapshots.delete(reference):
         raise ApiError(404, f"snapshot '{reference}' not found")
     return Response(status_code=204)
 
 
 async def fork(request: Request) -> Response:
-    data = await _json(request)
-    count = _int_field(data, "count", 1)
+    data = await json_body(request)
+    count = int_field(data, "count", 1)
     assert count is not None
-    results = await snapshots.fork(_manager(request), request.path_params["sandbox_id"], count,
-                                   _int_field(data, "timeout", None))
+    results = await services(request).snapshots.fork(request.path_params["sandbox_id"], count,
+                                                     int_field(data, "timeout", None))
     body = []
     for result in results:
         if isinstance(result, Exception):
@@ -83,10 +75,10 @@ async def fork(request: Request) -> Response:
 
 
 async def update_network(request: Request) -> Response:
-    data = await _json(request)
-    allow = _bool_field(data, "allow_internet_access", _bool_field(data, "allowInternetAccess", True))
+    data = await json_body(request)
+    allow = bool_field(data, "allow_internet_access", bool_field(data, "allowInternetAccess", True))
     settings = {k: v for k, v in data.items() if k not in ("allow_internet_access", "allowInternetAccess")}
-    await _manager(request).update_network(request.path_params["sandbox_id"], settings or None, allow)
+    await services(request).fleet.update_network(request.path_params["sandbox_id"], settings or None, allow)
     return Response(status_code=204)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from e2b_local.control.registry import SandboxRecord, SnapshotRecord
-from e2b_local.control.sandboxes import CLIENT_ID, ENVD_VERSION
+from e2b_local.control.registry import PauseMode, SandboxRecord, SnapshotRecord
+from e2b_local.protocol import ENVD_VERSION
+
+# The `clientID` E2B reports for every sandbox.
+CLIENT_ID = "local"
 
 
 def iso(timestamp: float) -> str:
@@ -42,7 +45,7 @@ def listed(record: SandboxRecord) -> dict[str, Any]:
         "cpuCount": record.cpu_count,
         "memoryMB": record.memory_mb,
         "diskSizeMB": record.disk_size_mb,
-        "state": record.state,
+        "state": record.state.value,
         "envdVersion": ENVD_VERSION,
         "metadata": record.metadata,
     }
@@ -59,10 +62,10 @@ def detail(record: SandboxRecord) -> dict[str, Any]:
     if record.network is not None:
         out["network"] = record.network
     if record.lifecycle is not None:
-        out["lifecycle"] = record.lifecycle
+        out["lifecycle"] = record.lifecycle.to_wire()
     if record.pause_mode is not None:
-        out["pauseMode"] = record.pause_mode
-    if record.state == "paused" and record.pause_mode == "full":
+        out["pauseMode"] = record.pause_mode.value
+    if record.paused and record.pause_mode is PauseMode.FULL:
         out["envdUnresponsiveAtPause"] = record.envd_unresponsive_at_pause
     return out
 
