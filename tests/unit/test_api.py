@@ -16,10 +16,10 @@ from e2b.api import handle_api_exception
 from e2b.exceptions import AuthenticationException, SandboxException
 from starlette.testclient import TestClient
 
-from e2b_local.config import Paths
 from e2b_local.control.server import Server
 from e2b_local.isolation.idranges import RANGE_FILE
 from e2b_local.isolation.rootfs import HOST_ID_BASE
+from e2b_local.settings import Settings
 
 API_KEY = "e2b_" + "0" * 40
 MISSING = "abcdefghij0123456789"
@@ -33,16 +33,14 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     home.mkdir()
     # The storage range, recorded: no host-wide claim under /var/lib is needed for it.
     (home / RANGE_FILE).write_text(str(HOST_ID_BASE))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("E2B_LOCAL_ROOTFS", str(root / "rootfs"))
-        server = Server(Paths(home), API_KEY)
+    server = Server(Settings(home=home, rootfs=root / "rootfs"), API_KEY)
     # Not entered as a context manager: the lifespan (adopting and booting sandboxes) never runs.
     http = TestClient(server, base_url="http://127.0.0.1", headers={"X-API-Key": API_KEY})
     try:
         yield http
     finally:
         http.close()
-        server.manager.registry.close()
+        server.fleet.registry.close()
 
 
 def _refused(response: httpx.Response, status: int, message: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from e2b_local.control import egress
+from e2b_local.control.fleet import egress
 from e2b_local.control.errors import ApiError
 from e2b_local.isolation.firewall import EgressPolicy, host_resolvers
 

@@ -9,7 +9,7 @@ from e2b.api.client.models.sandbox import Sandbox as SandboxModel
 from e2b.api.client.models.sandbox_detail import SandboxDetail
 from e2b.api.client.models.snapshot_info import SnapshotInfo
 
-from e2b_local.control import wire
+from e2b_local.control.api import wire
 from e2b_local.control.registry import SandboxRecord, SnapshotRecord
 from e2b_local.protocol import ENVD_VERSION
 
