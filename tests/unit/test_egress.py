@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from e2b_local.control.fleet import egress
 from e2b_local.control.errors import ApiError
+from e2b_local.control.fleet import egress
 from e2b_local.isolation.firewall import EgressPolicy, host_resolvers
 
 ALL = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
