@@ -15,24 +15,27 @@ from pathlib import Path
 import httpx
 import pytest
 
+# The plugin's own tests (tests/plugin) run example suites through pytester.
+pytest_plugins = ["pytester"]
+
 # Root filesystems are built once per machine and shared by every test run (they take minutes).
 ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
 # The first start of a server builds the root filesystems when the cache is cold.
 SERVER_START_TIMEOUT = 900.0
 # Tests here drive real sandboxes; so does any test that asks for a server.
-SANDBOX_TESTS = Path(__file__).parent / "local"
+SANDBOX_TESTS = (Path(__file__).parent / "local", Path(__file__).parent / "plugin")
 SERVER_FIXTURES = frozenset({"e2b_server", "sandbox"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs real sandboxes `sandbox`, so that `-m "not sandbox"` runs anywhere."""
     for item in items:
-        if item.path.is_relative_to(SANDBOX_TESTS) or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if any(item.path.is_relative_to(tree) for tree in SANDBOX_TESTS) or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.sandbox)
 
 
 def server_prefix(home: Path) -> str:
-    """The key prefix of a server's sandbox directories and cgroups (as SandboxManager derives it)."""
+    """The key prefix of a server's sandbox directories and cgroups (as the fleet derives it)."""
     return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
 
 
