@@ -30,7 +30,8 @@ SERVER_FIXTURES = frozenset({"e2b_server", "sandbox"})
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs real sandboxes `sandbox`, so that `-m "not sandbox"` runs anywhere."""
     for item in items:
-        if any(item.path.is_relative_to(tree) for tree in SANDBOX_TESTS) or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        in_tree = any(item.path.is_relative_to(tree) for tree in SANDBOX_TESTS)
+        if in_tree or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.sandbox)
 
 
