@@ -177,7 +177,8 @@ def cmd_stop(paths: Paths) -> int:
 
 
 def _environment(paths: Paths, port: int) -> dict[str, str]:
-    return {"E2B_API_URL": _url(port), "E2B_SANDBOX_URL": _url(port), "E2B_API_KEY": load_or_create_api_key(paths)}
+    return {"E2B_API_URL": _url(port), "E2B_SANDBOX_URL": _url(port), "E2B_VOLUME_API_URL": _url(port),
+            "E2B_API_KEY": load_or_create_api_key(paths)}
 
 
 def cmd_env(paths: Paths, as_json: bool) -> int:

@@ -19,6 +19,8 @@ API_KEY_HEX_DIGITS = 40
 DEFAULT_CPU_COUNT = 2
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_DISK_MB = 10240
+# Each volume's size: writes past it fail with ENOSPC.
+DEFAULT_VOLUME_MB = 10240
 # Enough for any ordinary workload, and a ceiling for fork bombs.
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
@@ -75,6 +77,10 @@ class Paths:
     def snapshots(self) -> Path:
         return self.home / "snapshots"
 
+    @property
+    def volumes(self) -> Path:
+        return self.home / "volumes"
+
     def secrets(self) -> list[Path]:
         """Files of the data directory that hold keys or tokens (or may log them)."""
         registry = str(self.registry)
@@ -124,6 +130,7 @@ class Settings:
     cpu_count: int = DEFAULT_CPU_COUNT
     memory_mb: int = DEFAULT_MEMORY_MB
     disk_mb: int = DEFAULT_DISK_MB
+    volume_mb: int = DEFAULT_VOLUME_MB
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
@@ -163,6 +170,7 @@ class Settings:
             cpu_count=number("E2B_LOCAL_CPU_COUNT", DEFAULT_CPU_COUNT, lambda n: n >= 1, positive),
             memory_mb=number("E2B_LOCAL_MEMORY_MB", DEFAULT_MEMORY_MB, lambda n: n >= 1, positive),
             disk_mb=number("E2B_LOCAL_DISK_MB", DEFAULT_DISK_MB, lambda n: n >= 1, positive),
+            volume_mb=number("E2B_LOCAL_VOLUME_MB", DEFAULT_VOLUME_MB, lambda n: n >= 16, "an integer of at least 16"),
             max_pids=number("E2B_LOCAL_MAX_PIDS", DEFAULT_MAX_PIDS, lambda n: n >= 1, positive),
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,

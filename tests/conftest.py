@@ -58,7 +58,8 @@ class LocalServer:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_API_KEY": self.api_key}
+        return {"E2B_API_URL": self.url, "E2B_SANDBOX_URL": self.url, "E2B_VOLUME_API_URL": self.url,
+                "E2B_API_KEY": self.api_key}
 
     @property
     def sdk(self) -> dict[str, str]:

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     build_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS volumes (
+    volume_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 """
 # The namespace snapshot names are reported in (E2B puts the team's slug there).
 SNAPSHOT_NAMESPACE = "local"
@@ -115,6 +119,8 @@ class SandboxRecord:
     auto_pause_memory: bool = True
     # The agent did not answer when the sandbox was paused with its memory: only a reboot may resume it.
     envd_unresponsive_at_pause: bool = False
+    # The volumes mounted in the sandbox: {"name", "path"} as E2B reports them, and "source", the host directory.
+    volume_mounts: list[dict[str, str]] = field(default_factory=list)
     # What the code-interpreter port accepts as `E2B-Traffic-Access-Token` (the SDK sends nothing else
     # there); records written before it existed get one when they are loaded.
     traffic_access_token: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -186,6 +192,24 @@ class SnapshotRecord:
         return json.dumps(asdict(self))
 
 
+@dataclass
+class VolumeRecord:
+    """One volume: a filesystem image of its own, mounted into the sandboxes that name it."""
+
+    volume_id: str
+    name: str
+    token: str  # what the content API accepts as `Authorization: Bearer`
+    size_mb: int
+    created_at: float
+
+    @classmethod
+    def from_json(cls, text: str) -> VolumeRecord:
+        return _from_json(cls, text)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
 class Registry:
     """A small, thread-safe store of sandbox and snapshot records."""
 
@@ -235,6 +259,20 @@ class Registry:
         with self._lock:
             rows = self._db.execute("SELECT record FROM snapshots").fetchall()
         return [SnapshotRecord.from_json(row[0]) for row in rows]
+
+    def put_volume(self, record: VolumeRecord) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO volumes (volume_id, record) VALUES (?, ?)",
+                             (record.volume_id, record.to_json()))
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM volumes WHERE volume_id = ?", (volume_id,))
+
+    def volumes(self) -> list[VolumeRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM volumes").fetchall()
+        return [VolumeRecord.from_json(row[0]) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -155,8 +155,11 @@ class Container:
         copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
-               base_layer: Path) -> ContainerInfo:
-        """Start the sandbox's namespaces and its agent; returns once the launcher has finished."""
+               base_layer: Path, volumes: list[tuple[str, str]] | None = None) -> ContainerInfo:
+        """Start the sandbox's namespaces and its agent; returns once the launcher has finished.
+
+        `volumes`: (host directory, mount point) pairs mounted read-write into the sandbox.
+        """
         self.cgroup.create(limits)
         loader = elf_interpreter(base_layer / "usr/bin/python3")
         triplet = machine_multiarch()
@@ -169,6 +172,7 @@ class Container:
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
+            volumes=[[source, target] for source, target in volumes or []],
         )
         spec_file = self.directory / "launch.json"
         spec_file.write_text(spec.to_json())

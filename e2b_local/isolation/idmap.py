@@ -67,13 +67,14 @@ def shifting_userns(source: int, target: int, count: int) -> int:
         os.waitpid(pid, 0)
 
 
-def mount_shifted(source: str, target: str, userns: int) -> None:
-    """Mount a read-only view of the directory `source` at `target`, owners mapped through `userns`."""
+def mount_shifted(source: str, target: str, userns: int, read_only: bool = True) -> None:
+    """Mount a view of the directory `source` at `target`, owners mapped through `userns` (read-only unless not)."""
     tree = _libc.syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
     if tree < 0:
         raise _fail(f"open_tree {source}")
     try:
-        attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY, 0, 0, userns))
+        attr = ctypes.create_string_buffer(struct.pack("QQQQ", MOUNT_ATTR_IDMAP | (MOUNT_ATTR_RDONLY * read_only), 0, 0,
+                                                       userns))
         if _libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr.raw)) < 0:
             raise _fail(f"idmapping {source}")
         if _libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH) < 0:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from e2b_local.isolation import idmap, network
 from e2b_local.isolation.cgroups import SandboxCgroup
-from e2b_local.isolation.mounts import MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, mount
+from e2b_local.isolation.mounts import MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, mount
 from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
 from e2b_local.protocol import AGENT_FD_VARIABLE, AGENT_MOUNT, BASE_MOUNT, RUN_MOUNT, WORKLOAD_FD_VARIABLE
 
@@ -76,6 +76,8 @@ class LaunchSpec:
     hostname: str
     internet: bool
     agent_env: dict[str, str] = field(default_factory=dict)
+    # Volumes: [host directory, mount point in the sandbox], the host directory's owners in the storage range.
+    volumes: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -98,6 +100,7 @@ STAGE_BASE = STAGE + "/base"
 STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
+STAGE_VOLUME = STAGE + "/volume{}"
 STAGE_SIZE = "16m"
 STAGE_INODES = 1024
 
@@ -131,6 +134,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd:
         "--ro-bind", STAGE_BASE, BASE_MOUNT,
         "--ro-bind", STAGE_AGENT, AGENT_MOUNT + "/e2b_local",
         "--bind", STAGE_RUN, RUN_MOUNT,
+        *[a for index, (_, target) in enumerate(spec.volumes) for a in ("--bind", STAGE_VOLUME.format(index), target)],
         "--proc", "/proc",
         "--dev", "/dev",
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
@@ -157,7 +161,8 @@ def _stage(spec: LaunchSpec) -> None:
     mount("none", "/", "", MS_REC | MS_PRIVATE, "")
     # Held open so that the staging tmpfs may cover any of these paths (the data directory may be in /tmp).
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in
-           [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package]}
+           [*spec.lowers, spec.upper, spec.work, spec.base_layer, spec.agent_package,
+            *(source for source, _ in spec.volumes)]}
 
     def fd_path(path: str) -> str:
         return f"/proc/self/fd/{fds[path]}"
@@ -167,16 +172,23 @@ def _stage(spec: LaunchSpec) -> None:
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
     layer = {p: fd_path(p) for p in dict.fromkeys([*spec.lowers, spec.base_layer])}
+    for index in range(len(spec.volumes)):
+        os.mkdir(STAGE_VOLUME.format(index))
     if spec.id_base != HOST_ID_BASE:
-        # The layers are stored owned by the storage range: shown shifted onto this server's range.
+        # The layers and volumes are stored owned by the storage range: shown shifted onto this server's range.
         userns = idmap.shifting_userns(HOST_ID_BASE, spec.id_base, ID_RANGE)
         try:
             for index, path in enumerate(layer):
                 os.mkdir(staged := f"{STAGE}/layer{index}")
                 idmap.mount_shifted(layer[path], staged, userns)
                 layer[path] = staged
+            for index, (source, _) in enumerate(spec.volumes):
+                idmap.mount_shifted(fd_path(source), STAGE_VOLUME.format(index), userns, read_only=False)
         finally:
             os.close(userns)
+    else:
+        for index, (source, _) in enumerate(spec.volumes):
+            mount(fd_path(source), STAGE_VOLUME.format(index), "", MS_BIND, "")
     lowers = ":".join(layer[p] for p in spec.lowers)
     mount("overlay", STAGE_ROOT, "overlay", 0,
            f"lowerdir={lowers},upperdir={fd_path(spec.upper)},workdir={fd_path(spec.work)},userxattr")

@@ -36,8 +36,6 @@ CLOUD_FEATURES = {
     "mcp=": "MCP gateway",
     "Template.build": "template builds",
     "build_in_background": "template builds",
-    "Volume.": "volumes",
-    "volume_mounts": "volumes",
     "Secret.create": "secrets",
     "/events/": "lifecycle events API",
     "get_host(": "public sandbox URLs",

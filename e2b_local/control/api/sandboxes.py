@@ -20,6 +20,8 @@ async def create_sandbox(request: Request) -> Response:
     if not isinstance(template, str):
         raise ApiError(400, "'templateID' must be a string")
     allow = data.get("allow_internet_access", data.get("allowInternetAccess"))
+    volumes = services(request).volumes
+    mounts = volumes.mounts(data.get("volumeMounts")) if volumes is not None else ()
     options = SpawnOptions(
         timeout=params.int_field(data, "timeout", None),
         metadata=params.metadata(data),
@@ -28,6 +30,7 @@ async def create_sandbox(request: Request) -> Response:
         network=data.get("network") if isinstance(data.get("network"), dict) else None,
         lifecycle=params.lifecycle(data),
         auto_pause_memory=data.get("autoPauseMemory") is not False,
+        volume_mounts=mounts,
     )
     record = await services(request).snapshots.create(template, options)
     return JSONResponse(wire.sandbox(record), status_code=201)

@@ -48,6 +48,7 @@ def listed(record: SandboxRecord) -> dict[str, Any]:
         "state": record.state.value,
         "envdVersion": ENVD_VERSION,
         "metadata": record.metadata,
+        "volumeMounts": [{"name": m["name"], "path": m["path"]} for m in record.volume_mounts],
     }
 
 

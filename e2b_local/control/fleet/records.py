@@ -54,6 +54,13 @@ class SpawnOptions:
     network: dict[str, Any] | None = None
     lifecycle: Lifecycle | None = None
     auto_pause_memory: bool = True
+    # Volumes to mount: {"name", "path"} as E2B reports them, and "source", the host directory.
+    volume_mounts: tuple[dict[str, str], ...] = ()
+
+
+def volume_binds(mounts: list[dict[str, str]] | tuple[dict[str, str], ...]) -> list[tuple[str, str]]:
+    """The (host directory, mount point) pairs the launcher binds for a sandbox's volume mounts."""
+    return [(m["source"], m["path"]) for m in mounts]
 
 
 @dataclass

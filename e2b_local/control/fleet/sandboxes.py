@@ -27,7 +27,7 @@ from e2b_local.control.fleet import network
 from e2b_local.control.fleet.boot import Booter
 from e2b_local.control.fleet.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.fleet.pool import WarmPool
-from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id
+from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id, volume_binds
 from e2b_local.control.fleet.scheduling import Workers
 from e2b_local.control.registry import PauseMode, Registry, SandboxRecord, SandboxState
 from e2b_local.isolation import idranges
@@ -154,10 +154,12 @@ class Fleet:
         allowed = options.allow_internet_access is not False
         policy = await network.egress_policy(options.network, allowed)
         internet = not policy.denies_everything
-        if source.files is None and source.layers is None:
+        if source.files is None and source.layers is None and not options.volume_mounts:
             booted = await self.pool.take(source.base_template, internet)
         else:
-            booted = await self.booter.boot(source.base_template, internet, source.layers, source.files)
+            # Pool sandboxes have no volumes: one that mounts any boots with them.
+            booted = await self.booter.boot(source.base_template, internet, source.layers, source.files,
+                                            volumes=volume_binds(options.volume_mounts))
         now = time.time()
         record = SandboxRecord(
             sandbox_id=new_id(), template_id=source.template_id, key=booted.container.key,
@@ -167,6 +169,7 @@ class Fleet:
             allow_internet_access=allowed, network=options.network, lifecycle=options.lifecycle, pid=booted.pid,
             slirp_pid=booted.slirp_pid, layers=[str(p) for p in booted.layers], base_template=source.base_template,
             timeout=timeout, auto_pause_memory=options.auto_pause_memory,
+            volume_mounts=[dict(m) for m in options.volume_mounts],
         )
         live = Live.connect(booted.container)
         try:
@@ -203,7 +206,7 @@ class Fleet:
         policy = await network.egress_policy(record.network, record.allow_internet_access)
         internet = not policy.denies_everything
         try:
-            pid, slirp_pid = await self.booter.reboot(container, layers, internet)
+            pid, slirp_pid = await self.booter.reboot(container, layers, internet, volume_binds(record.volume_mounts))
             live.reconnect()
             self._watch(record.sandbox_id, live)
             await network.enforce(container, policy)
