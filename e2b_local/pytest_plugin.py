@@ -40,8 +40,6 @@ SESSION_KEY = "e2b_pytest_session"
 WORKER_KEY = "e2b_pytest_worker"
 TEST_KEY = "e2b_pytest_test"
 
-# The SDK environment `e2b-local env --json` prints.
-SDK_VARIABLES = ("E2B_API_URL", "E2B_SANDBOX_URL", "E2B_API_KEY")
 # A cold first start builds the root filesystems (minutes); later starts take seconds.
 START_TIMEOUT = 1800.0
 CLI_TIMEOUT = 120.0
