@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from e2b_local.commands import client, ports
+from e2b_local.commands import client, doctor, ports, sandboxes
 from e2b_local.commands.client import CliError
 from e2b_local.settings import CATALOGUE, Paths, Settings, SettingsError, load_or_create_api_key
 
@@ -407,6 +407,11 @@ def completion_command(shell: str) -> int:
     assert completion is not None
     click.echo(completion(cli, {}, "e2b-local", "_E2B_LOCAL_COMPLETE").source())
     return 0
+
+
+for _command in (*sandboxes.COMMANDS, doctor.doctor):
+    cli.add_command(_command)
+cli.add_command(sandboxes.ps, "ls")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,7 +46,7 @@ CATALOGUE = (
                 "data directory: API key (mode 0600), registry, sandboxes, server.log"),
     SettingInfo("E2B_LOCAL_PORT", "port", str(DEFAULT_PORT),
                 "the one port the server listens on (127.0.0.1 only); also --port"),
-    SettingInfo("E2B_LOCAL_ROOTFS", "rootfs", "<data directory>/rootfs",
+    SettingInfo("E2B_LOCAL_ROOTFS", "rootfs", "rootfs in the data directory",
                 "cache of built root filesystems, shareable between data directories"),
     SettingInfo("E2B_LOCAL_MEMORY_MB", "memory_mb", str(DEFAULT_MEMORY_MB),
                 "memory limit of each sandbox's programs (its agent may use 128 MiB more)"),
