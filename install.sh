@@ -31,4 +31,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "install.sh: installing the project into .venv" >&2
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
-echo "install.sh: done" >&2
+# On PATH for every shell (the README's commands run as written), unless something else has the name.
+link=/usr/local/bin/e2b-local
+if [ -d /usr/local/bin ] && { [ ! -e "$link" ] || [ -L "$link" ]; }; then
+    ln -sfn "$PWD/.venv/bin/e2b-local" "$link"
+    echo "install.sh: done; e2b-local is on PATH ($link -> $PWD/.venv/bin/e2b-local)" >&2
+else
+    echo "install.sh: done; e2b-local is $PWD/.venv/bin/e2b-local (add $PWD/.venv/bin to PATH)" >&2
+fi

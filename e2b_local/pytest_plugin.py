@@ -133,8 +133,9 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = CLI_TIMEOUT) -> 
 
 def _default_home(env: dict[str, str]) -> Path:
     """The data directory the CLI uses without E2B_LOCAL_HOME."""
-    xdg = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg).expanduser() / "e2b-local"
+    from e2b_local.settings import default_home
+
+    return default_home({k: v for k, v in env.items() if k != "E2B_LOCAL_HOME"})
 
 
 def _free_port() -> int:

@@ -32,6 +32,39 @@ def default_boot_concurrency() -> int:
     return 3 * (os.cpu_count() or 2)
 
 
+@dataclass(frozen=True)
+class SettingInfo:
+    """One `E2B_LOCAL_*` variable as the CLI's help, `e2b-local config` and the docs list it."""
+
+    name: str
+    attr: str  # the `Settings` field it sets
+    default: str
+    meaning: str
+
+
+# Every setting, in the order the help, the README and references/local-sandboxes.md list them.
+CATALOGUE = (
+    SettingInfo("E2B_LOCAL_HOME", "home", "/var/lib/e2b-local for root, else ~/.local/share/e2b-local",
+                "data directory: API key (mode 0600), registry, sandboxes, server.log"),
+    SettingInfo("E2B_LOCAL_PORT", "port", str(DEFAULT_PORT),
+                "the one port the server listens on (127.0.0.1 only); also --port"),
+    SettingInfo("E2B_LOCAL_ROOTFS", "rootfs", "rootfs in the data directory",
+                "cache of built root filesystems, shareable between data directories"),
+    SettingInfo("E2B_LOCAL_MEMORY_MB", "memory_mb", str(DEFAULT_MEMORY_MB),
+                "memory limit of each sandbox's programs (its agent may use 128 MiB more)"),
+    SettingInfo("E2B_LOCAL_CPU_COUNT", "cpu_count", str(DEFAULT_CPU_COUNT), "CPU limit of each sandbox (a CFS quota)"),
+    SettingInfo("E2B_LOCAL_MAX_PIDS", "max_pids", str(DEFAULT_MAX_PIDS), "process limit of each sandbox"),
+    SettingInfo("E2B_LOCAL_DISK_MB", "disk_mb", str(DEFAULT_DISK_MB),
+                "each sandbox's disk (its own filesystem: writes past it fail with ENOSPC)"),
+    SettingInfo("E2B_LOCAL_VOLUME_MB", "volume_mb", str(DEFAULT_VOLUME_MB),
+                "each volume's size (its own filesystem: writes past it fail with ENOSPC)"),
+    SettingInfo("E2B_LOCAL_POOL_SIZE", "pool_size", str(DEFAULT_POOL_SIZE),
+                "pre-started sandboxes per template, so create returns at once (0: none)"),
+    SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
+    SettingInfo("E2B_LOCAL_LOG_REQUESTS", "log_requests", "0", "1: log every HTTP request in server.log"),
+)
+
+
 class SettingsError(ValueError):
     """A setting has a value it cannot take; the message names the variable."""
 
@@ -59,6 +92,11 @@ class Paths:
     @property
     def port_file(self) -> Path:
         return self.home / "server.port"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the one server of this data directory for its lifetime."""
+        return self.home / "server.lock"
 
     @property
     def log_file(self) -> Path:
@@ -134,6 +172,7 @@ class Settings:
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
+    log_requests: bool = False
 
     @property
     def paths(self) -> Paths:
@@ -175,12 +214,33 @@ class Settings:
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
+            log_requests=bool(number("E2B_LOCAL_LOG_REQUESTS", 0, lambda n: n in (0, 1), "0 or 1")),
         )
 
 
-def _home(home: str | None, xdg_data_home: str | None) -> Path:
-    """The data directory: `E2B_LOCAL_HOME`, else `$XDG_DATA_HOME/e2b-local`, else ~/.local/share/e2b-local."""
+# The root-run server's data directory: one per machine, whoever's $HOME the command runs with.
+SYSTEM_HOME = Path("/var/lib/e2b-local")
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The data directory the CLI uses for `environ` (the process's environment by default)."""
+    env = os.environ if environ is None else environ
+    return _home(env.get("E2B_LOCAL_HOME") or None, env.get("XDG_DATA_HOME") or None)
+
+
+def _home(home: str | None, xdg_data_home: str | None, root: bool | None = None,
+          system_home: Path = SYSTEM_HOME) -> Path:
+    """The data directory: `E2B_LOCAL_HOME`; else, for root, /var/lib/e2b-local; else `$XDG_DATA_HOME/e2b-local`.
+
+    A root user's per-home directory (`~/.local/share/e2b-local`) that holds a key is still used while
+    the system one holds none, so that an existing installation keeps its sandboxes and key (the
+    system directory exists on any machine that ran a server: it also holds the host-wide id-range claims).
+    """
     if home:
         return Path(home).expanduser().resolve()
-    xdg = xdg_data_home or str(Path.home() / ".local" / "share")
-    return Path(xdg).expanduser().resolve() / "e2b-local"
+    xdg = Path(xdg_data_home or str(Path.home() / ".local" / "share")).expanduser().resolve() / "e2b-local"
+    if not (os.geteuid() == 0 if root is None else root):
+        return xdg
+    if not (system_home / "api-key").exists() and (xdg / "api-key").exists():
+        return xdg
+    return system_home

@@ -25,6 +25,7 @@ import datetime
 import enum
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -214,12 +215,30 @@ def _e2b_local_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "e2b_local"], env
 
 
-def _not_installed_error() -> ScriptError:
+def _missing_module(stderr: str) -> str | None:
+    """The module a "No module named 'X'" traceback names, if it is one."""
+    # `python -m X` names a missing X bare; an import inside it, quoted.
+    match = re.search(r"No module named '?([\w.]+)'?", stderr or "")
+    return match.group(1) if match else None
+
+
+def _not_installed_error(missing: str | None = None) -> ScriptError:
+    """e2b-local absent, or present in a Python that lacks one of its packages (`missing`)."""
+    repo = Path(__file__).resolve().parent.parent
+    source = str(repo) if (repo / "pyproject.toml").is_file() else "a checkout of the e2b-local repository"
+    if missing and missing.split(".")[0] != "e2b_local":
+        return ScriptError(
+            f"E2B_API_KEY is not set and e2b-local cannot run: its Python ({sys.executable}) lacks the "
+            f"package {missing!r}",
+            fix=(f"run this script with the Python e2b-local is installed in (e.g. {source}/.venv/bin/python), "
+                 f"or install it into this one: pip install -e {source}; or set E2B_API_KEY for E2B cloud "
+                 f"(keys: {KEYS_URL})"),
+        )
     return ScriptError(
         "E2B_API_KEY is not set and e2b-local is not installed",
         fix=(
-            "install e2b-local (from the repository: pip install -e .) to run sandboxes on this "
-            f"machine, or set E2B_API_KEY for E2B cloud (keys: {KEYS_URL})"
+            f"install e2b-local to run sandboxes on this machine (bash install.sh in {source}, or "
+            f"pip install -e {source}), or set E2B_API_KEY for E2B cloud (keys: {KEYS_URL})"
         ),
     )
 
@@ -256,8 +275,9 @@ def _local_env() -> dict[str, str] | None:
     """The running server's variables, or None when it is not running."""
     proc = _run_local(["env", "--json"], capture=True, timeout=LOCAL_ENV_TIMEOUT_S)
     if proc.returncode != 0:
-        if "No module named" in (proc.stderr or "") and "e2b_local" in (proc.stderr or ""):
-            raise _not_installed_error()
+        missing = _missing_module(proc.stderr or "")
+        if missing is not None:
+            raise _not_installed_error(missing)
         return None
     try:
         data = json.loads(proc.stdout)

@@ -100,6 +100,7 @@ class SandboxLifecycle:
                     await asyncio.to_thread(live.container.thaw)
                     self._restore(record, before)
                 raise  # a sandbox that was stopped stays recorded as paused: its processes are gone
+        log.info("sandbox %s paused (%s)", sandbox_id, "memory kept" if keep_memory else "files only")
 
     async def resume(self, sandbox_id: str, timeout: int | None, memory: bool = True,
                      automatic: bool = False) -> bool:

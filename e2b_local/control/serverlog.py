@@ -98,11 +98,20 @@ class ReservedLogHandler(logging.Handler):
         return done
 
 
-def configure(level: int = logging.INFO) -> None:
-    """Send every logger's records (uvicorn's too, when it is run without its own log config) to stderr."""
+# Loggers that write a line per request or per connection: quiet unless request logs are asked for.
+REQUEST_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
+
+
+def configure(level: int = logging.INFO, log_requests: bool = False) -> None:
+    """Send every logger's records (uvicorn's too, when it is run without its own log config) to stderr.
+
+    Per-request lines are left out unless `log_requests` (E2B_LOCAL_LOG_REQUESTS=1).
+    """
     handler = ReservedLogHandler(2)
     handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if log_requests else logging.WARNING)
     logging.captureWarnings(True)

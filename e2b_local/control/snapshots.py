@@ -160,7 +160,9 @@ class Snapshots:
 
     async def create(self, template: str, options: SpawnOptions) -> SandboxRecord:
         """Start a sandbox from the template or snapshot `template` names."""
-        return await self.fleet.spawn(self.resolve(template), options)
+        record = await self.fleet.spawn(self.resolve(template), options)
+        log.info("sandbox %s created from %s", record.sandbox_id, template)
+        return record
 
     async def _capture_files(self, record: SandboxRecord, destination: Path) -> None:
         """Copy a sandbox's files to `destination` as they are at one moment.

@@ -260,7 +260,7 @@ def reap_children() -> None:
             return
         if pid == 0:
             return
-        log.info("reaped process %d (%s)", pid, _describe(status))
+        log.debug("reaped process %d (%s)", pid, _describe(status))
 
 
 def _describe(status: int) -> str:

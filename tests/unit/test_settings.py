@@ -9,17 +9,44 @@ from pathlib import Path
 
 import pytest
 
-from e2b_local.settings import DEFAULT_PORT, Settings, SettingsError
+from e2b_local.settings import CATALOGUE, DEFAULT_PORT, SYSTEM_HOME, Settings, SettingsError, _home
 
 
 def test_defaults_and_home(tmp_path: Path) -> None:
     settings = Settings.from_environ({"XDG_DATA_HOME": str(tmp_path)})
-    assert settings.home == tmp_path.resolve() / "e2b-local"
+    assert settings.home == (SYSTEM_HOME if os.geteuid() == 0 else tmp_path.resolve() / "e2b-local")
     assert settings.port == DEFAULT_PORT
     assert (settings.cpu_count, settings.memory_mb, settings.disk_mb, settings.max_pids) == (2, 1024, 10240, 1024)
     assert settings.pool_size == 1 and settings.boot_concurrency >= 1
     assert settings.paths.rootfs == settings.home / "rootfs"
     assert settings.volume_mb == 10240 and settings.paths.volumes == settings.home / "volumes"
+
+
+def test_root_has_one_data_directory_whatever_its_home(tmp_path: Path) -> None:
+    system = tmp_path / "var-lib"
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    assert _home(None, first, root=True, system_home=system) == _home(None, second, root=True, system_home=system)
+    assert _home(None, first, root=True, system_home=system) == system
+    assert _home(None, first, root=False, system_home=system) == tmp_path / "a" / "e2b-local"
+    assert _home(str(tmp_path / "mine"), first, root=True, system_home=system) == tmp_path / "mine"
+
+
+def test_an_existing_per_home_directory_of_root_keeps_working(tmp_path: Path) -> None:
+    system, xdg = tmp_path / "var-lib", tmp_path / "share"
+    (xdg / "e2b-local").mkdir(parents=True)
+    (xdg / "e2b-local" / "api-key").write_text("e2b_" + "0" * 40)
+    assert _home(None, str(xdg), root=True, system_home=system) == xdg / "e2b-local"
+    system.mkdir()  # the id-range claims alone do not make it the data directory
+    (system / "id-ranges").mkdir()
+    assert _home(None, str(xdg), root=True, system_home=system) == xdg / "e2b-local"
+    (system / "api-key").write_text("e2b_" + "1" * 40)  # once it holds a key, it wins
+    assert _home(None, str(xdg), root=True, system_home=system) == system
+
+
+def test_the_catalogue_names_every_setting() -> None:
+    fields = {f for f in Settings.__dataclass_fields__}
+    assert {info.attr for info in CATALOGUE} == fields
+    assert all(info.name.startswith("E2B_LOCAL_") and info.meaning and info.default for info in CATALOGUE)
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -28,12 +55,14 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "E2B_LOCAL_CPU_COUNT": "1", "E2B_LOCAL_MEMORY_MB": "512", "E2B_LOCAL_DISK_MB": "32",
         "E2B_LOCAL_MAX_PIDS": "64", "E2B_LOCAL_POOL_SIZE": "0", "E2B_LOCAL_BOOT_CONCURRENCY": "2",
         "E2B_LOCAL_VOLUME_MB": "64",
+        "E2B_LOCAL_LOG_REQUESTS": "1",
     })
     assert settings.home == tmp_path / "home" and settings.port == 50123
     assert settings.paths.rootfs == tmp_path / "fs"
     assert (settings.cpu_count, settings.memory_mb, settings.disk_mb, settings.max_pids) == (1, 512, 32, 64)
     assert (settings.pool_size, settings.boot_concurrency) == (0, 2)
     assert settings.volume_mb == 64
+    assert settings.log_requests is True
 
 
 def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
@@ -52,6 +81,7 @@ def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
     ("E2B_LOCAL_POOL_SIZE", "-1", "E2B_LOCAL_POOL_SIZE must be a non-negative integer, got '-1'"),
     ("E2B_LOCAL_VOLUME_MB", "8", "E2B_LOCAL_VOLUME_MB must be an integer of at least 16, got '8'"),
     ("E2B_LOCAL_BOOT_CONCURRENCY", "0", "E2B_LOCAL_BOOT_CONCURRENCY must be a positive integer, got '0'"),
+    ("E2B_LOCAL_LOG_REQUESTS", "yes", "E2B_LOCAL_LOG_REQUESTS must be 0 or 1, got 'yes'"),
 ])
 def test_a_bad_value_names_the_variable(tmp_path: Path, name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:

@@ -48,4 +48,5 @@ def build(services: Services, data_dir: Path,
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.data_dir = data_dir
     return app

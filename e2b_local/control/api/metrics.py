@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from importlib import metadata
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -10,6 +12,10 @@ from starlette.routing import Route
 
 from e2b_local.control.api import params
 from e2b_local.control.api.context import services
+from e2b_local.protocol import TEMPLATES
+
+# When this process started serving, for the health probe's uptime.
+STARTED = time.time()
 
 
 async def sandbox_metrics(request: Request) -> Response:
@@ -28,8 +34,19 @@ async def many_metrics(request: Request) -> Response:
     return JSONResponse({"sandboxes": out})
 
 
+def _version() -> str:
+    try:
+        return metadata.version("e2b-local")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "time": time.time()})
+    """Who answers: the CLI checks the pid and data directory to tell its own server from another."""
+    now = time.time()
+    return JSONResponse({"status": "ok", "time": now, "version": _version(), "pid": os.getpid(),
+                         "home": str(request.app.state.data_dir), "templates": list(TEMPLATES),
+                         "uptime": round(now - STARTED, 3)})
 
 
 def routes() -> list[Route]:

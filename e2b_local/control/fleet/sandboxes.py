@@ -278,6 +278,7 @@ class Fleet:
             await self._destroy(sandbox_id)
         self._locks.pop(sandbox_id, None)
         reap_children()
+        log.info("sandbox %s killed", sandbox_id)
 
     async def _destroy(self, sandbox_id: str) -> None:
         # Under the sandbox's lock. The sandbox goes first and its record after, so that a record
