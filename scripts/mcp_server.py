@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0", "mcp>=2"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0", "mcp>=2.0"]
 # ///
 """An MCP server (stdio) that gives MCP clients E2B sandboxes: Claude Code, Claude Desktop and others.
 
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import anyio
         from mcp.server import Server  # noqa: F401 - only checks that mcp 2 is installed
     except ImportError:
-        fail("the mcp package (version 2) is not installed", fix='pip install "mcp>=2"', code=EXIT_BACKEND)
+        fail("the mcp package (version 2) is not installed", fix='pip install "mcp>=2.0"', code=EXIT_BACKEND)
 
     pool = SandboxPool(args.backend, args.sandbox_timeout)
     limits = Limits(max_output=args.max_output, timeout=args.timeout)
