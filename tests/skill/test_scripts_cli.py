@@ -48,7 +48,7 @@ def script_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """An environment without E2B settings and a clean cwd.
 
     Every test here fails before a backend is chosen, or chooses E2B cloud explicitly; finding and
-    starting e2b-local is tested against the real server in tests/local/.
+    starting e2b-local is tested against the real server in tests/skill/test_backend_selection.py.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env["E2B_LOCAL_HOME"] = str(tmp_path / "e2b-local-home")
@@ -86,6 +86,7 @@ def test_subcommand_help(name: str, sub: str, script_env) -> None:
         ("run_code.py", ["--file", "missing.py"], None, "cannot read --file"),
         ("run_code.py", ["--code", "1", "--sandbox-id", "x", "--template", "base"], None, "--template"),
         ("lifecycle.py", ["kill"], None, "kill needs sandbox IDs or --all"),
+        ("lifecycle.py", ["kill", "--all", "--state", "paused"], None, "--metadata KEY=VALUE"),
         ("lifecycle.py", ["create", "--auto-resume"], None, "--on-timeout pause"),
         ("lifecycle.py", ["list", "--limit", "0"], None, "--limit"),
         ("metrics.py", ["sbx", "--watch", "0"], None, "--watch"),

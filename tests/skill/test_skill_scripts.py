@@ -62,6 +62,25 @@ def test_lifecycle_kill_by_filter(script_env: dict[str, str]) -> None:
     assert code == 4 and result["not_found"] == [ids[0]]
 
 
+def test_kill_all_without_a_filter_or_yes_kills_nothing(script_env: dict[str, str], sandbox_id: str) -> None:
+    code, out, err = script(script_env, "lifecycle", "kill", "--all")
+    assert code == 2 and out is None
+    assert "other people's" in err and "--yes" in err and "Traceback" not in err
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--state", "running")
+    assert code == 2 and out is None  # a state filter does not single out the caller's sandboxes
+    code, info, _ = script(script_env, "lifecycle", "info", sandbox_id)
+    assert code == 0 and info["state"] == "running"
+
+
+def test_kill_all_dry_run_lists_without_killing(script_env: dict[str, str], sandbox_id: str) -> None:
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--dry-run")
+    assert code == 0 and sandbox_id in out["would_kill"] and "killed" not in out
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--metadata", "owner=tests", "--dry-run")
+    assert code == 0 and out["would_kill"] == [sandbox_id]
+    code, info, _ = script(script_env, "lifecycle", "info", sandbox_id)
+    assert code == 0 and info["state"] == "running"
+
+
 def test_commands(script_env: dict[str, str], sandbox_id: str) -> None:
     code, result, err = script(script_env, "commands", "run", "--sandbox-id", sandbox_id, "--env", "X=42",
                                "echo $X; echo oops >&2")
