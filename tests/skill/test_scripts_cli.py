@@ -7,8 +7,10 @@ errors are provoked with an address nothing listens on.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,27 @@ def test_json_output_contract_is_documented_in_skill_md() -> None:
     text = (REPO_ROOT / "SKILL.md").read_text()
     for field in ("sandbox_id", "stdout", "stderr", "text", "results", "error", "execution_count", "truncated"):
         assert f"`{field}`" in text
+
+
+def script_dependencies(path: Path) -> list[str]:
+    """The dependencies of a script's PEP 723 inline metadata block."""
+    block = re.search(r"^# /// script\n((?:#.*\n)*?)# ///$", path.read_text(), re.MULTILINE)
+    assert block, f"{path.name} has no PEP 723 block"
+    toml_text = "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.group(1).splitlines())
+    return tomllib.loads(toml_text)["dependencies"]
+
+
+@pytest.mark.parametrize("name", [*SCRIPT_NAMES, "claude_agent.py", "mcp_server.py"])
+def test_inline_dependencies_agree_with_pyproject(name: str) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["agent"]
+    for requirement in script_dependencies(SCRIPTS / name):
+        assert requirement in declared, f"{name}: {requirement!r} is not what pyproject.toml declares"
+
+
+def test_agent_packages_are_an_extra_not_runtime_dependencies() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "anthropic" not in runtime and "mcp" not in runtime
+    assert any(d.startswith("anthropic") for d in project["optional-dependencies"]["agent"])
+    assert 'extras="[agent,test]"' in (REPO_ROOT / "install.sh").read_text()
