@@ -194,3 +194,13 @@ def test_agent_packages_are_an_extra_not_runtime_dependencies() -> None:
     assert "anthropic" not in runtime and "mcp" not in runtime
     assert any(d.startswith("anthropic") for d in project["optional-dependencies"]["agent"])
     assert 'extras="[agent,test]"' in (REPO_ROOT / "install.sh").read_text()
+
+
+@pytest.mark.parametrize("name", ["sandbox_backend.py", "sandbox_tools.py"])
+def test_helper_modules_explain_themselves_and_do_nothing(name: str, script_env) -> None:
+    env, cwd = script_env
+    helped = run_script(name, "--help", env=env, cwd=cwd)
+    assert helped.returncode == 0 and "helper module" in helped.stdout and "scripts/run_code.py" in helped.stdout
+    bare = run_script(name, env=env, cwd=cwd)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert "error: this is a helper module" in bare.stderr and "fix:" in bare.stderr
