@@ -486,6 +486,7 @@ def fail(message: str, fix: str | None = None, code: int = EXIT_USAGE) -> NoRetu
 # --------------------------------------------------------------------------------------------------
 # Running a helper module by mistake
 
+# What `--help` of a helper module says: where to go instead.
 HELPER_EPILOG = """This file is a helper module that the scripts import; it does nothing on its own.
 Run one of these instead (each has --help with examples):
   python scripts/run_code.py      run code and get stdout, values, charts and errors as JSON
