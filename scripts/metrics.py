@@ -5,7 +5,7 @@
 # ///
 """Show CPU, memory and disk usage of a running E2B sandbox, once or repeatedly.
 
-E2B samples a sandbox's metrics every 5 seconds; a sandbox younger than that has no sample yet.
+E2B samples a sandbox's metrics every 5 seconds; a brand-new sandbox may have no sample yet.
 """
 
 from __future__ import annotations
