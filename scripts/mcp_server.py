@@ -81,11 +81,18 @@ LIFECYCLE_TOOLS: list[dict[str, Any]] = [
         "name": "kill_sandbox",
         "description": (
             "Kill a sandbox and everything in it. Without sandbox_id, kills the default sandbox; the next "
-            "call without sandbox_id starts a fresh one."
+            "call without sandbox_id starts a fresh one. A sandbox this server did not create may belong to "
+            "someone else: killing it needs confirm set to true."
         ),
         "input_schema": {
             "type": "object",
-            "properties": {"sandbox_id": {"type": "string", "description": "The sandbox to kill."}},
+            "properties": {
+                "sandbox_id": {"type": "string", "description": "The sandbox to kill."},
+                "confirm": {
+                    "type": "boolean",
+                    "description": "Required (true) to kill a sandbox this server did not create.",
+                },
+            },
             "required": [],
         },
     },
@@ -200,6 +207,11 @@ class SandboxPool:
             if self.default_id == sandbox_id:
                 self.default_id = None
 
+    def owns(self, sandbox_id: str) -> bool:
+        """Whether this server created the sandbox (its own sandboxes may be killed without confirmation)."""
+        with self.lock:
+            return sandbox_id in self.created
+
     def kill(self, sandbox_id: str | None) -> bool:
         """Kill a sandbox (the default one without an ID); False when there was none to kill."""
         with self.lock:
@@ -244,6 +256,12 @@ def dispatch(pool: SandboxPool, limits: Limits, name: str, arguments: dict[str, 
             sandbox = pool.create(timeout)
             return ToolOutcome({"sandbox_id": sandbox.sandbox_id, "timeout": timeout or pool.timeout})
         if name == "kill_sandbox":
+            if sandbox_id and not pool.owns(sandbox_id) and arguments.get("confirm") is not True:
+                return failure(
+                    f"sandbox {sandbox_id} was not created by this server and may belong to someone else; "
+                    "nothing was killed",
+                    fix="call kill_sandbox again with confirm: true if it really should be killed",
+                )
             killed = pool.kill(sandbox_id)
             return ToolOutcome({"sandbox_id": sandbox_id or None, "killed": killed})
         sandbox = pool.resolve(sandbox_id)
