@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what e2b-local needs on Debian or Ubuntu: the system packages (as root, through apt) and a
-# virtualenv in .venv with the project. `--test` adds the test tools. Re-runs are cheap.
+# virtualenv in .venv with the project. `--test` adds the test tools and the `agent` extra (anthropic, mcp)
+# that the skill's claude_agent.py and mcp_server.py need. Re-runs are cheap.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--test" ] && extras="[agent,test]"
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0", "anthropic>=0.40"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0", "anthropic>=0.70"]
 # ///
 """Let Claude answer a prompt by running code in an E2B sandbox: a tool-use loop with the anthropic SDK.
 
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import anthropic
     except ImportError:
-        fail("the anthropic package is not installed", fix='pip install "anthropic>=0.40"', code=EXIT_BACKEND)
+        fail("the anthropic package is not installed", fix='pip install "anthropic>=0.70"', code=EXIT_BACKEND)
 
     model = args.model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     limits = Limits(max_output=args.max_output, timeout=args.timeout)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0"]
 # ///
 """Run shell commands in an E2B sandbox: in the foreground (streamed), in the background, list,
 kill and send input to running processes; print JSON.
@@ -13,6 +13,7 @@ Commands run through `bash -l -c` as the user `user` in /home/user unless --user
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -49,7 +50,8 @@ EPILOG = f"""examples:
 
 output: JSON on stdout. run: {{"exit_code", "stdout", "stderr", "error", "truncated"}} (output is also
 streamed to stderr while it runs, unless --quiet); background: {{"sandbox_id", "pid"}}; list:
-{{"processes": [{{pid, cmd, args, cwd, tag}}]}}; kill: {{"killed": true|false}}.
+{{"processes": [{{command, pid, cmd, args, cwd, tag}}]}} (command: the command line as given; cmd is
+the shell that runs it); kill: {{"killed": true|false}}.
 
 {EXIT_CODES_HELP}
   (1 here: the command exited non-zero; 4: no such sandbox or process)"""
@@ -115,6 +117,14 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     return parser.parse_args(argv)
 
 
+def command_line(process: Any) -> str:
+    """The command a process runs: the script of `bash -l -c SCRIPT` (how E2B starts commands), else cmd + args."""
+    args = list(process.args or [])
+    if process.cmd.endswith("bash") and len(args) >= 3 and args[0] == "-l" and args[1] == "-c":
+        return args[2]
+    return shlex.join([process.cmd, *args])
+
+
 def run_foreground(sandbox: Any, args: Any, envs: dict[str, str]) -> tuple[dict[str, Any], int]:
     """Run the command to completion; return the JSON fields and the exit code."""
     from e2b import CommandExitException
@@ -173,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sandbox = Sandbox.connect(args.sandbox_id)
         result: dict[str, Any] = {"sandbox_id": sandbox.sandbox_id, "backend": backend.kind}
         if args.command == "list":
-            result["processes"] = [to_jsonable(p) for p in sandbox.commands.list()]
+            result["processes"] = [{"command": command_line(p), **to_jsonable(p)} for p in sandbox.commands.list()]
             emit_json(result)
             return EXIT_OK
         if args.command == "kill":

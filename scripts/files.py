@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0"]
 # ///
 """Move files in and out of a running E2B sandbox, list, read, write and watch them; print JSON.
 
@@ -11,6 +11,7 @@ paths start at the user's home, /home/user. Connecting resumes a paused sandbox.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -64,10 +65,17 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     add_backend_args(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("upload", help="copy a local file or folder into the sandbox")
+    p = sub.add_parser(
+        "upload",
+        help="copy a local file or folder into the sandbox",
+        description="Copy a local file, or a whole folder with everything under it, into the sandbox.",
+        epilog="examples:\n  files.py upload SANDBOX_ID data.csv /home/user/data.csv\n"
+        "  files.py upload SANDBOX_ID ./project /home/user/project     # a folder: its tree is recreated",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("sandbox_id")
-    p.add_argument("local")
-    p.add_argument("remote")
+    p.add_argument("local", help="a local file, or a folder (copied with all its files)")
+    p.add_argument("remote", help="the sandbox path of the file, or of the folder's copy")
 
     p = sub.add_parser("download", help="copy a sandbox file to the local disk")
     p.add_argument("sandbox_id")

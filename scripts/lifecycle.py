@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0"]
 # ///
 """Create, list, inspect, pause, resume, extend and kill E2B sandboxes; print JSON.
 
@@ -38,12 +38,18 @@ EPILOG = f"""examples:
   python scripts/lifecycle.py pause SANDBOX_ID            # keeps memory and files
   python scripts/lifecycle.py resume SANDBOX_ID --timeout 600
   python scripts/lifecycle.py kill SANDBOX_ID [SANDBOX_ID ...]
+  python scripts/lifecycle.py kill --all --metadata owner=alice --dry-run   # list what would be killed
   python scripts/lifecycle.py kill --all --metadata owner=alice
+  python scripts/lifecycle.py kill --all --yes          # every sandbox of the backend, other people's too
 
 output (JSON on stdout): create/info/connect/resume print the sandbox info (sandbox_id, template_id,
 state, started_at, end_at, metadata, cpu_count, memory_mb, ...); list prints {{"sandboxes": [...]}};
 pause prints {{"paused": true|false}} (false: it was already paused); kill prints {{"killed": [...],
-"not_found": [...]}}.
+"not_found": [...]}}, or with --dry-run {{"would_kill": [...]}} and kills nothing.
+
+The backend may hold sandboxes of other people or programs (a shared E2B team, a shared e2b-local):
+`kill --all` needs a --metadata filter that selects yours, or --yes to confirm killing everything
+that matches (--state alone does not tell your sandboxes from theirs).
 
 {EXIT_CODES_HELP}
   (4 here: the sandbox does not exist, or no sandbox given to kill was found)"""
@@ -118,6 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     p.add_argument("--all", action="store_true", help="kill every sandbox matching the filters below")
     p.add_argument("--state", action="append", choices=["running", "paused"], help="with --all: filter by state")
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="with --all: filter by metadata")
+    p.add_argument(
+        "--yes", action="store_true", help="with --all and no --metadata: confirm killing every matching sandbox"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the sandboxes that would be killed; kill none")
     return parser.parse_args(argv)
 
 
@@ -153,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail("kill needs sandbox IDs or --all", fix="pass IDs, or --all with optional --state/--metadata filters")
     if args.command == "kill" and args.sandbox_ids and args.all:
         fail("pass sandbox IDs or --all, not both")
+    if args.command == "kill" and args.all and not metadata and not args.yes and not args.dry_run:
+        fail(
+            "kill --all without a --metadata filter would kill every sandbox of the backend, "
+            "including other people's",
+            fix="add --metadata KEY=VALUE to select yours (check with --dry-run), or --yes to kill them all",
+        )
     if args.command == "list" and args.limit < 1:
         fail("--limit must be at least 1")
 
@@ -211,9 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # kill
     if args.all:
         targets = [s.sandbox_id for s in list_sandboxes(args.state, metadata, None, limit=10**9)]
-        log(f"killing {len(targets)} sandbox(es) matching the filters")
+        if not args.dry_run:
+            log(f"killing {len(targets)} sandbox(es) matching the filters")
     else:
         targets = args.sandbox_ids
+    if args.dry_run:
+        emit_json({"backend": backend.kind, "would_kill": targets})
+        return EXIT_OK
     killed, not_found = [], []
     for sandbox_id in targets:
         (killed if Sandbox.kill(sandbox_id) else not_found).append(sandbox_id)

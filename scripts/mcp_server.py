@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0", "mcp>=2"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0", "mcp>=2.0"]
 # ///
 """An MCP server (stdio) that gives MCP clients E2B sandboxes: Claude Code, Claude Desktop and others.
 
@@ -81,11 +81,18 @@ LIFECYCLE_TOOLS: list[dict[str, Any]] = [
         "name": "kill_sandbox",
         "description": (
             "Kill a sandbox and everything in it. Without sandbox_id, kills the default sandbox; the next "
-            "call without sandbox_id starts a fresh one."
+            "call without sandbox_id starts a fresh one. A sandbox this server did not create may belong to "
+            "someone else: killing it needs confirm set to true."
         ),
         "input_schema": {
             "type": "object",
-            "properties": {"sandbox_id": {"type": "string", "description": "The sandbox to kill."}},
+            "properties": {
+                "sandbox_id": {"type": "string", "description": "The sandbox to kill."},
+                "confirm": {
+                    "type": "boolean",
+                    "description": "Required (true) to kill a sandbox this server did not create.",
+                },
+            },
             "required": [],
         },
     },
@@ -200,6 +207,11 @@ class SandboxPool:
             if self.default_id == sandbox_id:
                 self.default_id = None
 
+    def owns(self, sandbox_id: str) -> bool:
+        """Whether this server created the sandbox (its own sandboxes may be killed without confirmation)."""
+        with self.lock:
+            return sandbox_id in self.created
+
     def kill(self, sandbox_id: str | None) -> bool:
         """Kill a sandbox (the default one without an ID); False when there was none to kill."""
         with self.lock:
@@ -244,6 +256,12 @@ def dispatch(pool: SandboxPool, limits: Limits, name: str, arguments: dict[str, 
             sandbox = pool.create(timeout)
             return ToolOutcome({"sandbox_id": sandbox.sandbox_id, "timeout": timeout or pool.timeout})
         if name == "kill_sandbox":
+            if sandbox_id and not pool.owns(sandbox_id) and arguments.get("confirm") is not True:
+                return failure(
+                    f"sandbox {sandbox_id} was not created by this server and may belong to someone else; "
+                    "nothing was killed",
+                    fix="call kill_sandbox again with confirm: true if it really should be killed",
+                )
             killed = pool.kill(sandbox_id)
             return ToolOutcome({"sandbox_id": sandbox_id or None, "killed": killed})
         sandbox = pool.resolve(sandbox_id)
@@ -334,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import anyio
         from mcp.server import Server  # noqa: F401 - only checks that mcp 2 is installed
     except ImportError:
-        fail("the mcp package (version 2) is not installed", fix='pip install "mcp>=2"', code=EXIT_BACKEND)
+        fail("the mcp package (version 2) is not installed", fix='pip install "mcp>=2.0"', code=EXIT_BACKEND)
 
     pool = SandboxPool(args.backend, args.sandbox_timeout)
     limits = Limits(max_output=args.max_output, timeout=args.timeout)

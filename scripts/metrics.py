@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0"]
 # ///
 """Show CPU, memory and disk usage of a running E2B sandbox, once or repeatedly.
 
-E2B samples a sandbox's metrics every 5 seconds; a sandbox younger than that has no sample yet.
+E2B samples a sandbox's metrics every 5 seconds; a brand-new sandbox may have no sample yet.
 """
 
 from __future__ import annotations

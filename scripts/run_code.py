@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.11"
-# dependencies = ["e2b-code-interpreter==2.11.5", "python-dotenv>=1.0"]
+# dependencies = ["e2b-code-interpreter==2.11.5", "e2b==2.63.0", "python-dotenv>=1.0"]
 # ///
 """Run code in an E2B code-interpreter sandbox and print the outcome as JSON.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,18 @@ EPILOG = f"""examples:
   python scripts/run_code.py --sandbox-id SANDBOX_ID --code "x"          # reuse: state is kept
   python scripts/run_code.py --code "df.to_csv('out.csv')" --sandbox-id SANDBOX_ID \\
       --download /home/user/out.csv:out.csv
+  python scripts/run_code.py --no-images --download /home/user/chart.png:chart.png \\
+      --code "import matplotlib.pyplot as plt; plt.plot([1, 4, 9]); plt.savefig('chart.png')"
 
 output (JSON on stdout):
   sandbox_id, backend, kept, language, stdout, stderr, text (value of the last expression),
   results[] (every rich result: formats, text, is_main_result, files{{png,jpeg,svg,pdf: path}}, ...),
   error {{name, value, traceback}} or null, execution_count, uploaded[], downloaded[], truncated{{}}.
-  Images are written to --output-dir and only their paths are printed.
+  Images are written to files and only their paths are printed: to --output-dir when given, else to
+  a new temporary folder (its path is printed on stderr), never to the working folder unasked.
+  Figures are displayed at the end of every cell (plt.savefig alone and PIL's Image.save display
+  too), so a cell that draws gives image results; for one named file, savefig in the sandbox and
+  --download REMOTE:LOCAL, with --no-images to skip the copies.
 
 {EXIT_CODES_HELP}
   (1 here: the code raised; 4 also when a --download file does not exist)"""
@@ -105,8 +112,13 @@ def parse_args(argv: Sequence[str] | None) -> Any:
     parser.add_argument("--download", action="append", metavar="REMOTE:LOCAL", help="copy a file out after running")
     parser.add_argument(
         "--output-dir",
-        default="e2b-output",
-        help="folder for images from rich results (default: ./e2b-output, created when needed)",
+        help="folder for images and large data from rich results (default: a new temporary folder, "
+        "created only when needed; its path is printed on stderr)",
+    )
+    parser.add_argument(
+        "--no-images",
+        action="store_true",
+        help="write no image files; results still list their formats",
     )
     parser.add_argument(
         "--max-output",
@@ -138,17 +150,47 @@ def read_code(args: Any) -> str:
     return code
 
 
-def save_result(result: Any, index: int, stem: str, out_dir: Path, max_output: int) -> dict[str, Any]:
+class OutputDir:
+    """Where result files go: the folder the user named, or a temporary one made on first use."""
+
+    def __init__(self, requested: str | None) -> None:
+        self.requested = Path(requested) if requested else None
+        self.path: Path | None = None
+        self.written: list[str] = []
+
+    def file(self, name: str) -> Path:
+        """A path for a new result file, creating the folder when needed."""
+        if self.path is None:
+            if self.requested is not None:
+                self.requested.mkdir(parents=True, exist_ok=True)
+                self.path = self.requested
+            else:
+                self.path = Path(tempfile.mkdtemp(prefix="e2b-output-"))
+        path = self.path / name
+        self.written.append(str(path))
+        return path
+
+    def report(self) -> None:
+        """Say on stderr where result files went when the user did not choose the folder."""
+        if self.written and self.requested is None:
+            log(
+                f"wrote {len(self.written)} result file(s) to {self.path} (every figure a cell draws is displayed, "
+                "savefig included; --output-dir DIR chooses the folder, --no-images skips images)"
+            )
+
+
+def save_result(
+    result: Any, index: int, stem: str, out_dir: OutputDir, max_output: int, images: bool = True
+) -> dict[str, Any]:
     """Describe one rich result; images and large data go to files whose paths are listed."""
     entry: dict[str, Any] = {"is_main_result": bool(result.is_main_result), "formats": list(result.formats())}
     files: dict[str, str] = {}
     truncated: dict[str, int] = {}
     for field, (ext, is_b64) in IMAGE_FIELDS.items():
         value = getattr(result, field, None)
-        if not value:
+        if not value or not images:
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"{stem}-{index}.{ext}"
+        path = out_dir.file(f"{stem}-{index}.{ext}")
         if is_b64:
             path.write_bytes(base64.b64decode(value))
         else:
@@ -170,8 +212,7 @@ def save_result(result: Any, index: int, stem: str, out_dir: Path, max_output: i
         if len(json.dumps(value)) <= max_output:
             entry[field] = value
         else:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"{stem}-{index}-{field}.json"
+            path = out_dir.file(f"{stem}-{index}-{field}.json")
             path.write_text(json.dumps(value, indent=2))
             files[field] = str(path)
     if files:
@@ -232,9 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cut:
             truncated["stderr"] = cut
         stem = f"e2b-{sandbox.sandbox_id}-{execution.execution_count or 0}"
+        out_dir = OutputDir(args.output_dir)
         results = [
-            save_result(r, i, stem, Path(args.output_dir), args.max_output) for i, r in enumerate(execution.results)
+            save_result(r, i, stem, out_dir, args.max_output, images=not args.no_images)
+            for i, r in enumerate(execution.results)
         ]
+        out_dir.report()
         error = None
         if execution.error is not None:
             traceback_text, cut = clip(execution.error.traceback, args.max_output)

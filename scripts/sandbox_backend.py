@@ -501,3 +501,39 @@ def upload_plan(local: str, remote: str) -> list[tuple[Path, str]]:
 def fail(message: str, fix: str | None = None, code: int = EXIT_USAGE) -> NoReturn:
     """Raise an expected failure (usage errors by default)."""
     raise ScriptError(message, fix=fix, code=code)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running a helper module by mistake
+
+# What `--help` of a helper module says: where to go instead.
+HELPER_EPILOG = """This file is a helper module that the scripts import; it does nothing on its own.
+Run one of these instead (each has --help with examples):
+  python scripts/run_code.py      run code and get stdout, values, charts and errors as JSON
+  python scripts/commands.py      shell commands, background processes
+  python scripts/files.py         move files and folders in and out
+  python scripts/lifecycle.py     create, list, pause, resume, kill sandboxes
+  python scripts/metrics.py       CPU, memory and disk use
+
+exit codes:
+  0  --help
+  2  run without --help (there is nothing to do)"""
+
+
+def helper_main(doc: str | None, argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of a helper module run as a script: `--help` explains it, anything else exits 2."""
+    parser = make_parser(doc, HELPER_EPILOG)
+    parser.parse_args(argv)
+    sys.exit(
+        report_error(
+            ScriptError(
+                "this is a helper module of the E2B scripts, not a command",
+                fix="run python scripts/run_code.py --help (or another script listed by --help)",
+                code=EXIT_USAGE,
+            )
+        )
+    )
+
+
+if __name__ == "__main__":
+    helper_main(__doc__)

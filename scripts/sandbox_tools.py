@@ -531,3 +531,9 @@ class SandboxSession:
             keep_notice(self.sandbox.sandbox_id)
         else:
             kill_quietly(self.sandbox)
+
+
+if __name__ == "__main__":
+    from sandbox_backend import helper_main
+
+    helper_main(__doc__)

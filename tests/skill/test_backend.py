@@ -1,7 +1,7 @@
 """Unit tests of scripts/sandbox_backend.py: helpers, error mapping and backend selection.
 
 Choosing E2B cloud is checked here; finding or starting e2b-local is tested against the real server
-in tests/local/test_backend_selection.py.
+in tests/skill/test_backend_selection.py.
 """
 
 from __future__ import annotations

@@ -103,3 +103,22 @@ def test_no_local_paths_or_working_notes() -> None:
         text = path.read_text()
         for needle in ("/work/", "/tmp/venv", "TODO", "FIXME", "XXX"):
             assert needle not in text, f"{path.name} contains {needle!r}"
+
+
+# Spellings of SDK calls that do not exist, each with the attribute lookup that shows it.
+MISSPELLED_CALLS = {
+    "files.download_url(": ("e2b.sandbox_sync.filesystem.filesystem", "Filesystem", "download_url"),
+    "files.upload_url(": ("e2b.sandbox_sync.filesystem.filesystem", "Filesystem", "upload_url"),
+    "files.download_url()": ("e2b.sandbox_sync.filesystem.filesystem", "Filesystem", "download_url"),
+    "files.upload_url()": ("e2b.sandbox_sync.filesystem.filesystem", "Filesystem", "upload_url"),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(MISSPELLED_CALLS))
+def test_no_doc_uses_a_call_the_sdk_lacks(spelling: str) -> None:
+    import importlib
+
+    module, cls, attribute = MISSPELLED_CALLS[spelling]
+    assert not hasattr(getattr(importlib.import_module(module), cls), attribute)
+    for path in [SKILL_MD, *reference_files()]:
+        assert spelling not in path.read_text(), f"{path.name} uses {spelling}"

@@ -7,8 +7,10 @@ errors are provoked with an address nothing listens on.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,7 @@ def script_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """An environment without E2B settings and a clean cwd.
 
     Every test here fails before a backend is chosen, or chooses E2B cloud explicitly; finding and
-    starting e2b-local is tested against the real server in tests/local/.
+    starting e2b-local is tested against the real server in tests/skill/test_backend_selection.py.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2B_")}
     env["E2B_LOCAL_HOME"] = str(tmp_path / "e2b-local-home")
@@ -86,6 +88,7 @@ def test_subcommand_help(name: str, sub: str, script_env) -> None:
         ("run_code.py", ["--file", "missing.py"], None, "cannot read --file"),
         ("run_code.py", ["--code", "1", "--sandbox-id", "x", "--template", "base"], None, "--template"),
         ("lifecycle.py", ["kill"], None, "kill needs sandbox IDs or --all"),
+        ("lifecycle.py", ["kill", "--all", "--state", "paused"], None, "--metadata KEY=VALUE"),
         ("lifecycle.py", ["create", "--auto-resume"], None, "--on-timeout pause"),
         ("lifecycle.py", ["list", "--limit", "0"], None, "--limit"),
         ("metrics.py", ["sbx", "--watch", "0"], None, "--watch"),
@@ -167,3 +170,37 @@ def test_json_output_contract_is_documented_in_skill_md() -> None:
     text = (REPO_ROOT / "SKILL.md").read_text()
     for field in ("sandbox_id", "stdout", "stderr", "text", "results", "error", "execution_count", "truncated"):
         assert f"`{field}`" in text
+
+
+def script_dependencies(path: Path) -> list[str]:
+    """The dependencies of a script's PEP 723 inline metadata block."""
+    block = re.search(r"^# /// script\n((?:#.*\n)*?)# ///$", path.read_text(), re.MULTILINE)
+    assert block, f"{path.name} has no PEP 723 block"
+    toml_text = "\n".join(line.removeprefix("#").removeprefix(" ") for line in block.group(1).splitlines())
+    return tomllib.loads(toml_text)["dependencies"]
+
+
+@pytest.mark.parametrize("name", [*SCRIPT_NAMES, "claude_agent.py", "mcp_server.py"])
+def test_inline_dependencies_agree_with_pyproject(name: str) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["agent"]
+    for requirement in script_dependencies(SCRIPTS / name):
+        assert requirement in declared, f"{name}: {requirement!r} is not what pyproject.toml declares"
+
+
+def test_agent_packages_are_an_extra_not_runtime_dependencies() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "anthropic" not in runtime and "mcp" not in runtime
+    assert any(d.startswith("anthropic") for d in project["optional-dependencies"]["agent"])
+    assert 'extras="[agent,test]"' in (REPO_ROOT / "install.sh").read_text()
+
+
+@pytest.mark.parametrize("name", ["sandbox_backend.py", "sandbox_tools.py"])
+def test_helper_modules_explain_themselves_and_do_nothing(name: str, script_env) -> None:
+    env, cwd = script_env
+    helped = run_script(name, "--help", env=env, cwd=cwd)
+    assert helped.returncode == 0 and "helper module" in helped.stdout and "scripts/run_code.py" in helped.stdout
+    bare = run_script(name, env=env, cwd=cwd)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert "error: this is a helper module" in bare.stderr and "fix:" in bare.stderr

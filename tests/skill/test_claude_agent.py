@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from e2b_code_interpreter import Sandbox
 
-from .fake_anthropic import FakeAnthropic, presented_key, text, tool_use, turn
+from skill.fake_anthropic import FakeAnthropic, presented_key, text, tool_use, turn
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 AGENT = SCRIPTS / "claude_agent.py"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,30 @@ def test_images_are_written_to_files(runner) -> None:
     image = next(r for r in out["results"] if "png" in r.get("files", {}))
     assert (runner.cwd / image["files"]["png"]).read_bytes().startswith(b"\x89PNG")
     assert "png" not in image and image["is_main_result"] is False
+
+
+SAVEFIG_ONLY = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.savefig('chart.png')"
+
+
+def test_savefig_and_download_yield_exactly_the_requested_file(runner) -> None:
+    code, out, err = runner("--code", SAVEFIG_ONLY, "--download", "/home/user/chart.png:chart.png")
+    assert code == 0, err
+    assert sorted(p.name for p in runner.cwd.iterdir()) == ["chart.png"]
+    assert (runner.cwd / "chart.png").read_bytes().startswith(b"\x89PNG")
+    # The figure is displayed too (as on E2B): its copy goes to a temporary folder that stderr names.
+    copies = [Path(f) for r in out["results"] for f in r.get("files", {}).values()]
+    assert copies and all(runner.cwd not in p.parents for p in copies)
+    folder = copies[0].parent
+    assert f"to {folder}" in err and "--no-images" in err
+    shutil.rmtree(folder)
+
+
+def test_no_images_writes_no_image_files(runner) -> None:
+    code, out, err = runner("--code", SAVEFIG_ONLY, "--no-images", "--download", "/home/user/chart.png:c.png")
+    assert code == 0, err
+    assert sorted(p.name for p in runner.cwd.iterdir()) == ["c.png"]
+    assert out["results"] and all("files" not in r and "png" in r["formats"] for r in out["results"])
+    assert "result file" not in err
 
 
 def test_long_output_is_clipped_with_a_count(runner) -> None:

@@ -62,6 +62,25 @@ def test_lifecycle_kill_by_filter(script_env: dict[str, str]) -> None:
     assert code == 4 and result["not_found"] == [ids[0]]
 
 
+def test_kill_all_without_a_filter_or_yes_kills_nothing(script_env: dict[str, str], sandbox_id: str) -> None:
+    code, out, err = script(script_env, "lifecycle", "kill", "--all")
+    assert code == 2 and out is None
+    assert "other people's" in err and "--yes" in err and "Traceback" not in err
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--state", "running")
+    assert code == 2 and out is None  # a state filter does not single out the caller's sandboxes
+    code, info, _ = script(script_env, "lifecycle", "info", sandbox_id)
+    assert code == 0 and info["state"] == "running"
+
+
+def test_kill_all_dry_run_lists_without_killing(script_env: dict[str, str], sandbox_id: str) -> None:
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--dry-run")
+    assert code == 0 and sandbox_id in out["would_kill"] and "killed" not in out
+    code, out, _ = script(script_env, "lifecycle", "kill", "--all", "--metadata", "owner=tests", "--dry-run")
+    assert code == 0 and out["would_kill"] == [sandbox_id]
+    code, info, _ = script(script_env, "lifecycle", "info", sandbox_id)
+    assert code == 0 and info["state"] == "running"
+
+
 def test_commands(script_env: dict[str, str], sandbox_id: str) -> None:
     code, result, err = script(script_env, "commands", "run", "--sandbox-id", sandbox_id, "--env", "X=42",
                                "echo $X; echo oops >&2")
@@ -74,7 +93,8 @@ def test_commands(script_env: dict[str, str], sandbox_id: str) -> None:
     assert code == 0
     pid = str(started["pid"])
     code, listed, _ = script(script_env, "commands", "list", sandbox_id)
-    assert int(pid) in [p["pid"] for p in listed["processes"]]
+    listed_process = next(p for p in listed["processes"] if p["pid"] == int(pid))
+    assert listed_process["command"] == "cat > /tmp/from-stdin.txt"  # not /bin/bash
     assert script(script_env, "commands", "send-stdin", sandbox_id, pid, "hello", "--eof")[0] == 0
     code, result, _ = script(script_env, "commands", "run", "--sandbox-id", sandbox_id,
                              "sleep 0.5; cat /tmp/from-stdin.txt")
@@ -102,6 +122,12 @@ def test_files(script_env: dict[str, str], sandbox_id: str, tmp_path: Path) -> N
     assert target.read_text() == "from stdin\n"
     code, _, err = script(script_env, "files", "read", sandbox_id, "/home/user/missing.txt")
     assert code == 4 and "Traceback" not in err
+
+
+def test_files_upload_help_says_folders_work(script_env: dict[str, str]) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "files.py"), "upload", "--help"], capture_output=True,
+                          text=True, env=script_env, timeout=60)
+    assert proc.returncode == 0 and "folder" in proc.stdout and "./project" in proc.stdout
 
 
 def test_metrics(script_env: dict[str, str], sandbox_id: str) -> None:

@@ -138,6 +138,11 @@ async def test_reaches_a_sandbox_by_id_and_leaves_it_running(e2b_server, tmp_pat
             await session.initialize()
             result = await session.call_tool("read_file", {"path": "given.txt", "sandbox_id": sandbox.sandbox_id})
             assert payload(result)["content"] == "from the test"
+            refused = await session.call_tool("kill_sandbox", {"sandbox_id": sandbox.sandbox_id})
+            assert refused.is_error is True and "confirm" in json.dumps(payload(refused))
+            assert sandbox.is_running()  # not created by the server: kept without confirm
+            unknown = await session.call_tool("kill_sandbox", {"sandbox_id": "somebody-elses-sandbox"})
+            assert unknown.is_error is True
         assert sandbox.is_running()
     finally:
         sandbox.kill()
