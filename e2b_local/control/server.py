@@ -20,6 +20,7 @@ from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
+from e2b_local.control.services.webhooks import Deliveries
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.isolation.container import become_subreaper
 from e2b_local.settings import Settings
@@ -40,6 +41,7 @@ class Server:
         self.lifecycle = SandboxLifecycle(self.fleet)
         self.snapshots = Snapshots(self.fleet)
         self.router = Router(self.fleet, self.lifecycle, api_key)
+        self.deliveries = Deliveries(self.fleet.events)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots), paths.home, self._lifespan)
 
     @contextlib.asynccontextmanager
@@ -49,9 +51,11 @@ class Server:
         await self.snapshots.clean_up()
         self.lifecycle.start()
         self.fleet.run_background()
+        self.deliveries.start()
         try:
             yield
         finally:
+            await self.deliveries.stop()
             self.lifecycle.stop()
             await self.fleet.stop()
 
