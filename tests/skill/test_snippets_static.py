@@ -39,7 +39,6 @@ CLOUD_FEATURES = {
     "Volume.": "volumes",
     "volume_mounts": "volumes",
     "Secret.create": "secrets",
-    "/events/": "lifecycle events API",
     "get_host(": "public sandbox URLs",
     "get_mcp_url": "MCP gateway",
 }
