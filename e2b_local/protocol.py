@@ -30,3 +30,7 @@ WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
 
 # The name of the agent's socket in the host-only sandbox directory.
 AGENT_SOCKET_NAME = "agent.sock"
+
+# The agent's record of what happened in its sandbox (processes started and ended), which only the
+# control plane reads: the router never forwards it.
+JOURNAL_PATH = "/journal"

@@ -23,13 +23,14 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.agent import files
 from e2b_local.agent.connect import CODECS, EnvelopeCheck
 from e2b_local.agent.filesystem import filesystem_app
+from e2b_local.agent.journal import Journal
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.users import Accounts, User
 from e2b_local.agent.workload import Workload
 from e2b_local.asgi import read_json_object
 from e2b_local.interpreter.app import InterpreterApp, ships_kernels
-from e2b_local.protocol import CODE_INTERPRETER_PORT
+from e2b_local.protocol import CODE_INTERPRETER_PORT, JOURNAL_PATH
 
 _INTERPRETER_PORT = str(CODE_INTERPRETER_PORT).encode()
 # The /init fields copied into the sandbox's state when present and not empty.
@@ -69,14 +70,16 @@ class AgentApp:
         self.state = state if state is not None else SandboxState()
         workload = workload if workload is not None else Workload()
         accounts = Accounts(self.state)
+        self.journal = Journal()
         self.envd_http = Starlette(routes=[
             Route("/health", self.health, methods=["GET"]),
             Route("/init", self.init, methods=["POST"]),
             Route("/envs", self.envs, methods=["GET"]),
+            Route(JOURNAL_PATH, self.journal.endpoint, methods=["GET"]),
             *files.routes(accounts),
         ])
         self.process_rpc = EnvelopeCheck(ProcessASGIApplication(
-            ProcessService(self.state, accounts, workload), codecs=CODECS))
+            ProcessService(self.state, accounts, workload, self.journal), codecs=CODECS))
         self.filesystem_rpc = EnvelopeCheck(filesystem_app(accounts))
         self.interpreter = InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
 

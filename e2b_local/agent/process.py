@@ -32,6 +32,7 @@ from e2b.envd.process.process_connect import Process
 from protobuf import Oneof
 
 from e2b_local.agent.connect import request_user
+from e2b_local.agent.journal import Journal
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.users import Accounts, User
 from e2b_local.agent.workload import Workload
@@ -218,10 +219,12 @@ def _set_winsize(fd: int, cols: int, rows: int) -> None:
 class ProcessService(Process):
     """The service; one instance per agent."""
 
-    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
+    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload,
+                 journal: Journal | None = None) -> None:
         self.state = state
         self.accounts = accounts
         self.workload = workload
+        self.journal = journal if journal is not None else Journal()
         self.processes: dict[int, ManagedProcess] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ class ProcessService(Process):
             loop = asyncio.get_running_loop()
             managed.deadline = loop.call_later(timeout_ms / 1000, self._expire, managed)
         self.processes[proc.pid] = managed
+        self.journal.process_started(proc.pid, config.cmd, list(config.args), user.name, request.tag)
         return managed
 
     @staticmethod
@@ -354,6 +358,7 @@ class ProcessService(Process):
             managed.deadline.cancel()
         managed.end = _end_event(returncode)
         self.processes.pop(managed.pid, None)
+        self.journal.process_ended(managed.pid, " ".join([managed.config.cmd, *managed.config.args]), returncode)
         managed.publish(managed.end)
         managed.publish(None)
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from starlette.datastructures import QueryParams
 
 from e2b_local.control.registry import SandboxRecord
-from e2b_local.protocol import CODE_INTERPRETER_PORT
+from e2b_local.protocol import CODE_INTERPRETER_PORT, JOURNAL_PATH
 
 # Credentials the router consumes: they are never passed on to the agent.
 CREDENTIAL_HEADERS = frozenset({b"x-api-key", b"x-access-token", b"e2b-traffic-access-token"})
 # The Connect services, whose clients expect a Connect error body (a string code).
 RPC_PREFIXES = ("/process.Process/", "/filesystem.Filesystem/")
 # The agent routes only the control plane may call.
-PRIVATE_PATHS = ("/init",)
+PRIVATE_PATHS = ("/init", JOURNAL_PATH)
 # Query parameters a signature covers or the agent acts on: each may appear once, so that the value
 # checked here is the value the agent uses.
 SIGNED_PARAMS = ("path", "username", "signature", "signature_expiration")

@@ -30,6 +30,8 @@ from e2b_local.control.errors import ApiError
 from e2b_local.control.fleet.sandboxes import STORAGE_ERRORS, Fleet, check_timeout
 from e2b_local.control.fleet.upstream import AgentUpstream
 from e2b_local.control.registry import PauseMode, SandboxRecord, SandboxState
+from e2b_local.control.services import events
+from e2b_local.control.services.events import rfc3339
 
 log = logging.getLogger("e2b_local")
 # Connect's default new lifetime when it resumes a sandbox without a `timeout` (E2B's API default).
@@ -86,6 +88,9 @@ class SandboxLifecycle:
                 healthy = await agent_answers(live.client)
                 if strict and not healthy:
                     raise ApiError(503, f"sandbox '{sandbox_id}': its agent does not answer; it was not paused")
+            if healthy:
+                # Read while the agent can still answer: frozen or stopped, it cannot.
+                await fleet.logs.collect(sandbox_id, live.client)
             before = dataclasses.replace(record)
             fleet.commit(record, state=SandboxState.PAUSED,
                          pause_mode=PauseMode.FULL if keep_memory else PauseMode.FILESYSTEM,
@@ -99,7 +104,10 @@ class SandboxLifecycle:
                 if keep_memory:
                     await asyncio.to_thread(live.container.thaw)
                     self._restore(record, before)
+                else:
+                    fleet.events.emit(events.PAUSED, record)
                 raise  # a sandbox that was stopped stays recorded as paused: its processes are gone
+            fleet.events.emit(events.PAUSED, record)
         log.info("sandbox %s paused (%s)", sandbox_id, "memory kept" if keep_memory else "files only")
 
     async def resume(self, sandbox_id: str, timeout: int | None, memory: bool = True,
@@ -146,6 +154,7 @@ class SandboxLifecycle:
                     await fleet.stop_booted(live)  # back to what the record says: paused, on its files
                     raise
             log.info("sandbox %s resumed%s", sandbox_id, " on a request (auto-resume)" if automatic else "")
+            fleet.events.emit(events.RESUMED, record, {"auto_resume": True} if automatic else None)
             return True
 
     def _restore(self, record: SandboxRecord, before: SandboxRecord) -> None:
@@ -169,8 +178,9 @@ class SandboxLifecycle:
         if record is not None and record.paused and record.lifecycle is not None and record.lifecycle.auto_resume:
             try:
                 await self.resume(sandbox_id, timeout=record.timeout, automatic=True)
-            except Exception:
+            except Exception as exc:
                 log.exception("sandbox %s: automatic resume failed", sandbox_id)
+                fleet.logs.add(sandbox_id, "error", "Automatic resume failed", error=exc)
                 return None
         live = fleet.live.get(sandbox_id)
         if record is None or live is None or not record.running:
@@ -189,13 +199,17 @@ class SandboxLifecycle:
             self.fleet.commit(record, timeout=timeout)
         else:
             self.fleet.commit(record, end_at=time.time() + timeout)
+            self.fleet.events.emit(events.UPDATED, record, {"set_timeout": rfc3339(record.end_at)})
 
     def extend_timeout(self, sandbox_id: str, timeout: int) -> None:
         """Connect's rule: a running sandbox's end time only moves later."""
         record = self.fleet.get(sandbox_id)
         check_timeout(timeout)
         if record.running:
-            self.fleet.commit(record, end_at=max(record.end_at, time.time() + timeout))
+            end_at = max(record.end_at, time.time() + timeout)
+            if end_at != record.end_at:
+                self.fleet.commit(record, end_at=end_at)
+                self.fleet.events.emit(events.UPDATED, record, {"set_timeout": rfc3339(end_at)})
 
     async def _expire_loop(self) -> None:
         # Each timeout is acted on in a task of its own: a slow kill or pause delays no other.
@@ -221,6 +235,8 @@ class SandboxLifecycle:
 
     async def on_timeout(self, record: SandboxRecord) -> None:
         """What happens when a sandbox's time is up: killed (E2B's default), or paused if its lifecycle says so."""
+        self.fleet.logs.add(record.sandbox_id, "info", "Sandbox timed out",
+                            action="pause" if record.pauses_on_loss else "kill")
         if record.pauses_on_loss:
             log.info("sandbox %s timed out; pausing it", record.sandbox_id)
             await self.pause(record.sandbox_id, keep_memory=record.auto_pause_memory)

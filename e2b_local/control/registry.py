@@ -8,6 +8,7 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -273,6 +274,29 @@ class Registry:
         with self._lock:
             rows = self._db.execute("SELECT record FROM volumes").fetchall()
         return [VolumeRecord.from_json(row[0]) for row in rows]
+
+    # -- tables of the services built on the registry -------------------------------------------------
+    def create_tables(self, schema: str) -> None:
+        """Create a service's own tables (`CREATE TABLE IF NOT EXISTS ...` statements)."""
+        with self._lock:
+            self._db.executescript(schema)
+
+    def read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query returns."""
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for statements that are stored together or not at all."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
+from e2b_local.control.services.webhooks import Deliveries
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.volumes import Volumes
 from e2b_local.isolation.container import become_subreaper
@@ -42,6 +43,7 @@ class Server:
         self.snapshots = Snapshots(self.fleet)
         self.volumes = Volumes(self.fleet, paths.volumes, settings.volume_mb)
         self.router = Router(self.fleet, self.lifecycle, api_key)
+        self.deliveries = Deliveries(self.fleet.events)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes), paths.home,
                              self._lifespan)
 
@@ -53,9 +55,11 @@ class Server:
         await self.snapshots.clean_up()
         self.lifecycle.start()
         self.fleet.run_background()
+        self.deliveries.start()
         try:
             yield
         finally:
+            await self.deliveries.stop()
             self.lifecycle.stop()
             await self.fleet.stop()
 

@@ -27,6 +27,7 @@ from e2b_local.control.errors import ApiError
 from e2b_local.control.fleet.records import Source, SpawnOptions, builtin_template
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.registry import Registry, SandboxRecord, SnapshotRecord
+from e2b_local.control.services import events
 from e2b_local.protocol import TEMPLATES
 
 log = logging.getLogger("e2b_local")
@@ -188,9 +189,11 @@ class Snapshots:
             staged = self.store.staging()
             try:
                 await self._capture_files(record, staged)
-                return self.store.add(record, staged / "upper", name, tag)
+                snapshot = self.store.add(record, staged / "upper", name, tag)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
+            self.fleet.events.emit(events.CHECKPOINTED, record, {"snapshot_id": snapshot.snapshot_id})
+            return snapshot
 
     def delete(self, reference: str) -> bool:
         """Delete the builds `reference` names (all tags of a template when no tag is given)."""

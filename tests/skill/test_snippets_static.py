@@ -37,7 +37,6 @@ CLOUD_FEATURES = {
     "Template.build": "template builds",
     "build_in_background": "template builds",
     "Secret.create": "secrets",
-    "/events/": "lifecycle events API",
     "get_host(": "public sandbox URLs",
     "get_mcp_url": "MCP gateway",
 }

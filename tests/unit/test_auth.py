@@ -115,3 +115,9 @@ def test_refusal_bodies_match_what_each_client_parses() -> None:
                                                                                "message": "no"}
     assert refusal_body(Refusal(400, "no"), "/process.Process/List") == {"code": "invalid_argument", "message": "no"}
     assert refusal_body(Refusal(401, "no"), "/files") == {"code": 401, "message": "no"}
+
+
+@pytest.mark.parametrize("path", ["/journal", "//journal", "/files/../journal"])
+def test_the_agent_journal_is_never_forwarded(path: str) -> None:
+    assert _check(method="GET", path=path, x_api_key=API_KEY) == Refusal(
+        403, f"{path} is not reachable through the sandbox proxy")

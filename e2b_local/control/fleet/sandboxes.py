@@ -30,6 +30,9 @@ from e2b_local.control.fleet.pool import WarmPool
 from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id, volume_binds
 from e2b_local.control.fleet.scheduling import Workers
 from e2b_local.control.registry import PauseMode, Registry, SandboxRecord, SandboxState
+from e2b_local.control.services import events
+from e2b_local.control.services.events import Events
+from e2b_local.control.services.sandbox_logs import SandboxLogs
 from e2b_local.isolation import idranges
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
@@ -64,6 +67,9 @@ class Fleet:
         # Before the registry: a data directory that has one already predates per-server ranges.
         self.id_base = idranges.server_range(paths.home)
         self.registry = Registry(paths.registry)
+        # What happens to sandboxes, for their logs, the events API and webhooks.
+        self.logs = SandboxLogs(self.registry)
+        self.events = Events(self.registry, self.logs)
         self.rootfs = RootfsStore(paths.rootfs)
         self.limits = Limits(memory_mb=settings.memory_mb, cpu_count=settings.cpu_count, max_pids=settings.max_pids)
         self.disk_mb = settings.disk_mb
@@ -89,6 +95,8 @@ class Fleet:
         await asyncio.to_thread(self.rootfs.ensure_base)
         # Before any sandbox can send a packet: the host-side rules that keep every sandbox off the host.
         await network.prepare_host()
+        self.events.prune()
+        self.logs.prune()
         known = set()
         for record in self.registry.all():
             container = self.container(record.key)
@@ -105,6 +113,7 @@ class Fleet:
                     log.info("sandbox %s did not survive; removing it", record.sandbox_id)
                     await asyncio.to_thread(container.destroy)
                     self._forget(record.sandbox_id)
+                    self.events.emit(events.KILLED, record)
                     continue
                 # Asked to be paused rather than lost: keep its files, resume will boot on them.
                 log.info("sandbox %s did not survive (machine restarted?); keeping its files, paused",
@@ -184,6 +193,7 @@ class Fleet:
         self.records[record.sandbox_id] = record
         self.live[record.sandbox_id] = live
         self._watch(record.sandbox_id, live)
+        self.events.emit(events.CREATED, record)
         # A first reading at once; off the event loop, since a sandbox started from a snapshot may
         # have many files to measure.
         await self.workers.run(self.workers.monitor, self._sample, record, live)
@@ -249,6 +259,7 @@ class Fleet:
                         os.kill(slirp_pid, signal.SIGKILL)
                     raise
             self.commit(record, network=settings, allow_internet_access=allow_internet_access)
+        self.events.emit(events.UPDATED, record, {"network_updated": True})
 
     async def _init_agent(self, record: SandboxRecord, live: Live) -> None:
         response = await live.client.post("/init", json={
@@ -288,6 +299,8 @@ class Fleet:
         if record is None:
             raise not_found(sandbox_id)
         live = self.live.pop(sandbox_id, None)
+        if live is not None and record.running:
+            await self.logs.collect(sandbox_id, live.client)
         try:
             if live is not None:
                 self._unwatch(live)
@@ -296,6 +309,7 @@ class Fleet:
             await self.workers.run(self.workers.teardown, container.destroy)
         finally:
             self._forget(sandbox_id)
+            self.events.emit(events.KILLED, record)
 
     def _forget(self, sandbox_id: str) -> None:
         """Delete a destroyed sandbox's record; when the disk is full, the next start does."""
@@ -344,10 +358,12 @@ class Fleet:
             removed = not record.pauses_on_loss
             if removed:
                 log.warning("sandbox %s: its agent exited; removing the sandbox", sandbox_id)
+                self.logs.add(sandbox_id, "error", "Sandbox agent exited; removing the sandbox")
                 await self._destroy(sandbox_id)
             else:
                 # Asked to be paused rather than lost: as after a machine restart, keep its files.
                 log.warning("sandbox %s: its agent exited; keeping its files, paused", sandbox_id)
+                self.logs.add(sandbox_id, "error", "Sandbox agent exited; keeping its files, paused")
                 await self.stop_booted(live)
                 try:
                     self.commit(record, state=SandboxState.PAUSED, pause_mode=PauseMode.FILESYSTEM,
@@ -357,6 +373,7 @@ class Fleet:
                     log.warning("sandbox %s: could not record it as paused (%s)", sandbox_id, exc)
                     record.state, record.pause_mode, record.end_at = (SandboxState.PAUSED, PauseMode.FILESYSTEM,
                                                                       time.time())
+                self.events.emit(events.PAUSED, record)
         if removed:
             self._locks.pop(sandbox_id, None)
         reap_children()

@@ -1,0 +1,1 @@
+"""Host services kept in the registry: lifecycle events and their webhooks, sandbox logs."""
