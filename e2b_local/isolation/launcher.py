@@ -28,6 +28,7 @@ import os
 import resource
 import socket
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 
 from e2b_local.isolation import idmap, network
@@ -105,6 +106,9 @@ STAGE_BASE = STAGE + "/base"
 STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
+STAGE_BOOT_ID = STAGE + "/boot_id"
+# Shown over the host's own: each sandbox has its boot id, new at each cold boot (as a VM's would be).
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 STAGE_SIZE = "16m"
 STAGE_INODES = 1024
 
@@ -139,6 +143,7 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd:
         "--ro-bind", STAGE_AGENT, AGENT_MOUNT + "/e2b_local",
         "--bind", STAGE_RUN, RUN_MOUNT,
         "--proc", "/proc",
+        "--ro-bind", STAGE_BOOT_ID, BOOT_ID_PATH,
         "--dev", "/dev",
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
@@ -173,6 +178,9 @@ def _stage(spec: LaunchSpec) -> None:
     mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
+    with open(STAGE_BOOT_ID, "w") as f:
+        f.write(f"{uuid.uuid4()}\n")
+    os.chmod(STAGE_BOOT_ID, 0o444)
     layer = {p: fd_path(p) for p in dict.fromkeys([*spec.lowers, spec.base_layer])}
     if spec.id_base != HOST_ID_BASE:
         # The layers are stored owned by the storage range: shown shifted onto this server's range.
