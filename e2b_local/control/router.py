@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 
 from starlette.types import Receive, Scope, Send
 
@@ -35,6 +37,22 @@ async def respond_json(send: Send, status: int, body: dict[str, object]) -> None
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
     ]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def reset_client(send: Send) -> None:
+    """Reset the client's connection, as E2B's proxy resets a stream whose sandbox went away mid-answer.
+
+    The SDK takes a reset (unlike a connection closed mid-body) for a transport failure, probes the
+    sandbox and reports it killed. ASGI has no way to say this, so it goes to the server's transport.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def forward(manager: SandboxManager, api_key: str, sandbox_id: str, scope: Scope, receive: Receive,
@@ -121,9 +139,16 @@ async def forward(manager: SandboxManager, api_key: str, sandbox_id: str, scope:
         await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
         for task in (pumping, watching):
             task.cancel()
+        upstream_broke = False
         for task in (pumping, watching):
-            with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
+            try:
                 await task
+            except (UpstreamError, OSError, asyncio.IncompleteReadError):
+                upstream_broke = True
+            except asyncio.CancelledError:
+                pass
+        if upstream_broke:
+            reset_client(send)
     finally:
         # Whatever was not handed back complete is closed, so the agent sees the client go.
         drop(response)
