@@ -79,6 +79,7 @@ async def serve(server: uvicorn.Server) -> None:
     servers = [server.serve()]
     app = server.config.app
     if isinstance(app, AgentApp):
+        await app.sudo.start()
         app.prestart()
         if ships_kernels():
             try:

@@ -107,6 +107,9 @@ STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
 STAGE_BOOT_ID = STAGE + "/boot_id"
+# The sandbox's sudo, replaced by the agent's shim (see e2b_local/agent/sudo.py).
+SUDO_PATH = "/usr/bin/sudo"
+SUDO_SHIM = "/agent/sudo_shim.py"
 # Shown over the host's own: each sandbox has its boot id, new at each cold boot (as a VM's would be).
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 STAGE_SIZE = "16m"
@@ -145,6 +148,8 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd:
         "--proc", "/proc",
         "--ro-bind", STAGE_BOOT_ID, BOOT_ID_PATH,
         "--dev", "/dev",
+        # No setuid program can raise privileges in a sandbox (no_new_privs): sudo asks the agent.
+        *(["--ro-bind", STAGE_AGENT + SUDO_SHIM, SUDO_PATH] if os.path.isfile(STAGE_ROOT + SUDO_PATH) else []),
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
         "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
