@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -14,7 +15,8 @@ from e2b_local.agent.app import AgentApp
 from e2b_local.agent.reaper import install_reaper, release_reaper
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.workload import Workload
-from e2b_local.protocol import AGENT_FD_VARIABLE
+from e2b_local.interpreter.app import ships_kernels
+from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT
 
 # Idle connections from the host are kept this long (the host lets them go sooner: upstream.py).
 KEEP_ALIVE_SECONDS = 600
@@ -57,13 +59,39 @@ def main() -> None:
     asyncio.run(serve(AgentServer(config)))
 
 
+def interpreter_listener() -> socket.socket:
+    """The code interpreter's own port inside the sandbox, where E2B's server listens (0.0.0.0:49999)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", CODE_INTERPRETER_PORT))
+    sock.listen(128)
+    return sock
+
+
 async def serve(server: uvicorn.Server) -> None:
-    """Serve requests, waiting for every child (orphans too) as the sandbox's pid 1 must."""
+    """Serve requests, waiting for every child (orphans too) as the sandbox's pid 1 must.
+
+    In a code-interpreter sandbox the interpreter also answers programs of the sandbox on its port,
+    as on E2B. Being part of pid 1, it cannot be killed from inside; its kernels are replaced when
+    they die (see `interpreter.contexts`).
+    """
     reaper = install_reaper(asyncio.get_running_loop())
-    if isinstance(server.config.app, AgentApp):
-        server.config.app.prestart()
+    servers = [server.serve()]
+    app = server.config.app
+    if isinstance(app, AgentApp):
+        await app.sudo.start()
+        app.prestart()
+        if ships_kernels():
+            try:
+                listener = interpreter_listener()
+            except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
+                print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
+            else:
+                config = uvicorn.Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
+                                        timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                servers.append(AgentServer(config).serve(sockets=[listener]))
     try:
-        await server.serve()
+        await asyncio.gather(*servers)
     finally:
         release_reaper(reaper)
 

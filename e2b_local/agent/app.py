@@ -26,6 +26,7 @@ from e2b_local.agent.filesystem import filesystem_app
 from e2b_local.agent.journal import Journal
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import SandboxState
+from e2b_local.agent.sudo import SudoBroker
 from e2b_local.agent.users import Accounts, User
 from e2b_local.agent.workload import Workload
 from e2b_local.asgi import read_json_object
@@ -82,6 +83,7 @@ class AgentApp:
             ProcessService(self.state, accounts, workload, self.journal), codecs=CODECS))
         self.filesystem_rpc = EnvelopeCheck(filesystem_app(accounts))
         self.interpreter = InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
+        self.sudo = SudoBroker(workload)
 
     def prestart(self) -> None:
         """In a code-interpreter sandbox, start the Python kernel before the first request needs it."""

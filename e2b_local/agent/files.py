@@ -2,9 +2,10 @@
 
 Access is checked by the host before a request gets here (the access token, or a URL signed with it
 by `download_url()`/`upload_url()`). The acting user comes from the `username` query parameter
-(default `user`) and every open, create and metadata change runs with that user's permissions (see
-`identity.run_as`), so new files and directories belong to the user and what its permissions
-forbid fails with 403.
+(default `user`). Downloads run with that user's permissions (see `identity.run_as`), so what they
+forbid fails with 403. Uploads run as the sandbox's root, as envd's do: missing parent directories
+are created and, like the file, handed to the acting user (who has passwordless sudo in the sandbox
+anyway, so this reaches nothing the user could not reach).
 
 Multipart bodies are read with `multipart.MultipartReader`, so that parts are streamed to disk as
 they arrive and each part's destination is its raw `filename`, directories included.
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from e2b_local.agent.entries import FILE_MODE, METADATA_XATTR_PREFIX, make_dirs
+from e2b_local.agent.entries import DIR_MODE, FILE_MODE, METADATA_XATTR_PREFIX
 from e2b_local.agent.identity import WORKER_POOL, run_as
 from e2b_local.agent.multipart import MultipartError, MultipartReader, disposition_params
 from e2b_local.agent.users import Accounts, UnknownUserError, User
@@ -42,6 +43,8 @@ WRITE_BATCH = 256 * 1024
 MAX_METADATA_KEY = 255 - len(METADATA_XATTR_PREFIX)
 MAX_METADATA_TOTAL = 4096
 METADATA_HEADER_PREFIX = "x-metadata-"
+# Uploads are written as the sandbox's root and then handed to the acting user, as envd writes them.
+ROOT = User("root", 0, 0, "/root", (0,))
 _PRINTABLE_ASCII = re.compile(r"\A[\x20-\x7e]*\Z")
 
 
@@ -194,18 +197,44 @@ def _write_metadata(fd: int, metadata: dict[str, str]) -> None:
             raise
 
 
-def _open_for_write(path: str, as_root: bool, metadata: dict[str, str]) -> int:
-    make_dirs(posixpath.dirname(path))
+def _make_dirs_owned(path: str, uid: int, gid: int) -> None:
+    """`mkdir -p` as root, handing every directory it creates to `uid`:`gid` (envd's EnsureDirs)."""
+    if os.path.isdir(path):
+        return
+    parent = posixpath.dirname(path)
+    if parent != path:
+        _make_dirs_owned(parent, uid, gid)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chown(path, uid, gid)
+
+
+def _open_for_write(path: str, uid: int, gid: int, metadata: dict[str, str]) -> int:
+    """Open `path` for writing as root and hand it to `uid`:`gid`, as envd does for every upload."""
+    _make_dirs_owned(posixpath.dirname(path), uid, gid)
+    try:
+        existing = os.stat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
+        raise FilesError(400, f"path is a directory: {path}")
+    # An existing file changes hands before it is truncated, a new one right after it is created:
+    # a watcher sees CREATE, CHMOD, WRITE for a new file, as on E2B.
+    if existing is not None and stat.S_ISREG(existing.st_mode):
+        os.chown(path, uid, gid)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
     fd = os.open(path, flags, FILE_MODE)
     try:
         os.set_blocking(fd, True)
         st = os.fstat(fd)
-        # Devices and pipes are written to as they are (envd too), without owner or metadata changes.
+        # Devices and pipes are written to as they are, without owner or metadata changes.
         if stat.S_ISREG(st.st_mode):
-            # envd hands an overwritten file to the acting user; only root may take it from another owner.
-            if as_root and (st.st_uid, st.st_gid) != (0, 0):
-                os.fchown(fd, 0, 0)
+            if existing is None:
+                os.fchown(fd, uid, gid)
             _write_metadata(fd, metadata)
     except BaseException:
         os.close(fd)
@@ -222,7 +251,7 @@ def _write_all(fd: int, data: bytes) -> None:
 async def _store(user: User, path: str, chunks: AsyncIterator[bytes], metadata: dict[str, str]) -> dict[str, Any]:
     """Write `chunks` to `path` as `user`; returns the upload answer's entry for it."""
     try:
-        file = _Descriptor(await run_as(user, _open_for_write, path, user.uid == 0, metadata))
+        file = _Descriptor(await run_as(ROOT, _open_for_write, path, user.uid, user.gid, metadata))
     except OSError as exc:
         raise _os_error(exc, path) from None
     try:

@@ -7,8 +7,8 @@ thread of the process). Moving the fs uid away from 0 also drops, for that threa
 that bypass file permissions. The kernel then checks the call exactly as it checks the user's own
 processes (search permission on every directory of the path, symlinks resolved in the sandbox's view,
 no gap between check and use), and what the call creates belongs to the user, the outcome envd reaches
-by chowning afterwards. Root's calls run without a switch. envd itself does every operation as root,
-so there a non-root user can also touch files its permissions forbid; here it cannot.
+by chowning afterwards. Root's calls run without a switch. Uploads are the exception: envd writes
+them as root wherever the path leads, and `files.upload` does the same (see there).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +30,22 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgra
 
 class ClientGone(Exception):
     """The client disconnected while we were reading its request."""
+
+
+def reset_client(send: Send) -> None:
+    """Reset the client's connection, as E2B's proxy resets a stream whose sandbox went away mid-answer.
+
+    The SDK takes a reset (unlike a connection closed mid-body) for a transport failure, probes the
+    sandbox and reports it killed. ASGI has no way to say this, so it goes to the server's transport.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class Router:
@@ -123,9 +141,16 @@ class Router:
             await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
             for task in (pumping, watching):
                 task.cancel()
+            upstream_broke = False
             for task in (pumping, watching):
-                with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
+                try:
                     await task
+                except (UpstreamError, OSError, asyncio.IncompleteReadError):
+                    upstream_broke = True
+                except asyncio.CancelledError:
+                    pass
+            if upstream_broke:
+                reset_client(send)
         finally:
             # Whatever was not handed back complete is closed, so the agent sees the client go.
             drop(response)

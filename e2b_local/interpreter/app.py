@@ -48,8 +48,9 @@ class InterpreterApp:
         self.contexts = ContextManager(sandbox)
 
     def prestart(self) -> None:
-        """Start the default Python kernel now (called when the agent starts)."""
+        """Create the default Python and JavaScript contexts, starting Python's kernel now (at the agent's start)."""
         self.contexts.prestart("python")
+        self.contexts.declare_default("javascript")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

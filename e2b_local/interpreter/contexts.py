@@ -1,7 +1,9 @@
 """E2B's code contexts: each is one kernel with a language and a working directory.
 
-Every language has a default context, created on first use (Python's as soon as the agent starts in
-a code-interpreter sandbox, so that the first `run_code` finds it running or nearly so). A context
+Every language has a default context, created on first use. In a code-interpreter sandbox the
+Python and JavaScript ones exist from the agent's start, as on E2B: Python's kernel starts at once, so
+that the first `run_code` finds it running or nearly so; JavaScript's kernel (Deno, ~175 MB) starts
+on the context's first execution, so that a sandbox that never runs JavaScript does not pay for it. A context
 keeps its id across restarts, as a Jupyter kernel id does on E2B. A kernel that dies on its own (out
 of memory, `exit()`) is replaced at once, so the next execution finds a fresh one.
 """
@@ -108,20 +110,31 @@ class ContextManager:
                 self.defaults[lang.name] = ctx.id
         return ctx
 
-    def prestart(self, language: str = "python") -> None:
-        """Create the language's default context in the background, without waiting for its kernel."""
-        self.spawn(self._prestart(language))
+    def declare_default(self, language: str) -> Context:
+        """Create the language's default context now; its kernel starts on its first execution."""
+        lang = get_language(language)
+        ctx = self.contexts.get(self.defaults.get(lang.name, ""))
+        if ctx is None:
+            ctx = self._new(lang, None)
+            self.defaults[lang.name] = ctx.id
+        return ctx
 
-    async def _prestart(self, language: str) -> None:
+    def prestart(self, language: str = "python") -> None:
+        """Create the language's default context now and start its kernel in the background."""
+        self.spawn(self._prestart(self.declare_default(language)))
+
+    async def _prestart(self, ctx: Context) -> None:
         try:
-            ctx = await self.default(language)
-            if ctx.kernel is not None:
-                await ctx.kernel.wait_ready()
+            await self.kernel_for(ctx)
         except Exception:
-            log.exception("could not start the default %s kernel", language)
+            log.exception("could not start the default %s kernel", ctx.language.name)
 
     async def kernel_for(self, ctx: Context) -> Kernel:
         """The context's kernel, started or restarted if needed, once it answers."""
+        current = ctx.kernel
+        if current is not None and current.alive and current.process_exited():
+            # Killed a moment ago (kill -9 from inside): replaced now rather than handed this execution.
+            await current.wait_exited()
         kernel = await self._ensure_kernel(ctx)
         await kernel.wait_ready()
         return kernel

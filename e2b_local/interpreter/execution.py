@@ -8,9 +8,10 @@ E2B's server does: back to the sandbox's value, or unset. A client that disconne
 timeout closes the connection) interrupts the kernel; if the code does not stop soon after, the
 kernel is restarted so that the context is usable again.
 
-Every write crosses the host's proxy and wakes three processes, so lines are written in as few
-writes as streaming allows: whatever is queued goes out together, the status line waits for the
-first output, and an execution that ends before its first write is one plain (non-chunked) body.
+The status line and headers go out as soon as the code is submitted, as E2B's server sends them:
+a client whose sandbox is killed during a long cell then sees its response broken off, which the
+SDK reports as the sandbox killed. Every write crosses the host's proxy and wakes three processes,
+so lines are written in as few writes as streaming allows: whatever is queued goes out together.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ class Execution:
         self.env_vars = {str(k): str(v) for k, v in (env_vars or {}).items()}
         self.gone = False
         self.submission: Submission | None = None
-        self.started = False
 
     def client_gone(self) -> None:
         """Called when the HTTP client disconnects."""
@@ -80,7 +80,16 @@ class Execution:
             if self.gone:
                 self.submission.put(DISCONNECTED)
             try:
+                await send({"type": "http.response.start", "status": 200, "headers": NDJSON_HEADERS})
                 finished = await self._stream(kernel, self.submission, send)
+                if finished is None:
+                    # The kernel died (killed from inside, say) before it took the code: the code
+                    # never ran, so it runs on the context's replacement kernel instead.
+                    self.submission.close()
+                    kernel = await self.manager.kernel_for(ctx)
+                    await self._sync_env(kernel)
+                    self.submission = kernel.submit(self.code)
+                    finished = await self._stream(kernel, self.submission, send, retry=False)
             except BaseException:
                 self.submission.close()
                 raise
@@ -99,8 +108,12 @@ class Execution:
             if release_now:
                 ctx.lock.release()
 
-    async def _stream(self, kernel: Kernel, submission: Submission, send: Send) -> bool:
-        """Forward the submission's outputs; False when the client left before the end."""
+    async def _stream(self, kernel: Kernel, submission: Submission, send: Send, retry: bool = True) -> bool | None:
+        """Forward the submission's outputs; False when the client left before the end.
+
+        With `retry`, None when the kernel died before it sent anything for the submission.
+        """
+        received = False
         translator = Translator(submission.msg_id, self.ctx.language.result_quote)
         fence = self.ctx.language.fence
         # Lines that wait for the next write rather than take one of their own (each write travels
@@ -124,10 +137,13 @@ class Execution:
                 if item is DISCONNECTED:
                     return False
                 if isinstance(item, KernelExit):
+                    if retry and not received and not lines and not held:
+                        return None
                     lines += [error_line(item.name, item.message), END_OF_EXECUTION]
                     await self._write(send, encode(lines), more=False)
                     return True
                 assert isinstance(item, dict)
+                received = True
                 line = translator.line(item)
                 if line is not None:
                     lines.append(line)
@@ -147,14 +163,6 @@ class Execution:
                 await self._write(send, encode(lines))
 
     async def _write(self, send: Send, data: bytes, more: bool = True) -> None:
-        # The status line and headers go out with the first lines, not before the code runs: one
-        # write fewer through the host's proxy, and the client wakes up once.
-        if not self.started:
-            self.started = True
-            headers = NDJSON_HEADERS
-            if not more:  # the whole response at once: a plain body instead of chunks, one write less
-                headers = [*headers, (b"content-length", str(len(data)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
         await _body(send, data, more)
 
     # -- environment -------------------------------------------------------------------------------

@@ -317,6 +317,20 @@ class Kernel:
         """True until the process has exited."""
         return self.death is None
 
+    def process_exited(self) -> bool:
+        """True when the kernel's process is gone or a zombie, even before its exit has been handled."""
+        if self.proc is None:
+            return False
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+        except (OSError, IndexError):
+            return True
+
+    async def wait_exited(self) -> None:
+        """Wait until the kernel's exit has been handled (its executions told, `alive` False)."""
+        await self._exited.wait()
+
     @property
     def expected_exit(self) -> bool:
         """True when the agent killed the kernel on purpose (restart, removal)."""

@@ -28,6 +28,7 @@ import os
 import resource
 import socket
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 
 from e2b_local.isolation import idmap, network
@@ -101,6 +102,12 @@ STAGE_AGENT = STAGE + "/agent"
 STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
 STAGE_VOLUME = STAGE + "/volume{}"
+STAGE_BOOT_ID = STAGE + "/boot_id"
+# The sandbox's sudo, replaced by the agent's shim (see e2b_local/agent/sudo.py).
+SUDO_PATH = "/usr/bin/sudo"
+SUDO_SHIM = "/agent/sudo_shim.py"
+# Shown over the host's own: each sandbox has its boot id, new at each cold boot (as a VM's would be).
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 STAGE_SIZE = "16m"
 STAGE_INODES = 1024
 
@@ -136,7 +143,10 @@ def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd:
         "--bind", STAGE_RUN, RUN_MOUNT,
         *[a for index, (_, target) in enumerate(spec.volumes) for a in ("--bind", STAGE_VOLUME.format(index), target)],
         "--proc", "/proc",
+        "--ro-bind", STAGE_BOOT_ID, BOOT_ID_PATH,
         "--dev", "/dev",
+        # No setuid program can raise privileges in a sandbox (no_new_privs): sudo asks the agent.
+        *(["--ro-bind", STAGE_AGENT + SUDO_SHIM, SUDO_PATH] if os.path.isfile(STAGE_ROOT + SUDO_PATH) else []),
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
         "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
@@ -171,6 +181,9 @@ def _stage(spec: LaunchSpec) -> None:
     mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
     for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
         os.mkdir(path)
+    with open(STAGE_BOOT_ID, "w") as f:
+        f.write(f"{uuid.uuid4()}\n")
+    os.chmod(STAGE_BOOT_ID, 0o444)
     layer = {p: fd_path(p) for p in dict.fromkeys([*spec.lowers, spec.base_layer])}
     for index in range(len(spec.volumes)):
         os.mkdir(STAGE_VOLUME.format(index))

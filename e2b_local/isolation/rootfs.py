@@ -34,7 +34,7 @@ ID_RANGE = 65_536
 USER_NAME = "user"
 USER_ID = 1000
 BASE_PACKAGES = (
-    "python3", "python3-pip", "python3-venv", "python3-dev", "nodejs", "npm", "bash", "coreutils",
+    "python3", "python-is-python3", "python3-pip", "python3-venv", "python3-dev", "nodejs", "npm", "bash", "coreutils",
     "git", "curl", "wget", "ca-certificates", "procps", "sudo", "less", "nano", "unzip", "xz-utils",
     "iproute2", "iputils-ping", "build-essential",
 )
