@@ -32,6 +32,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "install.sh: installing the project into .venv" >&2
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+if [ -n "$extras" ]; then
+    # The JS SDK and the E2B CLI, which the suite drives against e2b-local too (they need Node 20.18+).
+    if command -v npm >/dev/null && node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=18)?0:1)'; then
+        echo "install.sh: installing the JS SDK and the E2B CLI into tests/js" >&2
+        npm ci --prefix tests/js --no-audit --no-fund --silent
+    else
+        echo "install.sh: no Node 20.18+ with npm: the JS SDK and E2B CLI tests will be skipped" >&2
+    fi
+fi
 # On PATH for every shell (the README's commands run as written), unless something else has the name.
 link=/usr/local/bin/e2b-local
 if [ -d /usr/local/bin ] && { [ ! -e "$link" ] || [ -L "$link" ]; }; then

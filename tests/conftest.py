@@ -20,6 +20,8 @@ pytest_plugins = ["pytester"]
 
 # Root filesystems are built once per machine and shared by every test run (they take minutes).
 ROOTFS_CACHE = os.environ.get("E2B_LOCAL_ROOTFS", "/var/tmp/e2b-local-rootfs")
+# The JS SDK and the E2B CLI, installed here by `install.sh --test` (tests/js/package.json pins them).
+JS_PROJECT = Path(__file__).parent / "js"
 # The first start of a server builds the root filesystems when the cache is cold.
 SERVER_START_TIMEOUT = 900.0
 # Tests here drive real sandboxes; so does any test that asks for a server.

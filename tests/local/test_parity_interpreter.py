@@ -10,9 +10,9 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import JS_PROJECT
 from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
@@ -122,10 +122,9 @@ const { Sandbox } = require('@e2b/code-interpreter');
 
 
 def test_js_sdk_smoke(e2b_server) -> None:
-    # A directory whose node_modules holds @e2b/code-interpreter (`npm install @e2b/code-interpreter`).
-    project = Path(os.environ.get("E2B_LOCAL_JS_SDK", Path.cwd()))
+    project = JS_PROJECT
     if shutil.which("node") is None or not (project / "node_modules/@e2b/code-interpreter").is_dir():
-        pytest.skip("node and @e2b/code-interpreter are not installed (set E2B_LOCAL_JS_SDK)")
+        pytest.skip("no JS SDK in tests/js (install.sh --test installs it with Node 20.18+)")
     script = project / f"e2b-local-smoke-{os.getpid()}.cjs"
     script.write_text(JS_SMOKE)
     try:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from datetime import timedelta
 
 import httpx
 import pytest
+from conftest import JS_PROJECT
 from e2b import CommandExitException, ConnectionConfig, Sandbox
 from e2b.api import ApiClient
 from e2b.api.client.api.sandboxes import get_sandboxes_sandbox_id_logs, get_v_2_sandboxes_sandbox_id_logs
 from e2b.api.client.models import LogLevel, LogsDirection, SandboxLogs, SandboxLogsV2Response
+
+E2B_CLI = JS_PROJECT / "node_modules" / ".bin" / "e2b"
 
 
 def _client(server) -> ApiClient:
@@ -103,13 +105,13 @@ def test_the_journal_is_not_reachable_through_the_sandbox_route(e2b_server) -> N
         sandbox.kill()
 
 
-@pytest.mark.skipif(shutil.which("e2b") is None, reason="the E2B CLI (npm install -g @e2b/cli) is not installed")
+@pytest.mark.skipif(not E2B_CLI.exists(), reason="no E2B CLI in tests/js (install.sh --test, Node 20.18+)")
 def test_the_e2b_cli_prints_the_logs(e2b_server) -> None:
     sandbox = Sandbox.create()
     try:
         sandbox.commands.run("echo from-the-cli-test")
         env = {**os.environ, **e2b_server.env}
-        proc = subprocess.run(["e2b", "sandbox", "logs", sandbox.sandbox_id, "--format", "json"], env=env,
+        proc = subprocess.run([str(E2B_CLI), "sandbox", "logs", sandbox.sandbox_id, "--format", "json"], env=env,
                               capture_output=True, text=True, timeout=120)
     finally:
         sandbox.kill()
