@@ -64,13 +64,18 @@ def test_short_timeout_raises_and_kills(sbx: Sandbox) -> None:
 
 
 def test_background_output_arrives_while_running(sbx: Sandbox) -> None:
-    started = time.monotonic()
-    handle = sbx.commands.run("echo ready; sleep 1; echo done", background=True)
-    assert time.monotonic() - started < 1.0  # returned on the start event, before the command ended
-    seen = []
-    result = handle.wait(on_stdout=seen.append)
+    # The command cannot end before /tmp/go exists, which this test makes only once "ready" has arrived.
+    handle = sbx.commands.run("echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo done", background=True)
+    seen: list[str] = []
+
+    def on_stdout(chunk: str) -> None:
+        seen.append(chunk)
+        if "ready" in chunk:
+            sbx.files.write("/tmp/go", "")
+
+    result = handle.wait(on_stdout=on_stdout)
     assert result.stdout == "ready\ndone\n"
-    assert "".join(seen).endswith("done\n")
+    assert "".join(seen) == "ready\ndone\n"
 
 
 def test_list_connect_and_kill(sbx: Sandbox) -> None:

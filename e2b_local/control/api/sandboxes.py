@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -36,7 +38,13 @@ async def create_sandbox(request: Request) -> Response:
     return JSONResponse(wire.sandbox(record), status_code=201)
 
 
+def _expired(record: SandboxRecord, now: float) -> bool:
+    """Past its end and to be killed: gone for the caller, whether or not the expiry loop got to it yet."""
+    return record.running and record.end_at <= now and not (record.lifecycle and record.lifecycle.pauses)
+
+
 def _filtered(request: Request, default_states: set[SandboxState]) -> list[SandboxRecord]:
+    now = time.time()
     query = request.query_params
     metadata = params.metadata_filter(query.get("metadata") or query.get("query"))
     states = params.states(query.get("state"), default_states)
@@ -44,7 +52,7 @@ def _filtered(request: Request, default_states: set[SandboxState]) -> list[Sandb
     started_after = params.parse_time(query["startedAfter"]) if query.get("startedAfter") else None
     records = [
         r for r in services(request).fleet.list()
-        if r.state in states
+        if r.state in states and not _expired(r, now)
         and all(r.metadata.get(k) == v for k, v in metadata.items())
         and (template is None or template in (r.template_id, r.alias))
         and (started_after is None or r.started_at >= started_after)
