@@ -21,6 +21,7 @@ import sqlite3
 import string
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,10 @@ class Source:
     layers: list[Path] | None = None  # None: the template's current layers
     files: Path | None = None  # an upper layer to copy; None: empty
     env_vars: dict[str, str] = field(default_factory=dict)
+    # A custom template's CPU and memory (None: the defaults), and what runs once its agent is up
+    # (the template's start command and ready check), before create returns.
+    limits: Limits | None = None
+    after_boot: Callable[[httpx.AsyncClient], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -150,6 +155,8 @@ class SandboxManager:
         self.live: dict[str, Live] = {}
         self.snapshots = SnapshotStore(paths.snapshots, self.registry)
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
+        # Looked up by `resolve` after the built-in templates: each maps a `templateID` to a Source or None.
+        self.template_resolvers: list[Callable[[str], Source | None]] = []
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
@@ -258,7 +265,8 @@ class SandboxManager:
             self.pool[template].append(booted)
 
     async def _boot(self, template: str, internet: bool, layers: list[Path] | None = None,
-                    files: Path | None = None, priority: Priority = Priority.REQUESTED) -> Booted:
+                    files: Path | None = None, priority: Priority = Priority.REQUESTED,
+                    limits: Limits | None = None) -> Booted:
         """Start a new sandbox of `template`, on `files` (a saved upper layer) if given.
 
         It returns once the agent answers: a boot holds one of the few boot slots until then.
@@ -271,7 +279,7 @@ class SandboxManager:
                 self._in_flight += 1
             try:
                 container.prepare(DEFAULT_DISK_MB, upper_from=files)
-                pid, slirp_pid = self._launch(container, layers, internet)
+                pid, slirp_pid = self._launch(container, layers, internet, limits)
                 if self._stopping:
                     raise RuntimeError("the server is shutting down")
                 with self._boot_lock:
@@ -299,9 +307,10 @@ class SandboxManager:
             self._unclaimed.discard(container)
         return booted
 
-    def _launch(self, container: Container, layers: list[Path], internet: bool) -> tuple[int, int]:
+    def _launch(self, container: Container, layers: list[Path], internet: bool,
+                limits: Limits | None = None) -> tuple[int, int]:
         """Start the namespaces and agent of a prepared container (its socket listens at once)."""
-        info = container.launch(layers, default_limits(), self.seccomp, "e2b-sandbox", internet,
+        info = container.launch(layers, limits or default_limits(), self.seccomp, "e2b-sandbox", internet,
                                 base_layer=layers[-1])
         return info.pid, info.slirp_pid
 
@@ -322,6 +331,10 @@ class SandboxManager:
         name = builtin_template(template)
         if name is not None:
             return Source(template_id=name, alias=name, base_template=name)
+        for resolver in self.template_resolvers:
+            source = resolver(template)
+            if source is not None:
+                return source
         snapshot = self.snapshots.for_template(template)
         if snapshot is None:
             raise ApiError(404, f"template '{template}' not found")
@@ -350,9 +363,10 @@ class SandboxManager:
         if source.files is None and source.layers is None:
             booted = await self._take(source.base_template, internet)
         else:
-            booted = await self._boot(source.base_template, internet, source.layers, source.files)
+            booted = await self._boot(source.base_template, internet, source.layers, source.files,
+                                      limits=source.limits)
         now = time.time()
-        limits = default_limits()
+        limits = source.limits or default_limits()
         record = SandboxRecord(
             sandbox_id=new_id(), template_id=source.template_id, key=booted.container.key,
             access_token=secrets.token_hex(16), started_at=now, end_at=now + timeout, alias=source.alias,
@@ -366,6 +380,8 @@ class SandboxManager:
         try:
             await self._enforce(record, policy, internet)
             await self._init_agent(record, client)
+            if source.after_boot is not None:
+                await source.after_boot(client)
             # Unrecorded, the sandbox would outlive a restart unknown: it exists once its record does.
             self.registry.put(record)
         except BaseException:
@@ -400,7 +416,10 @@ class SandboxManager:
         def boot() -> tuple[int, int]:
             container.stop()
             container.prepare_reboot()
-            return self._launch(container, layers, internet)
+            # With the limits it was created with (a custom template's own CPU and memory).
+            return self._launch(container, layers, internet,
+                                Limits(memory_mb=record.memory_mb, cpu_count=record.cpu_count,
+                                       max_pids=DEFAULT_MAX_PIDS))
 
         try:
             async with self.workers.boot_slots.hold(Priority.REQUESTED):

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.config import Paths
-from e2b_local.control import api
+from e2b_local.control import api, templates
 from e2b_local.control.errors import ApiError, CatchAll, error_response
 from e2b_local.control.router import forward, respond_json
 from e2b_local.control.sandboxes import SandboxManager
@@ -48,13 +48,14 @@ class Server:
         paths.secure()
         self.manager = SandboxManager(paths)
         self.api = Starlette(
-            routes=api.routes(),
+            routes=[*api.routes(), *templates.routes()],
             exception_handlers={ApiError: _api_error, HTTPException: _http_error},
             # Inside Starlette's last-resort handler, which would close the connection after answering.
             middleware=[Middleware(CatchAll, data_dir=paths.home)],
             lifespan=self._lifespan,
         )
         self.api.state.manager = self.manager
+        self.api.state.templates = templates.TemplateService(self.manager)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -74,7 +75,7 @@ class Server:
         if sandbox_id is not None:
             await forward(self.manager, self.api_key, sandbox_id.decode("latin-1"), scope, receive, send)
             return
-        if scope["path"] not in OPEN_PATHS:
+        if scope["path"] not in OPEN_PATHS and not scope["path"].startswith(templates.OPEN_PREFIXES):
             key = headers.get(b"x-api-key", b"").decode("latin-1")
             if not secrets.compare_digest(key, self.api_key):
                 await respond_json(send, 401, {"code": 401, "message": "Invalid API key"})

@@ -1,0 +1,236 @@
+"""Custom templates through the real SDK's Template builder, built and used on a real e2b-local."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2b import (
+    BuildException,
+    Sandbox,
+    Template,
+    wait_for_file,
+    wait_for_port,
+)
+
+from tests.conftest import LocalServer, start_server, stop_server
+
+# A ready check that never passes fails the build after this long (the server's setting).
+READY_TIMEOUT = 8
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server of its own: its template registry and layer store start empty."""
+    srv = start_server(tmp_path_factory.mktemp("e2b-templates-home"),
+                       env={"E2B_LOCAL_READY_TIMEOUT": str(READY_TIMEOUT), "E2B_LOCAL_POOL_SIZE": "0"})
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    """A build context directory with a file, a directory tree and a symlink."""
+    (tmp_path / "hello.txt").write_text("hello from the context\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("print('app main')\n")
+    (tmp_path / "app" / "lib").mkdir()
+    (tmp_path / "app" / "lib" / "util.py").write_text("X = 1\n")
+    os.symlink("main.py", tmp_path / "app" / "link.py")
+    return tmp_path
+
+
+def _logs() -> tuple[list[str], object]:
+    lines: list[str] = []
+    return lines, lambda entry: lines.append(entry.message)
+
+
+def _run(sbx: Sandbox, cmd: str, user: str | None = None) -> str:
+    kwargs = {"user": user} if user else {}
+    return sbx.commands.run(cmd, **kwargs).stdout
+
+
+def test_every_step_kind_then_create(server: LocalServer, context: Path) -> None:
+    template = (
+        Template(file_context_path=context)
+        .from_template("base")
+        .set_envs({"GREETING": "hi there", "APP_HOME": "/opt/app"})
+        .run_cmd("echo $GREETING > /tmp/greeting && whoami > /tmp/whoami")
+        .make_dir("/opt/app", user="root")
+        .run_cmd("chown user: /opt/app", user="root")
+        .copy("hello.txt", "/opt/app/")
+        .copy("app", "/opt/app/src", mode=0o755)
+        .copy("hello.txt", "/opt/app/owned-by-root.txt", user="root")
+        .set_workdir("/opt/app/work")
+        .run_cmd("pwd > where.txt")
+        .make_symlink("/opt/app/hello.txt", "/opt/app/hello-link")
+        .rename("/opt/app/work/where.txt", "/opt/app/where-moved.txt")
+        .run_cmd("touch /opt/app/doomed && echo bye > /opt/app/doomed")
+        .remove("/opt/app/doomed")
+        .remove("/etc/motd", force=True, user="root")
+        .set_user("root")
+        .run_cmd("whoami > /root/whoami-root")
+        .pip_install(["tabulate"])
+        .set_user("user")
+    )
+    lines, on_logs = _logs()
+    info = Template.build(template, "every-step:v1", cpu_count=1, memory_mb=768, on_build_logs=on_logs,
+                          **server.sdk)
+    assert info.name == "every-step:v1"
+    assert any("RUN" in line and "whoami" in line for line in lines), lines
+    assert Template.exists("every-step", **server.sdk)
+    assert not Template.exists("no-such-template", **server.sdk)
+    assert Template.exists("base", **server.sdk)
+
+    sbx = Sandbox.create("every-step:v1", **server.sdk)
+    try:
+        assert _run(sbx, "cat /tmp/greeting").strip() == "hi there"
+        assert _run(sbx, "cat /tmp/whoami").strip() == "user"
+        assert _run(sbx, "cat /opt/app/hello.txt") == "hello from the context\n"
+        assert _run(sbx, "stat -c '%U %a' /opt/app/hello.txt").strip().split()[0] == "user"
+        assert _run(sbx, "stat -c '%U' /opt/app/owned-by-root.txt").strip() == "root"
+        assert _run(sbx, "python3 /opt/app/src/main.py").strip() == "app main"
+        assert _run(sbx, "cat /opt/app/src/lib/util.py").strip() == "X = 1"
+        assert _run(sbx, "stat -c '%a' /opt/app/src/main.py").strip() == "755"
+        assert _run(sbx, "readlink /opt/app/src/link.py").strip() == "main.py"
+        assert _run(sbx, "cat /opt/app/where-moved.txt").strip() == "/opt/app/work"
+        assert _run(sbx, "readlink /opt/app/hello-link").strip() == "/opt/app/hello.txt"
+        assert _run(sbx, "test -e /opt/app/doomed && echo present || echo gone").strip() == "gone"
+        assert _run(sbx, "test -e /etc/motd && echo present || echo gone").strip() == "gone"
+        assert _run(sbx, "cat /root/whoami-root", user="root").strip() == "root"
+        assert _run(sbx, "python3 -c 'import tabulate; print(tabulate.__name__)'").strip() == "tabulate"
+        assert _run(sbx, "echo $APP_HOME").strip() == "/opt/app"
+        # Its own CPU and memory settings.
+        info_ = sbx.get_info()
+        assert (info_.cpu_count, info_.memory_mb) == (1, 768)
+        assert _run(sbx, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || true").strip() in (
+            "", str(768 * 1024 * 1024))
+    finally:
+        sbx.kill()
+
+
+def test_unknown_template_errors(server: LocalServer) -> None:
+    from e2b import NotFoundException, SandboxException
+
+    with pytest.raises((NotFoundException, SandboxException)) as caught:
+        Sandbox.create("never-built-template", **server.sdk)
+    assert "not found" in str(caught.value)
+    template = Template().from_template("never-built-template").run_cmd("true")
+    with pytest.raises(BuildException, match="never-built-template"):
+        Template.build(template, "child-of-nothing", **server.sdk)
+
+
+def test_cache_reuses_unchanged_prefix(server: LocalServer) -> None:
+    def recipe() -> object:
+        return (Template().from_template("base")
+                .run_cmd("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /home/user/random")
+                .run_cmd("date +%s%N > /home/user/stamp"))
+
+    first_lines, first = _logs()
+    Template.build(recipe(), "cached", on_build_logs=first, **server.sdk)
+    second_lines, second = _logs()
+    Template.build(recipe(), "cached", on_build_logs=second, **server.sdk)
+    assert not any(line.startswith("CACHED") for line in first_lines), first_lines
+    assert sum(line.startswith("CACHED") for line in second_lines) == 2, second_lines
+
+    def contents(name: str) -> tuple[str, str]:
+        sbx = Sandbox.create(name, **server.sdk)
+        try:
+            return _run(sbx, "cat /home/user/random"), _run(sbx, "cat /home/user/stamp")
+        finally:
+            sbx.kill()
+
+    built = contents("cached")
+    # A template sharing the first step's prefix reuses that layer and runs only its own step.
+    other_lines, other = _logs()
+    Template.build(recipe().run_cmd("echo extra > /home/user/extra"), "cached-plus", on_build_logs=other,
+                   **server.sdk)
+    assert sum(line.startswith("CACHED") for line in other_lines) == 2, other_lines
+    assert contents("cached-plus") == built
+
+    # skip_cache() rebuilds everything; a forced step rebuilds itself and what follows it.
+    forced_lines, forced = _logs()
+    Template.build(recipe(), "cached", skip_cache=True, on_build_logs=forced, **server.sdk)
+    assert not any(line.startswith("CACHED") for line in forced_lines), forced_lines
+    rebuilt = contents("cached")
+    assert rebuilt[0] != built[0] and rebuilt[1] != built[1]
+
+    partial_lines, partial = _logs()
+    template = (Template().from_template("base")
+                .run_cmd("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /home/user/random")
+                .skip_cache()
+                .run_cmd("date +%s%N > /home/user/stamp"))
+    Template.build(template, "cached", on_build_logs=partial, **server.sdk)
+    assert sum(line.startswith("CACHED") for line in partial_lines) == 1, partial_lines
+    again = contents("cached")
+    assert again[0] == rebuilt[0] and again[1] != rebuilt[1]
+
+
+def test_delete_frees_unshared_layers(server: LocalServer) -> None:
+    import httpx
+
+    layers = server.home / "templates" / "layers"
+    before = {p.name for p in layers.iterdir()}
+    Template.build(Template().from_template("base").run_cmd("echo only-mine > /home/user/mine"), "doomed-tpl",
+                   **server.sdk)
+    mine = {p.name for p in layers.iterdir()} - before
+    assert len(mine) == 1
+    headers = {"X-API-Key": server.api_key}
+    template_id = httpx.get(f"{server.url}/templates/aliases/doomed-tpl", headers=headers).json()["templateID"]
+    assert httpx.delete(f"{server.url}/templates/{template_id}", headers=headers).status_code == 204
+    assert not Template.exists("doomed-tpl", **server.sdk)
+    after = {p.name for p in layers.iterdir()}
+    assert not (mine & after)
+    assert before <= after
+    assert httpx.delete(f"{server.url}/templates/{template_id}", headers=headers).status_code == 404
+
+
+def test_failing_step_reports_step_exit_code_and_output(server: LocalServer) -> None:
+    template = (Template().from_template("base")
+                .run_cmd("echo first-step")
+                .run_cmd("echo about to fail; echo 'the last words' >&2; exit 7"))
+    with pytest.raises(BuildException) as caught:
+        Template.build(template, "failing-step", **server.sdk)
+    message = str(caught.value)
+    assert "step 2" in message and "code 7" in message and "the last words" in message, message
+    assert not Template.exists("failing-step", **server.sdk) or _has_no_ready_build("failing-step", server)
+
+
+def _has_no_ready_build(name: str, server: LocalServer) -> bool:
+    try:
+        Sandbox.create(name, **server.sdk).kill()
+    except Exception as exc:  # the SDK's error for a template without a ready build
+        return "no ready build" in str(exc) or "not found" in str(exc)
+    return False
+
+
+def test_unknown_user_fails_the_build(server: LocalServer) -> None:
+    template = Template().from_template("base").set_user("nobody-here").run_cmd("whoami")
+    with pytest.raises(BuildException, match="nobody-here"):
+        Template.build(template, "ghost-user", **server.sdk)
+
+
+def test_start_and_ready_commands(server: LocalServer) -> None:
+    template = (Template().from_template("base")
+                .set_start_cmd("sleep 1; touch /tmp/started; python3 -m http.server 8123", wait_for_port(8123)))
+    Template.build(template, "with-server", **server.sdk)
+    sbx = Sandbox.create("with-server", **server.sdk)
+    try:
+        # Ready before create returned: the port answers at once.
+        assert _run(sbx, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8123/").strip() == "200"
+        assert _run(sbx, "test -f /tmp/started && echo yes").strip() == "yes"
+    finally:
+        sbx.kill()
+
+
+def test_ready_check_that_never_passes_fails_with_its_timeout(server: LocalServer) -> None:
+    template = Template().from_template("base").set_ready_cmd(wait_for_file("/tmp/never-there"))
+    with pytest.raises(BuildException) as caught:
+        Template.build(template, "never-ready", **server.sdk)
+    message = str(caught.value)
+    assert "never-there" in message and re.search(rf"\b{READY_TIMEOUT}\s*s\b", message), message
