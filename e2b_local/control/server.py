@@ -48,7 +48,8 @@ class Server:
         paths.secure()
         self.manager = SandboxManager(paths)
         self.api = Starlette(
-            routes=[*api.routes(), *templates.routes()],
+            # Templates first: snapshots are deleted through /templates/{id} too, which the template routes pass on.
+            routes=[*templates.routes(), *api.routes()],
             exception_handlers={ApiError: _api_error, HTTPException: _http_error},
             # Inside Starlette's last-resort handler, which would close the connection after answering.
             middleware=[Middleware(CatchAll, data_dir=paths.home)],

@@ -220,7 +220,14 @@ async def get_template(request: Request) -> Response:
 
 
 async def delete_template(request: Request) -> Response:
-    await asyncio.to_thread(_service(request).delete, request.path_params["template_id"])
+    service = _service(request)
+    reference = request.path_params["template_id"]
+    if service.find(reference) is None:
+        # Snapshot templates are deleted through the same path.
+        from e2b_local.control.api_persistence import delete_snapshot
+
+        return await delete_snapshot(request)
+    await asyncio.to_thread(service.delete, reference)
     return Response(status_code=204)
 
 
@@ -303,5 +310,5 @@ def routes() -> list[Route]:
         Route("/templates", list_templates, methods=["GET"]),
         Route(tid + "/tags", list_tags, methods=["GET"]),
         Route(tid, get_template, methods=["GET"]),
-        Route(tid, delete_template, methods=["DELETE"]),
+        Route("/templates/{template_id:path}", delete_template, methods=["DELETE"]),
     ]
