@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +235,56 @@ def test_ready_check_that_never_passes_fails_with_its_timeout(server: LocalServe
         Template.build(template, "never-ready", **server.sdk)
     message = str(caught.value)
     assert "never-there" in message and re.search(rf"\b{READY_TIMEOUT}\s*s\b", message), message
+
+
+def test_background_build_tags_and_status(server: LocalServer) -> None:
+    template = Template().from_template("base").run_cmd("echo background-build > /home/user/marker")
+    info = Template.build_in_background(template, "in-background:first", **server.sdk)
+    status = Template.get_build_status(info, **server.sdk)
+    assert status.build_id == info.build_id and status.template_id == info.template_id
+    entries = []
+    deadline = time.monotonic() + 300
+    while status.status.value in ("waiting", "building"):
+        assert time.monotonic() < deadline, "the build did not finish in time"
+        time.sleep(0.3)
+        status = Template.get_build_status(info, logs_offset=len(entries), **server.sdk)
+        entries += status.log_entries
+    assert status.status.value == "ready", status.reason
+    assert any("background-build" in e.message for e in entries), [e.message for e in entries]
+    # Offsets page through the same entries.
+    replay = Template.get_build_status(info, logs_offset=1, **server.sdk).log_entries
+    assert [e.message for e in replay][:3] == [e.message for e in entries][1:4]
+
+    assigned = Template.assign_tags("in-background:first", ["stable", "prod"], **server.sdk)
+    assert assigned.build_id == info.build_id and assigned.tags == ["stable", "prod"]
+    assert {t.tag for t in Template.get_tags("in-background", **server.sdk)} == {"first", "stable", "prod"}
+    sbx = Sandbox.create("in-background:stable", **server.sdk)
+    try:
+        assert _run(sbx, "cat /home/user/marker").strip() == "background-build"
+    finally:
+        sbx.kill()
+    Template.remove_tags("in-background", "prod", **server.sdk)
+    assert {t.tag for t in Template.get_tags("in-background", **server.sdk)} == {"first", "stable"}
+    with pytest.raises(Exception, match=r"no ready build|not found"):
+        Sandbox.create("in-background:prod", **server.sdk)
+
+
+def test_from_dockerfile(server: LocalServer, context: Path) -> None:
+    dockerfile = (
+        "FROM e2bdev/base:latest\n"
+        "ENV DOCKER_VAR=from-dockerfile\n"
+        "USER root\n"
+        "RUN mkdir -p /srv/site && echo \"$DOCKER_VAR\" > /srv/site/env.txt\n"
+        "WORKDIR /srv/site\n"
+        "COPY hello.txt ./\n"
+        "RUN cat hello.txt > copied.txt\n"
+        "USER user\n"
+    )
+    template = Template(file_context_path=context).from_dockerfile(dockerfile)
+    Template.build(template, "from-dockerfile", **server.sdk)
+    sbx = Sandbox.create("from-dockerfile", **server.sdk)
+    try:
+        assert _run(sbx, "cat /srv/site/env.txt").strip() == "from-dockerfile"
+        assert _run(sbx, "cat /srv/site/copied.txt") == "hello from the context\n"
+    finally:
+        sbx.kill()
