@@ -288,3 +288,90 @@ def test_from_dockerfile(server: LocalServer, context: Path) -> None:
         assert _run(sbx, "cat /srv/site/copied.txt") == "hello from the context\n"
     finally:
         sbx.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two real registries on loopback (Debian's docker-registry), one needing a password, each holding
+    a small image built with umoci and pushed with skopeo."""
+    import shutil
+    import subprocess
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # bcrypt through libxcrypt: what the registry's htpasswd wants
+
+    if not (shutil.which("docker-registry") and shutil.which("skopeo") and shutil.which("umoci")):
+        pytest.skip("docker-registry, skopeo and umoci are needed (install.sh --test installs them)")
+    root = tmp_path_factory.mktemp("registries")
+    (root / "htpasswd").write_text(f"tester:{crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    processes, addresses = [], {}
+    for name, auth in (("open", ""), ("private", f"auth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n")):
+        port = _free_port()
+        config = root / f"{name}.yml"
+        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/{name}-data\n"
+                          f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+        log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the registry's lifetime
+        processes.append(subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log))
+        addresses[name] = f"127.0.0.1:{port}"
+    try:
+        layout = root / "layout"
+        subprocess.run(["umoci", "init", "--layout", str(layout)], check=True)
+        subprocess.run(["umoci", "new", "--image", f"{layout}:v1"], check=True)
+        bundle = root / "bundle"
+        subprocess.run(["umoci", "unpack", "--image", f"{layout}:v1", str(bundle)], check=True)
+        (bundle / "rootfs" / "etc").mkdir(parents=True, exist_ok=True)
+        (bundle / "rootfs" / "etc" / "image-marker").write_text("pulled from a registry\n")
+        subprocess.run(["umoci", "repack", "--image", f"{layout}:v1", str(bundle)], check=True)
+        subprocess.run(["umoci", "config", "--image", f"{layout}:v1", "--config.env", "IMAGE_VAR=from-image"],
+                       check=True)
+        deadline = time.monotonic() + 30
+        for name, creds in (("open", []), ("private", ["--dest-creds", "tester:s3cret"])):
+            while True:
+                result = subprocess.run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", *creds,
+                                         f"oci:{layout}:v1", f"docker://{addresses[name]}/tests/marker:v1"],
+                                        capture_output=True, text=True)
+                if result.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, result.stderr
+                time.sleep(0.3)
+        yield addresses
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_from_image_pulled_from_registries(server: LocalServer, registries: dict[str, str]) -> None:
+    open_image = f"{registries['open']}/tests/marker:v1"
+    Template.build(Template().from_image(open_image).run_cmd("cat /etc/image-marker > /home/user/seen"),
+                   "from-open-registry", **server.sdk)
+    private_image = f"{registries['private']}/tests/marker:v1"
+    with pytest.raises(BuildException, match=re.escape(registries["private"])):
+        Template.build(Template().from_image(private_image), "from-private-no-creds", **server.sdk)
+    Template.build(Template().from_image(private_image, username="tester", password="s3cret")
+                   .run_cmd("echo $IMAGE_VAR > /home/user/var"), "from-private-registry", **server.sdk)
+    for name, command, expected in (("from-open-registry", "cat /home/user/seen", "pulled from a registry"),
+                                    ("from-private-registry", "cat /home/user/var", "from-image")):
+        sbx = Sandbox.create(name, **server.sdk)
+        try:
+            assert _run(sbx, command).strip() == expected
+        finally:
+            sbx.kill()
+
+
+def test_unreachable_registry_fails_fast_naming_image_and_registry(server: LocalServer) -> None:
+    image = f"127.0.0.1:{_free_port()}/nowhere/image:1"
+    with pytest.raises(BuildException) as caught:
+        Template.build(Template().from_image(image), "from-nowhere", **server.sdk)
+    message = str(caught.value)
+    assert image in message and image.split("/")[0] in message, message

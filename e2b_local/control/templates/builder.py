@@ -208,6 +208,19 @@ class Builder:
                 client, build, start_cmd, ready_cmd, state.user, state.env, state.workdir, "finalize"), capture=False)
         service.finish(build)
 
+    async def provision(self, build: BuildRecord, base: Base, script: str, workdir: str | None) -> Base:
+        """Run `script` as root over `base` (cached like a step); the base with its layer on top."""
+        key = cache_key(base.key, {"type": "PROVISION", "args": [script]})
+        layer = self.store.lookup(key)
+        if layer is None:
+            state = State(base.key, list(base.layers), dict(base.env), "root", "/")
+            build.base_template = base.base_template
+            layer = await self._in_sandbox(build, state, lambda client: self._command(
+                client, build, "base", ["/bin/sh", "-c", script], "root", base.env, "/", shown="provisioning"))
+            self.store.remember(key, layer)
+        return Base(key=key, layers=([layer] if layer else []) + base.layers, base_template=base.base_template,
+                    env=base.env, user=DEFAULT_USER, workdir=workdir or DEFAULT_WORKDIR)
+
     @staticmethod
     def _absolute(path: str, workdir: str) -> str:
         return os.path.normpath(path if path.startswith("/") else os.path.join(workdir, path))
