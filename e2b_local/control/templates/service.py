@@ -280,7 +280,8 @@ class TemplateService:
                 except StepFailed as exc:
                     raise ApiError(500, f"template '{template.name}': {exc.message}") from None
         return Source(template_id=template.template_id, alias=template.name, base_template=build.base_template,
-                      layers=self.layer_paths(build.base_template, build.layers), env_vars=dict(build.env),
+                      # As on E2B, set_envs is for the build (and the start command): sandboxes do not inherit it.
+                      layers=self.layer_paths(build.base_template, build.layers),
                       limits=Limits(memory_mb=build.memory_mb, cpu_count=build.cpu_count,
                                     max_pids=DEFAULT_MAX_PIDS),
                       after_boot=after_boot)
