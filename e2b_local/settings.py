@@ -23,6 +23,11 @@ DEFAULT_DISK_MB = 10240
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
 DEFAULT_POOL_SIZE = 1
+# Template builds at once (each step boots a sandbox; the others wait), how long a template's ready
+# check may take to pass, and how long an image pull may take, in seconds.
+DEFAULT_BUILD_CONCURRENCY = 2
+DEFAULT_READY_TIMEOUT = 120
+DEFAULT_PULL_TIMEOUT = 600
 
 
 def default_boot_concurrency() -> int:
@@ -127,6 +132,9 @@ class Settings:
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
+    build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
+    ready_timeout: int = DEFAULT_READY_TIMEOUT
+    pull_timeout: int = DEFAULT_PULL_TIMEOUT
 
     @property
     def paths(self) -> Paths:
@@ -167,6 +175,10 @@ class Settings:
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
+            build_concurrency=number("E2B_LOCAL_BUILD_CONCURRENCY", DEFAULT_BUILD_CONCURRENCY, lambda n: n >= 1,
+                                     positive),
+            ready_timeout=number("E2B_LOCAL_READY_TIMEOUT", DEFAULT_READY_TIMEOUT, lambda n: n >= 1, positive),
+            pull_timeout=number("E2B_LOCAL_PULL_TIMEOUT", DEFAULT_PULL_TIMEOUT, lambda n: n >= 1, positive),
         )
 
 

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from e2b_local.control.errors import ApiError
@@ -143,16 +144,24 @@ class Snapshots:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.store = SnapshotStore(fleet.paths.snapshots, fleet.registry)
+        # Asked by `resolve` after the built-in templates (custom templates): each maps a `templateID`
+        # to a Source, or None when it is not theirs.
+        self.resolvers: list[Callable[[str], Source | None]] = []
 
     async def clean_up(self) -> None:
         """Delete copies no record points to (left by a crash in the middle of a snapshot or fork)."""
         await asyncio.to_thread(self.store.clean_up)
 
     def resolve(self, template: str) -> Source:
-        """What `templateID` names: a built-in template, or a snapshot (by id or name, with optional tag)."""
+        """What `templateID` names: a built-in template, a custom one (see `resolvers`), or a snapshot
+        (by id or name, with optional tag)."""
         name = builtin_template(template)
         if name is not None:
             return Source(template_id=name, alias=name, base_template=name)
+        for resolver in self.resolvers:
+            source = resolver(template)
+            if source is not None:
+                return source
         snapshot = self.store.for_template(template)
         if snapshot is None:
             raise ApiError(404, f"template '{template}' not found")

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.snapshots import Snapshots
+from e2b_local.control.templates import TemplateService
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class Services:
     fleet: Fleet
     lifecycle: SandboxLifecycle
     snapshots: Snapshots
+    templates: TemplateService
 
 
 def services(request: Request) -> Services:

@@ -157,13 +157,15 @@ class Fleet:
         if source.files is None and source.layers is None:
             booted = await self.pool.take(source.base_template, internet)
         else:
-            booted = await self.booter.boot(source.base_template, internet, source.layers, source.files)
+            booted = await self.booter.boot(source.base_template, internet, source.layers, source.files,
+                                            limits=source.limits)
+        limits = source.limits or self.limits
         now = time.time()
         record = SandboxRecord(
             sandbox_id=new_id(), template_id=source.template_id, key=booted.container.key,
             access_token=secrets.token_hex(16), started_at=now, end_at=now + timeout, alias=source.alias,
             metadata=dict(options.metadata), env_vars={**source.env_vars, **options.env_vars},
-            cpu_count=self.limits.cpu_count, memory_mb=self.limits.memory_mb, disk_size_mb=self.disk_mb,
+            cpu_count=limits.cpu_count, memory_mb=limits.memory_mb, disk_size_mb=self.disk_mb,
             allow_internet_access=allowed, network=options.network, lifecycle=options.lifecycle, pid=booted.pid,
             slirp_pid=booted.slirp_pid, layers=[str(p) for p in booted.layers], base_template=source.base_template,
             timeout=timeout, auto_pause_memory=options.auto_pause_memory,
@@ -172,6 +174,8 @@ class Fleet:
         try:
             await network.enforce(booted.container, policy)
             await self._init_agent(record, live)
+            if source.after_boot is not None:
+                await source.after_boot(live.client)
             # Unrecorded, the sandbox would outlive a restart unknown: it exists once its record does.
             self.registry.put(record)
         except BaseException:
@@ -203,7 +207,9 @@ class Fleet:
         policy = await network.egress_policy(record.network, record.allow_internet_access)
         internet = not policy.denies_everything
         try:
-            pid, slirp_pid = await self.booter.reboot(container, layers, internet)
+            # With the CPU and memory it was created with (a custom template's own).
+            limits = dataclasses.replace(self.limits, cpu_count=record.cpu_count, memory_mb=record.memory_mb)
+            pid, slirp_pid = await self.booter.reboot(container, layers, internet, limits)
             live.reconnect()
             self._watch(record.sandbox_id, live)
             await network.enforce(container, policy)
