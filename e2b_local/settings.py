@@ -52,6 +52,11 @@ class Paths:
         return self.home / "api-key"
 
     @property
+    def upload_key_file(self) -> Path:
+        """The key that signs template upload links (they work across restarts)."""
+        return self.home / "template-upload-key"
+
+    @property
     def registry(self) -> Path:
         return self.home / "registry.sqlite3"
 
@@ -83,8 +88,8 @@ class Paths:
     def secrets(self) -> list[Path]:
         """Files of the data directory that hold keys or tokens (or may log them)."""
         registry = str(self.registry)
-        return [self.api_key_file, self.registry, *(Path(registry + s) for s in ("-wal", "-shm", "-journal")),
-                self.log_file]
+        return [self.api_key_file, self.upload_key_file, self.registry,
+                *(Path(registry + s) for s in ("-wal", "-shm", "-journal")), self.log_file]
 
     def secure(self) -> None:
         """Create the data directory private to its owner (0700), and make every secret in it 0600.

@@ -104,6 +104,7 @@ class SnapshotStore:
             build_id=build_id, template_id=template_id, tag=tag, sandbox_id=source.sandbox_id,
             base_template=source.base_template or source.template_id, layers=list(source.layers),
             created_at=time.time(), name=name, env_vars=dict(source.env_vars),
+            default_user=source.default_user, default_workdir=source.default_workdir,
         )
         self.registry.put_snapshot(snapshot)
         for old in replaced:
@@ -117,7 +118,8 @@ class SnapshotStore:
             log.warning("snapshot %s: its template layers were rebuilt; using the current ones", snapshot.snapshot_id)
             layers = []
         return Source(template_id=snapshot.template_id, alias=snapshot.name, base_template=snapshot.base_template,
-                      layers=layers or None, files=self.files(snapshot), env_vars=snapshot.env_vars)
+                      layers=layers or None, files=self.files(snapshot), env_vars=snapshot.env_vars,
+                      default_user=snapshot.default_user, default_workdir=snapshot.default_workdir)
 
     def remove(self, snapshot: SnapshotRecord) -> None:
         self.registry.delete_snapshot(snapshot.build_id)
@@ -221,7 +223,8 @@ class Snapshots:
                 await self._capture_files(parent, staged)
             source = Source(template_id=parent.template_id, alias=parent.alias,
                             base_template=parent.base_template or parent.template_id,
-                            layers=[Path(p) for p in parent.layers] or None, files=staged / "upper")
+                            layers=[Path(p) for p in parent.layers] or None, files=staged / "upper",
+                            default_user=parent.default_user, default_workdir=parent.default_workdir)
             options = SpawnOptions(
                 timeout=FORK_TIMEOUT if timeout is None else timeout, env_vars=dict(parent.env_vars),
                 allow_internet_access=parent.allow_internet_access, network=parent.network,

@@ -230,6 +230,36 @@ def test_start_and_ready_commands(server: LocalServer) -> None:
         sbx.kill()
 
 
+def test_last_user_and_workdir_are_the_sandboxes_defaults(server: LocalServer) -> None:
+    template = (Template().from_template("base")
+                .make_dir("/srv/app", user="root")
+                .set_workdir("/srv/app")
+                .set_user("root"))
+    Template.build(template, "root-in-srv", **server.sdk)
+    sbx = Sandbox.create("root-in-srv", **server.sdk)
+    try:
+        assert _run(sbx, "whoami; pwd").split() == ["root", "/srv/app"]
+        # A request that names its user still gets that user.
+        assert _run(sbx, "whoami", user="user").strip() == "user"
+        # A snapshot's sandboxes keep the template's defaults.
+        snapshot = sbx.create_snapshot()
+    finally:
+        sbx.kill()
+    clone = Sandbox.create(snapshot.snapshot_id, **server.sdk)
+    try:
+        assert _run(clone, "whoami; pwd").split() == ["root", "/srv/app"]
+    finally:
+        clone.kill()
+        Sandbox.delete_snapshot(snapshot.snapshot_id, **server.sdk)
+    # A template without either keeps E2B's defaults.
+    Template.build(Template().from_template("base").run_cmd("true"), "plain-defaults", **server.sdk)
+    plain = Sandbox.create("plain-defaults", **server.sdk)
+    try:
+        assert _run(plain, "whoami; pwd").split() == ["user", "/home/user"]
+    finally:
+        plain.kill()
+
+
 def test_ready_check_that_never_passes_fails_with_its_timeout(server: LocalServer) -> None:
     template = Template().from_template("base").set_ready_cmd(wait_for_file("/tmp/never-there"))
     with pytest.raises(BuildException) as caught:

@@ -58,7 +58,7 @@ def _iso(at: float | None) -> str | None:
 
 def _log_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored log entry in E2B's shape."""
-    out = {"timestamp": iso(entry["at"]), "level": entry["level"], "message": entry["message"]}
+    out: dict[str, Any] = {"timestamp": iso(entry["at"]), "level": entry["level"], "message": entry["message"]}
     if "step" in entry:
         out["step"] = entry["step"]
     return out

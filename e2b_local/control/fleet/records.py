@@ -47,6 +47,9 @@ class Source:
     # up (the template's start command and ready check), before create returns.
     limits: Limits | None = None
     after_boot: Callable[[httpx.AsyncClient], Awaitable[None]] | None = None
+    # The user and working directory of commands that name none (None: E2B's `user`, `/home/user`).
+    default_user: str | None = None
+    default_workdir: str | None = None
 
 
 @dataclass(frozen=True)

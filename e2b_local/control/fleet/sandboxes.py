@@ -29,7 +29,14 @@ from e2b_local.control.fleet.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.fleet.pool import WarmPool
 from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id
 from e2b_local.control.fleet.scheduling import Workers
-from e2b_local.control.registry import PauseMode, Registry, SandboxRecord, SandboxState
+from e2b_local.control.registry import (
+    DEFAULT_USER,
+    DEFAULT_WORKDIR,
+    PauseMode,
+    Registry,
+    SandboxRecord,
+    SandboxState,
+)
 from e2b_local.isolation import idranges
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container, reap_children
@@ -169,6 +176,7 @@ class Fleet:
             allow_internet_access=allowed, network=options.network, lifecycle=options.lifecycle, pid=booted.pid,
             slirp_pid=booted.slirp_pid, layers=[str(p) for p in booted.layers], base_template=source.base_template,
             timeout=timeout, auto_pause_memory=options.auto_pause_memory,
+            default_user=source.default_user or DEFAULT_USER, default_workdir=source.default_workdir or DEFAULT_WORKDIR,
         )
         live = Live.connect(booted.container)
         try:
@@ -256,7 +264,8 @@ class Fleet:
     async def _init_agent(self, record: SandboxRecord, live: Live) -> None:
         response = await live.client.post("/init", json={
             "envVars": record.env_vars, "sandboxId": record.sandbox_id,
-            "templateId": record.template_id, "defaultUser": "user", "defaultWorkdir": "/home/user",
+            "templateId": record.template_id, "defaultUser": record.default_user,
+            "defaultWorkdir": record.default_workdir,
             "hostname": "e2b-" + record.sandbox_id[:8],
         })
         response.raise_for_status()

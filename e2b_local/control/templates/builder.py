@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 from e2b_local.control.fleet.sandboxes import Fleet
+from e2b_local.control.registry import DEFAULT_USER, DEFAULT_WORKDIR
 from e2b_local.control.templates import agent_rpc
 from e2b_local.control.templates.layers import LayerStore, cache_key
 from e2b_local.control.templates.records import BUILDING, ERROR, READY, WAITING, BuildRecord
@@ -34,8 +35,6 @@ log = logging.getLogger("e2b_local")
 READY_INTERVAL = 0.5
 # Lines of a failing command's output carried in the build's failure reason.
 TAIL_LINES = 20
-DEFAULT_USER = "user"
-DEFAULT_WORKDIR = "/home/user"
 # Images that name our own root filesystems (E2B's base images).
 BUILTIN_IMAGES = {"e2bdev/base": "base", "e2bdev/code-interpreter": "code-interpreter-v1"}
 # A COPY step, run as root in the build sandbox: unpack the uploaded archive in a scratch directory,

@@ -8,11 +8,13 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
 import string
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,30 @@ ID_ALPHABET = string.ascii_lowercase + string.digits
 # E2B's defaults for a template build that names no resources.
 DEFAULT_CPU = 2
 DEFAULT_MEMORY_MB = 1024
+KEY_BYTES = 32
+# Entries kept per build (a build that prints more keeps its first ones and its errors), and the
+# builds whose entries are kept in memory besides their files.
+MAX_LOG_ENTRIES = 10_000
+CACHED_LOGS = 16
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The 32-byte key kept in `path`, created (mode 0600) on first use."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            key = b""
+        if len(key) == KEY_BYTES:
+            return key
+        # Unreadable as a key (a crash while it was written): links signed with it cannot be checked either.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    key = secrets.token_bytes(KEY_BYTES)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
 
 
 def split_name(reference: str) -> tuple[str, str | None]:
@@ -78,9 +104,10 @@ class TemplateService:
         self.log_dir = self.directory / "logs"
         for d in (self.uploads, self.log_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.logs: dict[str, list[dict[str, Any]]] = {}
+        # The entries of the builds read or written last (the rest are read from their files again).
+        self.logs: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         # Signs upload links: the SDK uploads without its API key, as it would to a presigned URL.
-        self.upload_secret = secrets.token_bytes(32)
+        self.upload_secret = load_or_create_key(fleet.paths.upload_key_file)
         self.builder = Builder(self, settings.build_concurrency, settings.ready_timeout)
         self._recover()
 
@@ -191,7 +218,11 @@ class TemplateService:
 
     def delete(self, reference: str) -> None:
         template = self.get(reference)
+        builds = self.registry.builds(template.template_id)
         self.registry.delete_template(template.template_id)
+        for build in builds:
+            self.logs.pop(build.build_id, None)
+            self._log_file(build.build_id).unlink(missing_ok=True)
         self.collect()
 
     def collect(self, leftovers: bool = False) -> None:
@@ -208,18 +239,38 @@ class TemplateService:
             entry["step"] = step
         return entry
 
+    def _log_file(self, build_id: str) -> Path:
+        return self.log_dir / f"{build_id}.jsonl"
+
     def log(self, build: BuildRecord, level: str, message: str, step: str | None = None) -> None:
-        entry = self._entry(level, message, step, time.time())
-        self.entries(build.build_id).append(entry)
-        with open(self.log_dir / f"{build.build_id}.jsonl", "a") as f:
+        """Add an entry to the build's log, kept in its file.
+
+        Past MAX_LOG_ENTRIES entries a build's output is no longer kept (one warning says so); its
+        errors still are, so that a failure's own lines are always there.
+        """
+        entries = self.entries(build.build_id)
+        if len(entries) >= MAX_LOG_ENTRIES and level != "error":
+            if entries[-1].get("truncated"):
+                return
+            message, level = f"Build output past {MAX_LOG_ENTRIES} lines is not kept", "warn"
+            entry = {**self._entry(level, message, step, time.time()), "truncated": True}
+        else:
+            entry = self._entry(level, message, step, time.time())
+        entries.append(entry)
+        with open(self._log_file(build.build_id), "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def entries(self, build_id: str) -> list[dict[str, Any]]:
-        if build_id not in self.logs:
-            path = self.log_dir / f"{build_id}.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            self.logs[build_id] = [json.loads(line) for line in lines if line]
-        return self.logs[build_id]
+        """The build's log entries, oldest first."""
+        if build_id in self.logs:
+            self.logs.move_to_end(build_id)
+            return self.logs[build_id]
+        path = self._log_file(build_id)
+        lines = path.read_text().splitlines() if path.exists() else []
+        self.logs[build_id] = entries = [json.loads(line) for line in lines if line]
+        while len(self.logs) > CACHED_LOGS:
+            self.logs.popitem(last=False)
+        return entries
 
     # -- uploads -----------------------------------------------------------------------------------
     def upload_path(self, files_hash: str) -> Path:
@@ -285,7 +336,9 @@ class TemplateService:
                       layers=self.layer_paths(build.base_template, build.layers),
                       limits=dataclasses.replace(self.fleet.limits, memory_mb=build.memory_mb,
                                                  cpu_count=build.cpu_count),
-                      after_boot=after_boot)
+                      after_boot=after_boot,
+                      # E2B: the template's last user and working directory are its sandboxes' defaults.
+                      default_user=build.user, default_workdir=build.workdir)
 
 
 __all__ = ["DEFAULT_USER", "DEFAULT_WORKDIR", "TemplateService"]
