@@ -406,3 +406,77 @@ def test_unreachable_registry_fails_fast_naming_image_and_registry(server: Local
         Template.build(Template().from_image(image), "from-nowhere", **server.sdk)
     message = str(caught.value)
     assert image in message and image.split("/")[0] in message, message
+
+
+def _wait_for_log(info: object, server: LocalServer, text: str, timeout: float = 300) -> list[str]:
+    """Poll a background build until a log entry holds `text`; the entries so far."""
+    messages: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not any(text in m for m in messages):
+        assert time.monotonic() < deadline, f"no log entry with {text!r}: {messages}"
+        status = Template.get_build_status(info, logs_offset=len(messages), **server.sdk)
+        messages += [e.message for e in status.log_entries]
+        assert status.status.value in ("waiting", "building"), (status.status, status.reason, messages)
+        time.sleep(0.3)
+    return messages
+
+
+def test_a_restart_mid_build_fails_the_build_and_leaves_nothing_usable(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = start_server(home, env={"E2B_LOCAL_POOL_SIZE": "0"})
+    try:
+        template = (Template().from_template("base").run_cmd("echo first-step > /home/user/first")
+                    .run_cmd("echo in-second-step; sleep 600"))
+        info = Template.build_in_background(template, "interrupted", **first.sdk)
+        _wait_for_log(info, first, "in-second-step")
+    finally:
+        # A crash, not a shutdown: nothing gets to record the build's end.
+        first.process.kill()
+        first.process.wait()
+    second = start_server(home, env={"E2B_LOCAL_POOL_SIZE": "0"})
+    try:
+        status = Template.get_build_status(info, **second.sdk)
+        assert status.status.value == "error"
+        assert "interrupted" in status.reason.message and "restarted" in status.reason.message
+        with pytest.raises(Exception, match="no ready build"):
+            Sandbox.create("interrupted", **second.sdk)
+        # The build's sandbox and its half-made layer are gone.
+        assert list((home / "sandboxes").iterdir()) == []
+        assert [p.name for p in (home / "templates" / "layers").iterdir() if p.name.startswith(".staging-")] == []
+        # What the finished step left is cached still: a build on the same prefix reuses it.
+        lines, on_logs = _logs()
+        retry = Template().from_template("base").run_cmd("echo first-step > /home/user/first").run_cmd("true")
+        Template.build(retry, "interrupted", on_build_logs=on_logs, **second.sdk)
+        assert any(line.startswith("CACHED") and "first-step" in line for line in lines), lines
+        sbx = Sandbox.create("interrupted", **second.sdk)
+        try:
+            assert _run(sbx, "cat /home/user/first").strip() == "first-step"
+        finally:
+            sbx.kill()
+    finally:
+        stop_server(second)
+
+
+def test_concurrent_builds_block_neither_the_server_nor_each_other(server: LocalServer) -> None:
+    infos = {}
+    for name in ("concurrent-a", "concurrent-b"):
+        template = Template().from_template("base").run_cmd(f"echo started-{name}; sleep 30")
+        infos[name] = Template.build_in_background(template, name, **server.sdk)
+    for name, info in infos.items():
+        _wait_for_log(info, server, f"started-{name}")
+    # Both steps run at once: each build is still in its step after the other's has started.
+    assert {Template.get_build_status(i, **server.sdk).status.value for i in infos.values()} == {"building"}
+    # Meanwhile the API answers and a sandbox starts and runs commands.
+    sbx = Sandbox.create("base", **server.sdk)
+    try:
+        assert sbx.sandbox_id in {s.sandbox_id for s in Sandbox.list(**server.sdk).next_items()}
+        assert _run(sbx, "echo still-served").strip() == "still-served"
+        assert {Template.get_build_status(i, **server.sdk).status.value for i in infos.values()} == {"building"}
+    finally:
+        sbx.kill()
+    deadline = time.monotonic() + 300
+    for info in infos.values():
+        while (status := Template.get_build_status(info, **server.sdk)).status.value in ("waiting", "building"):
+            assert time.monotonic() < deadline, "the builds did not finish in time"
+            time.sleep(0.5)
+        assert status.status.value == "ready", status.reason
