@@ -23,9 +23,12 @@ echo "install.sh: installing system packages (bubblewrap, slirp4netns, nftables,
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # util-linux: setpriv, which starts each sandbox's network stack unprivileged; e2fsprogs: each
-# sandbox's own disk; iproute2: the test suite's namespaced test hosts.
+# sandbox's own disk; iproute2: the test suite's namespaced test hosts; skopeo and umoci: template
+# builds from container images (`from_image`).
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
-    util-linux e2fsprogs iproute2 python3-venv >/dev/null
+    util-linux e2fsprogs iproute2 python3-venv skopeo umoci >/dev/null
+# The test suite starts a container registry on loopback for the image pulls it tests.
+[ "${1:-}" = "--test" ] && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
 
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

@@ -25,6 +25,11 @@ DEFAULT_VOLUME_MB = 10240
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
 DEFAULT_POOL_SIZE = 1
+# Template builds at once (each step boots a sandbox; the others wait), how long a template's ready
+# check may take to pass, and how long an image pull may take, in seconds.
+DEFAULT_BUILD_CONCURRENCY = 2
+DEFAULT_READY_TIMEOUT = 120
+DEFAULT_PULL_TIMEOUT = 600
 
 
 def default_boot_concurrency() -> int:
@@ -62,6 +67,12 @@ CATALOGUE = (
                 "pre-started sandboxes per template, so create returns at once (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
     SettingInfo("E2B_LOCAL_LOG_REQUESTS", "log_requests", "0", "1: log every HTTP request in server.log"),
+    SettingInfo("E2B_LOCAL_BUILD_CONCURRENCY", "build_concurrency", str(DEFAULT_BUILD_CONCURRENCY),
+                "template builds that run at once (the others wait)"),
+    SettingInfo("E2B_LOCAL_READY_TIMEOUT", "ready_timeout", str(DEFAULT_READY_TIMEOUT),
+                "seconds a custom template's ready check may take to pass"),
+    SettingInfo("E2B_LOCAL_PULL_TIMEOUT", "pull_timeout", str(DEFAULT_PULL_TIMEOUT),
+                "seconds a from_image pull may take (skopeo's --command-timeout)"),
 )
 
 
@@ -80,6 +91,11 @@ class Paths:
     @property
     def api_key_file(self) -> Path:
         return self.home / "api-key"
+
+    @property
+    def upload_key_file(self) -> Path:
+        """The key that signs template upload links (they work across restarts)."""
+        return self.home / "template-upload-key"
 
     @property
     def registry(self) -> Path:
@@ -122,8 +138,8 @@ class Paths:
     def secrets(self) -> list[Path]:
         """Files of the data directory that hold keys or tokens (or may log them)."""
         registry = str(self.registry)
-        return [self.api_key_file, self.registry, *(Path(registry + s) for s in ("-wal", "-shm", "-journal")),
-                self.log_file]
+        return [self.api_key_file, self.upload_key_file, self.registry,
+                *(Path(registry + s) for s in ("-wal", "-shm", "-journal")), self.log_file]
 
     def secure(self) -> None:
         """Create the data directory private to its owner (0700), and make every secret in it 0600.
@@ -173,6 +189,9 @@ class Settings:
     pool_size: int = DEFAULT_POOL_SIZE
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
     log_requests: bool = False
+    build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
+    ready_timeout: int = DEFAULT_READY_TIMEOUT
+    pull_timeout: int = DEFAULT_PULL_TIMEOUT
 
     @property
     def paths(self) -> Paths:
@@ -215,6 +234,10 @@ class Settings:
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
             log_requests=bool(number("E2B_LOCAL_LOG_REQUESTS", 0, lambda n: n in (0, 1), "0 or 1")),
+            build_concurrency=number("E2B_LOCAL_BUILD_CONCURRENCY", DEFAULT_BUILD_CONCURRENCY, lambda n: n >= 1,
+                                     positive),
+            ready_timeout=number("E2B_LOCAL_READY_TIMEOUT", DEFAULT_READY_TIMEOUT, lambda n: n >= 1, positive),
+            pull_timeout=number("E2B_LOCAL_PULL_TIMEOUT", DEFAULT_PULL_TIMEOUT, lambda n: n >= 1, positive),
         )
 
 

@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 # The namespace snapshot names are reported in (E2B puts the team's slug there).
 SNAPSHOT_NAMESPACE = "local"
+# E2B's default user and working directory of a sandbox's commands.
+DEFAULT_USER = "user"
+DEFAULT_WORKDIR = "/home/user"
 
 Record = TypeVar("Record")
 
@@ -125,6 +128,10 @@ class SandboxRecord:
     # What the code-interpreter port accepts as `E2B-Traffic-Access-Token` (the SDK sends nothing else
     # there); records written before it existed get one when they are loaded.
     traffic_access_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Who commands run as and where, when a request names neither (a custom template's last user and
+    # working directory; E2B's defaults otherwise).
+    default_user: str = DEFAULT_USER
+    default_workdir: str = DEFAULT_WORKDIR
 
     def __post_init__(self) -> None:
         # Stored as text and as E2B's lifecycle object; typed in memory.
@@ -173,6 +180,8 @@ class SnapshotRecord:
     created_at: float
     name: str | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    default_user: str = DEFAULT_USER
+    default_workdir: str = DEFAULT_WORKDIR
 
     @property
     def snapshot_id(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from e2b_local.control.api import app, volumes
+from e2b_local.control.api import app, templates, volumes
 from e2b_local.control.api.context import Services
 from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
@@ -22,6 +22,7 @@ from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
 from e2b_local.control.services.webhooks import Deliveries
 from e2b_local.control.snapshots import Snapshots
+from e2b_local.control.templates import TemplateService
 from e2b_local.control.volumes import Volumes
 from e2b_local.isolation.container import become_subreaper
 from e2b_local.settings import Settings
@@ -42,10 +43,12 @@ class Server:
         self.lifecycle = SandboxLifecycle(self.fleet)
         self.snapshots = Snapshots(self.fleet)
         self.volumes = Volumes(self.fleet, paths.volumes, settings.volume_mb)
+        self.templates = TemplateService(self.fleet, settings)
+        self.snapshots.resolvers.append(self.templates.source_for)
         self.router = Router(self.fleet, self.lifecycle, api_key)
         self.deliveries = Deliveries(self.fleet.events)
-        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes), paths.home,
-                             self._lifespan)
+        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.templates, self.volumes),
+                             paths.home, self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -72,8 +75,10 @@ class Server:
         if sandbox_id is not None:
             await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
             return
-        # The content API checks each volume's own token instead.
-        if scope["path"] not in OPEN_PATHS and not scope["path"].startswith(volumes.CONTENT_PREFIX):
+        # The content API checks each volume's own token instead; upload links carry a signature instead
+        # of the key, as presigned URLs do.
+        if (scope["path"] not in OPEN_PATHS and not scope["path"].startswith(volumes.CONTENT_PREFIX)
+                and not scope["path"].startswith(templates.UPLOAD_PREFIX)):
             key = headers.get(b"x-api-key", b"").decode("latin-1")
             if not secrets.compare_digest(key, self.api_key):
                 await error_response(401, "Invalid API key", final=False)(scope, receive, send)

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from e2b_local.control.errors import ApiError
@@ -104,6 +105,7 @@ class SnapshotStore:
             build_id=build_id, template_id=template_id, tag=tag, sandbox_id=source.sandbox_id,
             base_template=source.base_template or source.template_id, layers=list(source.layers),
             created_at=time.time(), name=name, env_vars=dict(source.env_vars),
+            default_user=source.default_user, default_workdir=source.default_workdir,
         )
         self.registry.put_snapshot(snapshot)
         for old in replaced:
@@ -117,7 +119,8 @@ class SnapshotStore:
             log.warning("snapshot %s: its template layers were rebuilt; using the current ones", snapshot.snapshot_id)
             layers = []
         return Source(template_id=snapshot.template_id, alias=snapshot.name, base_template=snapshot.base_template,
-                      layers=layers or None, files=self.files(snapshot), env_vars=snapshot.env_vars)
+                      layers=layers or None, files=self.files(snapshot), env_vars=snapshot.env_vars,
+                      default_user=snapshot.default_user, default_workdir=snapshot.default_workdir)
 
     def remove(self, snapshot: SnapshotRecord) -> None:
         self.registry.delete_snapshot(snapshot.build_id)
@@ -144,16 +147,24 @@ class Snapshots:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.store = SnapshotStore(fleet.paths.snapshots, fleet.registry)
+        # Asked by `resolve` after the built-in templates (custom templates): each maps a `templateID`
+        # to a Source, or None when it is not theirs.
+        self.resolvers: list[Callable[[str], Source | None]] = []
 
     async def clean_up(self) -> None:
         """Delete copies no record points to (left by a crash in the middle of a snapshot or fork)."""
         await asyncio.to_thread(self.store.clean_up)
 
     def resolve(self, template: str) -> Source:
-        """What `templateID` names: a built-in template, or a snapshot (by id or name, with optional tag)."""
+        """What `templateID` names: a built-in template, a custom one (see `resolvers`), or a snapshot
+        (by id or name, with optional tag)."""
         name = builtin_template(template)
         if name is not None:
             return Source(template_id=name, alias=name, base_template=name)
+        for resolver in self.resolvers:
+            source = resolver(template)
+            if source is not None:
+                return source
         snapshot = self.store.for_template(template)
         if snapshot is None:
             raise ApiError(404, f"template '{template}' not found")
@@ -217,7 +228,8 @@ class Snapshots:
                 await self._capture_files(parent, staged)
             source = Source(template_id=parent.template_id, alias=parent.alias,
                             base_template=parent.base_template or parent.template_id,
-                            layers=[Path(p) for p in parent.layers] or None, files=staged / "upper")
+                            layers=[Path(p) for p in parent.layers] or None, files=staged / "upper",
+                            default_user=parent.default_user, default_workdir=parent.default_workdir)
             options = SpawnOptions(
                 timeout=FORK_TIMEOUT if timeout is None else timeout, env_vars=dict(parent.env_vars),
                 allow_internet_access=parent.allow_internet_access, network=parent.network,

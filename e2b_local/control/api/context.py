@@ -9,6 +9,7 @@ from starlette.requests import Request
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.snapshots import Snapshots
+from e2b_local.control.templates import TemplateService
 from e2b_local.control.volumes import Volumes
 
 
@@ -19,7 +20,8 @@ class Services:
     fleet: Fleet
     lifecycle: SandboxLifecycle
     snapshots: Snapshots
-    volumes: Volumes | None = None
+    templates: TemplateService
+    volumes: Volumes
 
 
 def services(request: Request) -> Services:

@@ -60,15 +60,18 @@ class Booter:
         self._stopping = False
 
     def launch(self, container: Container, layers: list[Path], internet: bool,
-               volumes: list[tuple[str, str]] | None = None) -> tuple[int, int]:
-        """Start the namespaces and agent of a prepared container (its socket listens at once)."""
-        info = container.launch(layers, self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
+               limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None) -> tuple[int, int]:
+        """Start the namespaces and agent of a prepared container (its socket listens at once).
+
+        `limits` are the sandbox's own (a custom template's); None gives the server's defaults.
+        """
+        info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
                                 base_layer=layers[-1], volumes=volumes)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,
                    files: Path | None = None, priority: Priority = Priority.REQUESTED,
-                   volumes: list[tuple[str, str]] | None = None) -> Booted:
+                   limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None) -> Booted:
         """Start a new sandbox of `template`, on `files` (a saved upper layer) if given, with `volumes` mounted.
 
         It returns once the agent answers: a boot holds one of the few boot slots until then.
@@ -81,7 +84,7 @@ class Booter:
                 self._in_flight += 1
             try:
                 container.prepare(self.disk_mb, upper_from=files)
-                pid, slirp_pid = self.launch(container, layers, internet, volumes)
+                pid, slirp_pid = self.launch(container, layers, internet, limits, volumes)
                 if self._stopping:
                     raise RuntimeError("the server is shutting down")
                 with self._lock:
@@ -110,13 +113,13 @@ class Booter:
         return booted
 
     async def reboot(self, container: Container, layers: list[Path], internet: bool,
-                     volumes: list[tuple[str, str]] | None = None) -> tuple[int, int]:
+                     limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None) -> tuple[int, int]:
         """Kill whatever runs in `container` and boot a fresh agent on its own files; (pid, slirp pid)."""
 
         def boot() -> tuple[int, int]:
             container.stop()
             container.prepare_reboot()
-            return self.launch(container, layers, internet, volumes)
+            return self.launch(container, layers, internet, limits, volumes)
 
         async with self.workers.boot_slots.hold(Priority.REQUESTED):
             started = await self.workers.run(self.workers.boots, boot)

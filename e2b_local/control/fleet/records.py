@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 from e2b_local.control.fleet.metrics import MetricsSeries
 from e2b_local.control.fleet.upstream import AgentUpstream
 from e2b_local.control.registry import Lifecycle
+from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container
 from e2b_local.protocol import TEMPLATES
 
@@ -41,6 +43,13 @@ class Source:
     layers: list[Path] | None = None  # None: the template's current layers
     files: Path | None = None  # an upper layer to copy; None: empty
     env_vars: dict[str, str] = field(default_factory=dict)
+    # A custom template's CPU and memory (None: the server's defaults), and what runs once its agent is
+    # up (the template's start command and ready check), before create returns.
+    limits: Limits | None = None
+    after_boot: Callable[[httpx.AsyncClient], Awaitable[None]] | None = None
+    # The user and working directory of commands that name none (None: E2B's `user`, `/home/user`).
+    default_user: str | None = None
+    default_workdir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,14 @@ from e2b_local.control.fleet.metrics import SAMPLE_INTERVAL, MetricsSeries
 from e2b_local.control.fleet.pool import WarmPool
 from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id, volume_binds
 from e2b_local.control.fleet.scheduling import Workers
-from e2b_local.control.registry import PauseMode, Registry, SandboxRecord, SandboxState
+from e2b_local.control.registry import (
+    DEFAULT_USER,
+    DEFAULT_WORKDIR,
+    PauseMode,
+    Registry,
+    SandboxRecord,
+    SandboxState,
+)
 from e2b_local.control.services import events
 from e2b_local.control.services.events import Events
 from e2b_local.control.services.sandbox_logs import SandboxLogs
@@ -168,22 +175,26 @@ class Fleet:
         else:
             # Pool sandboxes have no volumes: one that mounts any boots with them.
             booted = await self.booter.boot(source.base_template, internet, source.layers, source.files,
-                                            volumes=volume_binds(options.volume_mounts))
+                                            limits=source.limits, volumes=volume_binds(options.volume_mounts))
+        limits = source.limits or self.limits
         now = time.time()
         record = SandboxRecord(
             sandbox_id=new_id(), template_id=source.template_id, key=booted.container.key,
             access_token=secrets.token_hex(16), started_at=now, end_at=now + timeout, alias=source.alias,
             metadata=dict(options.metadata), env_vars={**source.env_vars, **options.env_vars},
-            cpu_count=self.limits.cpu_count, memory_mb=self.limits.memory_mb, disk_size_mb=self.disk_mb,
+            cpu_count=limits.cpu_count, memory_mb=limits.memory_mb, disk_size_mb=self.disk_mb,
             allow_internet_access=allowed, network=options.network, lifecycle=options.lifecycle, pid=booted.pid,
             slirp_pid=booted.slirp_pid, layers=[str(p) for p in booted.layers], base_template=source.base_template,
             timeout=timeout, auto_pause_memory=options.auto_pause_memory,
             volume_mounts=[dict(m) for m in options.volume_mounts],
+            default_user=source.default_user or DEFAULT_USER, default_workdir=source.default_workdir or DEFAULT_WORKDIR,
         )
         live = Live.connect(booted.container)
         try:
             await network.enforce(booted.container, policy)
             await self._init_agent(record, live)
+            if source.after_boot is not None:
+                await source.after_boot(live.client)
             # Unrecorded, the sandbox would outlive a restart unknown: it exists once its record does.
             self.registry.put(record)
         except BaseException:
@@ -216,7 +227,10 @@ class Fleet:
         policy = await network.egress_policy(record.network, record.allow_internet_access)
         internet = not policy.denies_everything
         try:
-            pid, slirp_pid = await self.booter.reboot(container, layers, internet, volume_binds(record.volume_mounts))
+            # With the CPU and memory it was created with (a custom template's own).
+            limits = dataclasses.replace(self.limits, cpu_count=record.cpu_count, memory_mb=record.memory_mb)
+            pid, slirp_pid = await self.booter.reboot(container, layers, internet, limits,
+                                                      volume_binds(record.volume_mounts))
             live.reconnect()
             self._watch(record.sandbox_id, live)
             await network.enforce(container, policy)
@@ -264,7 +278,8 @@ class Fleet:
     async def _init_agent(self, record: SandboxRecord, live: Live) -> None:
         response = await live.client.post("/init", json={
             "envVars": record.env_vars, "sandboxId": record.sandbox_id,
-            "templateId": record.template_id, "defaultUser": "user", "defaultWorkdir": "/home/user",
+            "templateId": record.template_id, "defaultUser": record.default_user,
+            "defaultWorkdir": record.default_workdir,
             "hostname": "e2b-" + record.sandbox_id[:8],
         })
         response.raise_for_status()
