@@ -13,6 +13,7 @@ import time
 
 import httpx
 
+from e2b_local import domain_cli
 from e2b_local.settings import Paths, Settings, SettingsError, load_or_create_api_key
 
 # How long `start` waits for a freshly spawned server to answer (root filesystems are built first).
@@ -31,6 +32,7 @@ EPILOG = """\
 examples:
   e2b-local start                  # build root filesystems if needed, serve in the background
   eval "$(e2b-local env)"          # point E2B programs in this shell at the local server
+  eval "$(e2b-local env --domain)" # the same by E2B_DOMAIN alone (https://api.e2b.localhost:49443)
   python -c "from e2b import Sandbox; s = Sandbox.create(); print(s.commands.run('echo hi').stdout)"
   e2b-local status                 # JSON: running, pid, port, url, sandboxes
   e2b-local stop                   # stop the server; running sandboxes keep running
@@ -43,6 +45,7 @@ environment:
                      each sandbox's vCPUs (2), memory (1024 MB), disk (10240 MB) and process limit (1024)
   E2B_LOCAL_POOL_SIZE          pre-started sandboxes per template (1; 0 turns the warm pool off)
   E2B_LOCAL_BOOT_CONCURRENCY   sandboxes booted at once (3 per core)
+  E2B_LOCAL_DOMAIN, E2B_LOCAL_HTTPS_PORT  domain mode's domain (e2b.localhost) and HTTPS port (49443; 0: off)
 
 exit codes: 0 success, 1 failure, 2 a bad argument or setting, 3 the server is not running (status, env, stop)
 """
@@ -180,12 +183,14 @@ def _environment(paths: Paths, port: int) -> dict[str, str]:
     return {"E2B_API_URL": _url(port), "E2B_SANDBOX_URL": _url(port), "E2B_API_KEY": load_or_create_api_key(paths)}
 
 
-def cmd_env(paths: Paths, as_json: bool) -> int:
+def cmd_env(settings: Settings, as_json: bool, domain: bool) -> int:
+    paths = settings.paths
     found = _running(paths)
     if found is None:
         print("e2b-local is not running; start it with: e2b-local start", file=sys.stderr)
         return 3
-    env = _environment(paths, found[1])
+    env = (domain_cli.domain_environment(settings, load_or_create_api_key(paths)) if domain
+           else _environment(paths, found[1]))
     if as_json:
         print(json.dumps(env))
     else:
@@ -220,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="print the server's status as JSON")
     env = sub.add_parser("env", help="print export lines for E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY")
     env.add_argument("--json", action="store_true", help="print a JSON object instead of export lines")
+    env.add_argument("--domain", action="store_true",
+                     help="domain mode: E2B_DOMAIN and the TLS trust settings, without the deprecated URL variables")
+    trust = sub.add_parser("trust", help="add the local certificate authority to the system store")
+    trust.add_argument("--remove", action="store_true", help="remove the authority from the system store")
     sub.add_parser("build", help="build the root filesystems of the templates (done by start too)")
     args = parser.parse_args(argv)
     try:
@@ -239,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return cmd_status(paths)
     if args.command == "env":
-        return cmd_env(paths, args.json)
+        return cmd_env(settings, args.json, args.domain)
+    if args.command == "trust":
+        return domain_cli.trust(settings, args.remove)
     build(paths)
     return 0
 

@@ -6,6 +6,7 @@ The CLI builds one `Settings` and passes it down; nothing else reads the environ
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ DEFAULT_DISK_MB = 10240
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
 DEFAULT_POOL_SIZE = 1
+# Domain mode: `*.localhost` resolves to loopback (libnss-myhostname), and the HTTPS port sits beside 49980.
+DEFAULT_DOMAIN = "e2b.localhost"
+DEFAULT_HTTPS_PORT = 49443
+DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def default_boot_concurrency() -> int:
@@ -66,6 +71,11 @@ class Paths:
     def rootfs(self) -> Path:
         """Built root filesystems; a shared cache serves several data directories."""
         return self.rootfs_cache if self.rootfs_cache is not None else self.home / "rootfs"
+
+    @property
+    def tls(self) -> Path:
+        """Domain mode's certificate authority and server certificate."""
+        return self.home / "tls"
 
     @property
     def sandboxes(self) -> Path:
@@ -127,6 +137,14 @@ class Settings:
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
+    domain: str = DEFAULT_DOMAIN
+    # 0: no HTTPS listener (no domain mode).
+    https_port: int = DEFAULT_HTTPS_PORT
+
+    @property
+    def sdk_domain(self) -> str:
+        """`E2B_DOMAIN` as the SDK needs it: the domain, with the HTTPS port unless it is 443."""
+        return self.domain if self.https_port == 443 else f"{self.domain}:{self.https_port}"
 
     @property
     def paths(self) -> Paths:
@@ -167,6 +185,9 @@ class Settings:
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
+            domain=_domain(value("E2B_LOCAL_DOMAIN")),
+            https_port=number("E2B_LOCAL_HTTPS_PORT", DEFAULT_HTTPS_PORT, lambda p: 0 <= p <= 65535,
+                              "a port number (1-65535), or 0 for no HTTPS listener"),
         )
 
 
@@ -176,3 +197,14 @@ def _home(home: str | None, xdg_data_home: str | None) -> Path:
         return Path(home).expanduser().resolve()
     xdg = xdg_data_home or str(Path.home() / ".local" / "share")
     return Path(xdg).expanduser().resolve() / "e2b-local"
+
+
+def _domain(raw: str | None) -> str:
+    """`E2B_LOCAL_DOMAIN`: a DNS name of two labels or more, without a port (that is E2B_LOCAL_HTTPS_PORT)."""
+    if raw is None:
+        return DEFAULT_DOMAIN
+    domain = raw.strip().lower().rstrip(".")
+    labels = domain.split(".")
+    if len(labels) < 2 or len(domain) > 200 or not all(DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise SettingsError(f"E2B_LOCAL_DOMAIN must be a domain name such as {DEFAULT_DOMAIN}, got {raw!r}")
+    return domain

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.control import auth
 from e2b_local.control.errors import error_response, json_response
 from e2b_local.control.fleet.sandboxes import Fleet
-from e2b_local.control.fleet.upstream import UpstreamError, UpstreamResponse, drop
+from e2b_local.control.fleet.upstream import AgentUpstream, UpstreamError, UpstreamResponse, drop
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.protocol import AGENT_PORTS
 
@@ -61,34 +61,14 @@ class Router:
         if headers.get(b"e2b-sandbox-port") not in PORT_HEADERS:
             await _refuse(scope, receive, send, "The sandbox is running but port is not open")
             return
-        body_done = asyncio.Event()
-
-        async def request_body():
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    break
-            body_done.set()
-
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope["query_string"]
         target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         upstream_headers = [(k, v) for k, v in scope["headers"]
                             if k not in HOP_BY_HOP and k not in auth.CREDENTIAL_HEADERS and k != b"content-length"]
-        length = headers.get(b"content-length")
-        response: UpstreamResponse | None = None
         try:
-            response = await upstream.request(scope["method"], target, upstream_headers, request_body(),
-                                              int(length) if length is not None else None)
-        except ClientGone:
-            return
+            await relay(upstream, scope, receive, send, target, upstream_headers)
         except (UpstreamError, OSError, ValueError) as exc:
-            drop(response)
             if fleet.is_running(sandbox_id):
                 # The agent is there but broke off this request: the SDK raises SandboxUnreachableException
                 # for this message, not the "not found" that means the sandbox is gone.
@@ -97,38 +77,70 @@ class Router:
             else:
                 message = f"The sandbox {sandbox_id} was not found"
             await _refuse(scope, receive, send, message)
+
+
+async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: Send, target: str,
+                headers: list[tuple[bytes, bytes]], host: bytes = b"sandbox") -> None:
+    """Send the request of `scope` to `upstream` and stream its answer back.
+
+    Raises `UpstreamError` (or `OSError`, `ValueError`) when no answer came, before anything was sent
+    to the client; a client that leaves is not an error.
+    """
+    body_done = asyncio.Event()
+
+    async def request_body():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                break
+        body_done.set()
+
+    length = dict(scope["headers"]).get(b"content-length")
+    response: UpstreamResponse | None = None
+    try:
+        response = await upstream.request(scope["method"], target, headers, request_body(),
+                                          int(length) if length is not None else None, host=host)
+    except ClientGone:
+        return
+    except BaseException:
+        drop(response)
+        raise
+    try:
+        await send({"type": "http.response.start", "status": response.status, "headers": [
+            (k, v) for k, v in response.headers if k not in HOP_BY_HOP
+        ]})
+
+        async def pump() -> None:
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            response.release()
+
+        if not response.streaming:  # a bounded body: no need to watch for the client leaving
+            await pump()
             return
-        try:
-            await send({"type": "http.response.start", "status": response.status, "headers": [
-                (k, v) for k, v in response.headers if k not in HOP_BY_HOP
-            ]})
 
-            async def pump() -> None:
-                async for chunk in response.body():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-                response.release()
+        async def client_gone() -> None:
+            await body_done.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
-            if not response.streaming:  # a bounded body: no need to watch for the client leaving
-                await pump()
-                return
-
-            async def client_gone() -> None:
-                await body_done.wait()
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-
-            pumping = asyncio.create_task(pump())
-            watching = asyncio.create_task(client_gone())
-            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (pumping, watching):
-                task.cancel()
-            for task in (pumping, watching):
-                with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
-                    await task
-        finally:
-            # Whatever was not handed back complete is closed, so the agent sees the client go.
-            drop(response)
+        pumping = asyncio.create_task(pump())
+        watching = asyncio.create_task(client_gone())
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pumping, watching):
+            task.cancel()
+        for task in (pumping, watching):
+            with contextlib.suppress(asyncio.CancelledError, UpstreamError, OSError, asyncio.IncompleteReadError):
+                await task
+    finally:
+        # Whatever was not handed back complete is closed, so the agent sees the client go.
+        drop(response)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:

@@ -30,7 +30,7 @@ async def create_sandbox(request: Request) -> Response:
         auto_pause_memory=data.get("autoPauseMemory") is not False,
     )
     record = await services(request).snapshots.create(template, options)
-    return JSONResponse(wire.sandbox(record), status_code=201)
+    return JSONResponse(wire.sandbox(record, services(request).fleet.domain), status_code=201)
 
 
 def _filtered(request: Request, default_states: set[SandboxState]) -> list[SandboxRecord]:
@@ -62,7 +62,8 @@ async def list_sandboxes_v1(request: Request) -> Response:
 
 
 async def get_sandbox(request: Request) -> Response:
-    return JSONResponse(wire.detail(services(request).fleet.get(request.path_params["sandbox_id"])))
+    return JSONResponse(wire.detail(services(request).fleet.get(request.path_params["sandbox_id"]),
+                                    services(request).fleet.domain))
 
 
 async def kill_sandbox(request: Request) -> Response:
