@@ -25,6 +25,9 @@ PORT_HEADERS = tuple(str(port).encode() for port in AGENT_PORTS)
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host",
               b"proxy-connection", b"trailer"}
 
+# Methods whose requests carry no body unless they declare one.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
 
 class ClientGone(Exception):
     """The client disconnected while we were reading its request."""
@@ -79,6 +82,22 @@ class Router:
             await _refuse(scope, receive, send, message)
 
 
+def _body_length(scope: Scope) -> int | None:
+    """The request body's length as the client declared it; None when it streams (sent on chunked).
+
+    A request without a body must not be sent on with chunked framing: a server that reads no body
+    for a GET would take the empty chunk for its next request.
+    """
+    headers = dict(scope["headers"])
+    if (length := headers.get(b"content-length")) is not None:
+        return int(length)
+    if b"transfer-encoding" in headers:
+        return None
+    if scope.get("http_version", "1.1").startswith("1") or scope["method"] in BODYLESS_METHODS:
+        return 0
+    return None  # HTTP/2 without a declared length: the body ends with its stream
+
+
 async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: Send, target: str,
                 headers: list[tuple[bytes, bytes]], host: bytes = b"sandbox") -> None:
     """Send the request of `scope` to `upstream` and stream its answer back.
@@ -100,11 +119,10 @@ async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: S
                 break
         body_done.set()
 
-    length = dict(scope["headers"]).get(b"content-length")
     response: UpstreamResponse | None = None
     try:
         response = await upstream.request(scope["method"], target, headers, request_body(),
-                                          int(length) if length is not None else None, host=host)
+                                          _body_length(scope), host=host)
     except ClientGone:
         return
     except BaseException:

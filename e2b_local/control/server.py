@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from e2b_local.control.api import app
 from e2b_local.control.api.context import Services
-from e2b_local.control.domain import ca, hosts
+from e2b_local.control.domain import ca, hosts, signed
 from e2b_local.control.domain.listener import HttpsListener
 from e2b_local.control.domain.ports import HostRouter
 from e2b_local.control.errors import error_response
@@ -25,6 +25,7 @@ from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.isolation.container import become_subreaper
+from e2b_local.protocol import ENVD_PORT
 from e2b_local.settings import Settings
 
 log = logging.getLogger("e2b_local")
@@ -85,6 +86,12 @@ class Server:
             await self.api(scope, receive, send)
             return
         sandbox_id = headers.get(b"e2b-sandbox-id")
+        if sandbox_id is None and scope["path"] == "/files" and b"signature=" in scope["query_string"]:
+            found = signed.signed_by(list(self.fleet.records.values()), scope["method"], scope["query_string"])
+            if found is not None:
+                sandbox_id = found.encode()
+                scope = {**scope, "headers": [*scope["headers"], (b"e2b-sandbox-id", sandbox_id),
+                                              (b"e2b-sandbox-port", str(ENVD_PORT).encode())]}
         if sandbox_id is not None:
             await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
             return
