@@ -22,9 +22,10 @@ echo "install.sh: installing system packages (bubblewrap, slirp4netns, nftables,
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # util-linux: setpriv, which starts each sandbox's network stack unprivileged; e2fsprogs: each
-# sandbox's own disk; iproute2: the test suite's namespaced test hosts.
+# sandbox's own disk; iproute2: the test suite's namespaced test hosts; libnss-myhostname: every
+# program resolves *.localhost (domain mode's e2b.localhost) to loopback (its install enables it).
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
-    util-linux e2fsprogs iproute2 python3-venv >/dev/null
+    util-linux e2fsprogs iproute2 python3-venv libnss-myhostname >/dev/null
 
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
