@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from pathlib import Path
+from urllib.parse import urlencode
 
 from cryptography import x509
 
@@ -59,9 +60,10 @@ def test_host_names() -> None:
 def test_a_signed_link_names_the_sandbox_whose_token_signed_it() -> None:
     records = [SandboxRecord(sandbox_id=f"s{i}", template_id="base", key=f"k{i}", access_token=f"token{i}",
                              started_at=0.0, end_at=0.0) for i in range(3)]
-    query = f"path=/a&signature={sign('/a', 'read', '', 'token1', None)}".encode()
+    query = urlencode({"path": "/a", "signature": sign("/a", "read", "", "token1", None)}).encode()
     assert signed_by(records, "GET", query) == "s1"
     assert signed_by(records, "POST", query) is None  # a read link is no write link
-    expiring = f"path=/a&signature={sign('/a', 'write', 'user', 'token2', 5)}&username=user&signature_expiration=5"
+    expiring = urlencode({"path": "/a", "username": "user", "signature": sign("/a", "write", "user", "token2", 5),
+                          "signature_expiration": 5})
     assert signed_by(records, "POST", expiring.encode()) == "s2"
     assert signed_by(records, "GET", b"path=/a&signature=v1_nope") is None
