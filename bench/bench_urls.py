@@ -35,6 +35,7 @@ SERVER = """\
 import http.server
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall
     def do_GET(self):
         self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *args):
@@ -80,6 +81,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-urls-"))
     with local_server(home=home, extra_env={"E2B_LOCAL_HTTPS_PORT": str(https_port)}) as sdk:
         sandbox = Sandbox.create(timeout=600, **sdk)
+        clients: dict[str, tuple[http.client.HTTPConnection, dict]] = {}
         try:
             sandbox.files.write("/tmp/server.py", SERVER)
             sandbox.files.write("/tmp/inside.py", INSIDE)
@@ -87,7 +89,7 @@ def main() -> int:
             host = sandbox.get_host(PORT)
             context = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
             plain_port = int(sdk["api_url"].rsplit(":", 1)[1])
-            clients = {"https_url": _client(host, https_port, context), "http_url": _client(host, plain_port, None)}
+            clients.update(https_url=_client(host, https_port, context), http_url=_client(host, plain_port, None))
             deadline = time.monotonic() + 30
             while True:
                 conn, headers = clients["https_url"]
@@ -111,6 +113,8 @@ def main() -> int:
                 inside = sandbox.commands.run(f"python3 /tmp/inside.py {args.repeat}")
                 samples["inside"] += json.loads(inside.stdout)
         finally:
+            for conn, _ in clients.values():
+                conn.close()
             sandbox.kill()
     out = {name: summary(values) for name, values in samples.items()}
     floor = out["inside"]["p50_ms"]

@@ -83,8 +83,9 @@ class HttpsListener:
         """Stop serving, closing open connections after a short grace period."""
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
+            # Hypercorn waits for open connections to finish; an idle keep-alive one may never do so.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, GRACEFUL_SECONDS + 1)
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
