@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 
 from hypercorn.asyncio import serve
@@ -75,7 +76,8 @@ class HttpsListener:
         """Bind the sockets (raising if the port is taken) and start serving."""
         self._listen(socket.AF_INET, "127.0.0.1")
         self._listen(socket.AF_INET6, "::1")
-        self.config.bind = [f"fd://{sock.fileno()}" for sock in self._sockets]
+        # Hypercorn takes the descriptors it is given and closes them itself: it gets copies.
+        self.config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in self._sockets]
         self._task = asyncio.create_task(serve(self._app, self.config, shutdown_trigger=self._stop.wait,
                                                mode="asgi"))
 
