@@ -24,9 +24,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # util-linux: setpriv, which starts each sandbox's network stack unprivileged; e2fsprogs: each
 # sandbox's own disk; iproute2: the test suite's namespaced test hosts; skopeo and umoci: template
-# builds from container images (`from_image`).
+# builds from container images (`from_image`); libnss-myhostname: every program resolves *.localhost
+# (domain mode's e2b.localhost) to loopback (its install enables it).
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
-    util-linux e2fsprogs iproute2 python3-venv skopeo umoci >/dev/null
+    util-linux e2fsprogs iproute2 python3-venv skopeo umoci libnss-myhostname >/dev/null
 # The test suite starts a container registry on loopback for the image pulls it tests.
 [ "${1:-}" = "--test" ] && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
 

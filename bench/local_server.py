@@ -21,10 +21,12 @@ START_TIMEOUT = 900.0
 
 
 @contextmanager
-def local_server(pool_size: int = 1, home: Path | None = None) -> Iterator[dict[str, str]]:
+def local_server(pool_size: int = 1, home: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """A server with its own data directory (sharing the root filesystem cache); yields SDK settings.
 
     `home` is that data directory when the caller wants to look into it; a fresh one by default.
+    `extra_env` adds settings (`E2B_LOCAL_*`) to the server's environment.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,7 +34,7 @@ def local_server(pool_size: int = 1, home: Path | None = None) -> Iterator[dict[
     home = home or Path(tempfile.mkdtemp(prefix="e2b-bench-"))
     rootfs = os.environ.get("E2B_LOCAL_ROOTFS") or str(Settings.from_environ().paths.rootfs)
     env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": rootfs,
-           "E2B_LOCAL_POOL_SIZE": str(pool_size)}
+           "E2B_LOCAL_POOL_SIZE": str(pool_size), **(extra_env or {})}
     with open(home / "bench-server.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
                                 stdout=log, stderr=log, env=env, start_new_session=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from e2b_local.commands import client, doctor, ports, sandboxes
+from e2b_local.commands import client, doctor, ports, sandboxes, trust
 from e2b_local.commands.client import CliError
 from e2b_local.settings import CATALOGUE, Paths, Settings, SettingsError, load_or_create_api_key
 
@@ -44,6 +44,7 @@ EXAMPLES = """\
 examples:
   e2b-local start                  # build root filesystems if needed, serve in the background
   eval "$(e2b-local env)"          # point E2B programs in this shell at the local server
+  eval "$(e2b-local env --domain)" # the same by E2B_DOMAIN alone (https://api.e2b.localhost:49443)
   python -c "from e2b import Sandbox; s = Sandbox.create(); print(s.commands.run('echo hi').stdout)"
   e2b-local ps                     # the running sandboxes (--all: paused ones too; --json)
   e2b-local status                 # JSON: running, pid, port, url, sandboxes
@@ -323,14 +324,17 @@ def _environment(paths: Paths, port: int) -> dict[str, str]:
 
 @cli.command("env")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of export lines")
-def env_command(as_json: bool) -> int:
+@click.option("--domain", is_flag=True,
+              help="domain mode: E2B_DOMAIN and the TLS trust settings, without the deprecated URL variables")
+def env_command(as_json: bool, domain: bool) -> int:
     """Print export lines for the SDK: E2B_API_URL, E2B_SANDBOX_URL, E2B_VOLUME_API_URL and E2B_API_KEY."""
-    paths = load_settings().paths
+    settings = load_settings()
+    paths = settings.paths
     found = client.find(paths)
     if found is None:
         click.echo("e2b-local is not running; start it with: e2b-local start", err=True)
         return EXIT_NOT_RUNNING
-    env = _environment(paths, found.port)
+    env = trust.domain_environment(settings, client.api_key(paths)) if domain else _environment(paths, found.port)
     if as_json:
         click.echo(json.dumps(env))
     else:
@@ -408,6 +412,14 @@ def completion_command(shell: str) -> int:
     assert completion is not None
     click.echo(completion(cli, {}, "e2b-local", "_E2B_LOCAL_COMPLETE").source())
     return 0
+
+
+@cli.command("trust")
+@click.option("--remove", is_flag=True, help="remove the authority from the system store")
+def trust_command(remove: bool) -> int:
+    """Add the local certificate authority (domain mode's HTTPS) to the system store, or remove it."""
+    require_root("e2b-local trust")
+    return trust.trust(load_settings(), remove)
 
 
 for _command in (*sandboxes.COMMANDS, doctor.doctor):

@@ -6,6 +6,7 @@ The CLI builds one `Settings` and passes it down; nothing else reads the environ
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ DEFAULT_POOL_SIZE = 1
 DEFAULT_BUILD_CONCURRENCY = 2
 DEFAULT_READY_TIMEOUT = 120
 DEFAULT_PULL_TIMEOUT = 600
+# Domain mode: `*.localhost` resolves to loopback (libnss-myhostname), and the HTTPS port sits beside 49980.
+DEFAULT_DOMAIN = "e2b.localhost"
+DEFAULT_HTTPS_PORT = 49443
+DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def default_boot_concurrency() -> int:
@@ -66,6 +71,10 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_POOL_SIZE", "pool_size", str(DEFAULT_POOL_SIZE),
                 "pre-started sandboxes per template, so create returns at once (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
+    SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,
+                "domain mode's domain: https://api.<domain> and https://<port>-<id>.<domain> (resolves to loopback)"),
+    SettingInfo("E2B_LOCAL_HTTPS_PORT", "https_port", str(DEFAULT_HTTPS_PORT),
+                "domain mode's HTTPS port (127.0.0.1 and ::1; 0: no HTTPS listener)"),
     SettingInfo("E2B_LOCAL_LOG_REQUESTS", "log_requests", "0", "1: log every HTTP request in server.log"),
     SettingInfo("E2B_LOCAL_BUILD_CONCURRENCY", "build_concurrency", str(DEFAULT_BUILD_CONCURRENCY),
                 "template builds that run at once (the others wait)"),
@@ -122,6 +131,11 @@ class Paths:
     def rootfs(self) -> Path:
         """Built root filesystems; a shared cache serves several data directories."""
         return self.rootfs_cache if self.rootfs_cache is not None else self.home / "rootfs"
+
+    @property
+    def tls(self) -> Path:
+        """Domain mode's certificate authority and server certificate."""
+        return self.home / "tls"
 
     @property
     def sandboxes(self) -> Path:
@@ -192,6 +206,14 @@ class Settings:
     build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
     ready_timeout: int = DEFAULT_READY_TIMEOUT
     pull_timeout: int = DEFAULT_PULL_TIMEOUT
+    domain: str = DEFAULT_DOMAIN
+    # 0: no HTTPS listener (no domain mode).
+    https_port: int = DEFAULT_HTTPS_PORT
+
+    @property
+    def sdk_domain(self) -> str:
+        """`E2B_DOMAIN` as the SDK needs it: the domain, with the HTTPS port unless it is 443."""
+        return self.domain if self.https_port == 443 else f"{self.domain}:{self.https_port}"
 
     @property
     def paths(self) -> Paths:
@@ -238,6 +260,9 @@ class Settings:
                                      positive),
             ready_timeout=number("E2B_LOCAL_READY_TIMEOUT", DEFAULT_READY_TIMEOUT, lambda n: n >= 1, positive),
             pull_timeout=number("E2B_LOCAL_PULL_TIMEOUT", DEFAULT_PULL_TIMEOUT, lambda n: n >= 1, positive),
+            domain=_domain(value("E2B_LOCAL_DOMAIN")),
+            https_port=number("E2B_LOCAL_HTTPS_PORT", DEFAULT_HTTPS_PORT, lambda p: 0 <= p <= 65535,
+                              "a port number (1-65535), or 0 for no HTTPS listener"),
         )
 
 
@@ -267,3 +292,14 @@ def _home(home: str | None, xdg_data_home: str | None, root: bool | None = None,
     if not (system_home / "api-key").exists() and (xdg / "api-key").exists():
         return xdg
     return system_home
+
+
+def _domain(raw: str | None) -> str:
+    """`E2B_LOCAL_DOMAIN`: a DNS name of two labels or more, without a port (that is E2B_LOCAL_HTTPS_PORT)."""
+    if raw is None:
+        return DEFAULT_DOMAIN
+    domain = raw.strip().lower().rstrip(".")
+    labels = domain.split(".")
+    if len(labels) < 2 or len(domain) > 200 or not all(DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise SettingsError(f"E2B_LOCAL_DOMAIN must be a domain name such as {DEFAULT_DOMAIN}, got {raw!r}")
+    return domain

@@ -82,7 +82,9 @@ def start_server(home: Path, port: int | None = None, env: dict[str, str] | None
     """
     port = port or _free_port()
     home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE, **(env or {})}
+    env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE,
+           # Each test server has a domain-mode port of its own: several run at once on one machine.
+           "E2B_LOCAL_HTTPS_PORT": str(_free_port()), **(env or {})}
     log = open(home / "server.log", "ab")  # noqa: SIM115 - kept open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
                             stdout=log, stderr=log, env=env, start_new_session=True)

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.control import auth
 from e2b_local.control.errors import error_response, json_response
 from e2b_local.control.fleet.sandboxes import Fleet
-from e2b_local.control.fleet.upstream import UpstreamError, UpstreamResponse, drop
+from e2b_local.control.fleet.upstream import AgentUpstream, UpstreamError, UpstreamResponse, drop
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.protocol import AGENT_PORTS
 
@@ -26,6 +26,9 @@ PORT_HEADERS = tuple(str(port).encode() for port in AGENT_PORTS)
 # Hop-by-hop headers are the proxy's own business on each side.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"host",
               b"proxy-connection", b"trailer"}
+
+# Methods whose requests carry no body unless they declare one.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
 class ClientGone(Exception):
@@ -79,34 +82,14 @@ class Router:
         if headers.get(b"e2b-sandbox-port") not in PORT_HEADERS:
             await _refuse(scope, receive, send, "The sandbox is running but port is not open")
             return
-        body_done = asyncio.Event()
-
-        async def request_body():
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                if chunk:
-                    yield chunk
-                if not message.get("more_body", False):
-                    break
-            body_done.set()
-
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope["query_string"]
         target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         upstream_headers = [(k, v) for k, v in scope["headers"]
                             if k not in HOP_BY_HOP and k not in auth.CREDENTIAL_HEADERS and k != b"content-length"]
-        length = headers.get(b"content-length")
-        response: UpstreamResponse | None = None
         try:
-            response = await upstream.request(scope["method"], target, upstream_headers, request_body(),
-                                              int(length) if length is not None else None)
-        except ClientGone:
-            return
+            await relay(upstream, scope, receive, send, target, upstream_headers)
         except (UpstreamError, OSError, ValueError) as exc:
-            drop(response)
             if fleet.is_running(sandbox_id):
                 # The agent is there but broke off this request: the SDK raises SandboxUnreachableException
                 # for this message, not the "not found" that means the sandbox is gone.
@@ -115,45 +98,92 @@ class Router:
             else:
                 message = f"The sandbox {sandbox_id} was not found"
             await _refuse(scope, receive, send, message)
+
+
+def _body_length(scope: Scope) -> int | None:
+    """The request body's length as the client declared it; None when it streams (sent on chunked).
+
+    A request without a body must not be sent on with chunked framing: a server that reads no body
+    for a GET would take the empty chunk for its next request.
+    """
+    headers = dict(scope["headers"])
+    if (length := headers.get(b"content-length")) is not None:
+        return int(length)
+    if b"transfer-encoding" in headers:
+        return None
+    if scope.get("http_version", "1.1").startswith("1") or scope["method"] in BODYLESS_METHODS:
+        return 0
+    return None  # HTTP/2 without a declared length: the body ends with its stream
+
+
+async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: Send, target: str,
+                headers: list[tuple[bytes, bytes]], host: bytes = b"sandbox") -> None:
+    """Send the request of `scope` to `upstream` and stream its answer back.
+
+    Raises `UpstreamError` (or `OSError`, `ValueError`) when no answer came, before anything was sent
+    to the client; a client that leaves is not an error.
+    """
+    body_done = asyncio.Event()
+
+    async def request_body():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                break
+        body_done.set()
+
+    response: UpstreamResponse | None = None
+    try:
+        response = await upstream.request(scope["method"], target, headers, request_body(),
+                                          _body_length(scope), host=host)
+    except ClientGone:
+        return
+    except BaseException:
+        drop(response)
+        raise
+    try:
+        await send({"type": "http.response.start", "status": response.status, "headers": [
+            (k, v) for k, v in response.headers if k not in HOP_BY_HOP
+        ]})
+
+        async def pump() -> None:
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            response.release()
+
+        if not response.streaming:  # a bounded body: no need to watch for the client leaving
+            await pump()
             return
-        try:
-            await send({"type": "http.response.start", "status": response.status, "headers": [
-                (k, v) for k, v in response.headers if k not in HOP_BY_HOP
-            ]})
 
-            async def pump() -> None:
-                async for chunk in response.body():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-                response.release()
+        async def client_gone() -> None:
+            await body_done.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
 
-            if not response.streaming:  # a bounded body: no need to watch for the client leaving
-                await pump()
-                return
-
-            async def client_gone() -> None:
-                await body_done.wait()
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-
-            pumping = asyncio.create_task(pump())
-            watching = asyncio.create_task(client_gone())
-            await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (pumping, watching):
-                task.cancel()
-            upstream_broke = False
-            for task in (pumping, watching):
-                try:
-                    await task
-                except (UpstreamError, OSError, asyncio.IncompleteReadError):
-                    upstream_broke = True
-                except asyncio.CancelledError:
-                    pass
-            if upstream_broke:
-                reset_client(send)
-        finally:
-            # Whatever was not handed back complete is closed, so the agent sees the client go.
-            drop(response)
+        pumping = asyncio.create_task(pump())
+        watching = asyncio.create_task(client_gone())
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pumping, watching):
+            task.cancel()
+        upstream_broke = False
+        for task in (pumping, watching):
+            try:
+                await task
+            except (UpstreamError, OSError, asyncio.IncompleteReadError):
+                upstream_broke = True
+            except asyncio.CancelledError:
+                pass
+        if upstream_broke:
+            reset_client(send)
+    finally:
+        # Whatever was not handed back complete is closed, so the agent sees the client go.
+        drop(response)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:

@@ -16,6 +16,9 @@ from starlette.types import Receive, Scope, Send
 
 from e2b_local.control.api import app, templates, volumes
 from e2b_local.control.api.context import Services
+from e2b_local.control.domain import ca, hosts, signed
+from e2b_local.control.domain.listener import HttpsListener
+from e2b_local.control.domain.ports import HostRouter
 from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
@@ -25,6 +28,7 @@ from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.templates import TemplateService
 from e2b_local.control.volumes import Volumes
 from e2b_local.isolation.container import become_subreaper
+from e2b_local.protocol import ENVD_PORT
 from e2b_local.settings import Settings
 
 log = logging.getLogger("e2b_local")
@@ -49,6 +53,11 @@ class Server:
         self.deliveries = Deliveries(self.fleet.events)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.templates, self.volumes),
                              paths.home, self._lifespan)
+        # Domain mode: sandbox ports by host name, and the HTTPS listener that serves them with the API.
+        self.domain = settings.domain
+        self.hosts = HostRouter(self.fleet, self.lifecycle, self.router)
+        self.https = (HttpsListener(self, ca.ensure(paths.tls, settings.domain), settings.https_port)
+                      if settings.https_port else None)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -58,20 +67,42 @@ class Server:
         await self.snapshots.clean_up()
         self.lifecycle.start()
         self.fleet.run_background()
+        if self.https is not None:
+            try:
+                await self.https.start()
+            except OSError as exc:
+                # Another server holds the port (a second data directory, say): serve on the plain port.
+                log.error("domain mode is off: cannot listen on HTTPS port %d: %s", self.https.port, exc)
+                self.https = None
+                self.fleet.domain = None
         self.deliveries.start()
         try:
             yield
         finally:
             await self.deliveries.stop()
+            if self.https is not None:
+                await self.https.stop()
             self.lifecycle.stop()
             await self.fleet.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.api(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        if (target := hosts.parse(headers.get(b"host"), self.domain)) is not None:
+            await self.hosts(target, scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
         sandbox_id = headers.get(b"e2b-sandbox-id")
+        if sandbox_id is None and scope["path"] == "/files" and b"signature=" in scope["query_string"]:
+            found = signed.signed_by(list(self.fleet.records.values()), scope["method"], scope["query_string"])
+            if found is not None:
+                sandbox_id = found.encode()
+                scope = {**scope, "headers": [*scope["headers"], (b"e2b-sandbox-id", sandbox_id),
+                                              (b"e2b-sandbox-port", str(ENVD_PORT).encode())]}
         if sandbox_id is not None:
             await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
             return

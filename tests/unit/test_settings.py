@@ -104,3 +104,19 @@ def test_the_cli_exits_2_with_one_line_for_a_bad_value(tmp_path: Path) -> None:
         "e2b-local: error: E2B_LOCAL_PORT must be a port number (1-65535), got 'abc'"]
     assert result.stdout == ""
     assert not (tmp_path / "home").exists()  # refused before anything was done
+
+
+def test_domain_mode_settings(tmp_path: Path) -> None:
+    defaults = Settings.from_environ({"E2B_LOCAL_HOME": str(tmp_path)})
+    assert (defaults.domain, defaults.https_port, defaults.sdk_domain) == (
+        "e2b.localhost", 49443, "e2b.localhost:49443")
+    assert defaults.paths.tls == tmp_path.resolve() / "tls"
+    custom = Settings.from_environ({"E2B_LOCAL_HOME": str(tmp_path), "E2B_LOCAL_DOMAIN": "Sandboxes.Test.",
+                                    "E2B_LOCAL_HTTPS_PORT": "443"})
+    assert (custom.domain, custom.sdk_domain) == ("sandboxes.test", "sandboxes.test")
+    assert Settings.from_environ({"E2B_LOCAL_HOME": str(tmp_path), "E2B_LOCAL_HTTPS_PORT": "0"}).https_port == 0
+    for bad in ("localhost", "e2b.localhost:443", "a..b", "-x.test", "x_y.test"):
+        with pytest.raises(SettingsError, match="E2B_LOCAL_DOMAIN"):
+            Settings.from_environ({"E2B_LOCAL_HOME": str(tmp_path), "E2B_LOCAL_DOMAIN": bad})
+    with pytest.raises(SettingsError, match="E2B_LOCAL_HTTPS_PORT"):
+        Settings.from_environ({"E2B_LOCAL_HOME": str(tmp_path), "E2B_LOCAL_HTTPS_PORT": "70000"})

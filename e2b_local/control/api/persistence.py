@@ -30,7 +30,8 @@ async def connect(request: Request) -> Response:
     sandbox_id = request.path_params["sandbox_id"]
     resumed = await found.lifecycle.resume(sandbox_id, timeout=int_field(data, "timeout", None),
                                            memory=bool_field(data, "memory", True))
-    return JSONResponse(wire.sandbox(found.fleet.get(sandbox_id)), status_code=201 if resumed else 200)
+    return JSONResponse(wire.sandbox(found.fleet.get(sandbox_id), found.fleet.domain),
+                        status_code=201 if resumed else 200)
 
 
 async def create_snapshot(request: Request) -> Response:
@@ -70,7 +71,7 @@ async def fork(request: Request) -> Response:
             status = result.status if isinstance(result, ApiError) else 500
             body.append({"error": {"code": status, "message": str(result)}})
         else:
-            body.append({"sandbox": wire.sandbox(result)})
+            body.append({"sandbox": wire.sandbox(result, services(request).fleet.domain)})
     return JSONResponse(body, status_code=201)
 
 

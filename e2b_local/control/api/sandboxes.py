@@ -35,7 +35,7 @@ async def create_sandbox(request: Request) -> Response:
         volume_mounts=mounts,
     )
     record = await services(request).snapshots.create(template, options)
-    return JSONResponse(wire.sandbox(record), status_code=201)
+    return JSONResponse(wire.sandbox(record, services(request).fleet.domain), status_code=201)
 
 
 def _expired(record: SandboxRecord, now: float) -> bool:
@@ -73,7 +73,8 @@ async def list_sandboxes_v1(request: Request) -> Response:
 
 
 async def get_sandbox(request: Request) -> Response:
-    return JSONResponse(wire.detail(services(request).fleet.get(request.path_params["sandbox_id"])))
+    return JSONResponse(wire.detail(services(request).fleet.get(request.path_params["sandbox_id"]),
+                                    services(request).fleet.domain))
 
 
 async def kill_sandbox(request: Request) -> Response:

@@ -17,8 +17,8 @@ def iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
 
 
-def sandbox(record: SandboxRecord) -> dict[str, Any]:
-    """The `Sandbox` object answered by create and connect."""
+def sandbox(record: SandboxRecord, domain: str | None = None) -> dict[str, Any]:
+    """The `Sandbox` object answered by create and connect; `domain` is where its ports are served."""
     return {
         "sandboxID": record.sandbox_id,
         "templateID": record.template_id,
@@ -29,7 +29,7 @@ def sandbox(record: SandboxRecord) -> dict[str, Any]:
         # E2B returns null unless public traffic is disallowed; here the code-interpreter port always
         # needs a token, and this is the only one the SDK sends to it.
         "trafficAccessToken": record.traffic_access_token,
-        "domain": None,
+        "domain": domain,
     }
 
 
@@ -52,13 +52,13 @@ def listed(record: SandboxRecord) -> dict[str, Any]:
     }
 
 
-def detail(record: SandboxRecord) -> dict[str, Any]:
+def detail(record: SandboxRecord, domain: str | None = None) -> dict[str, Any]:
     """The `SandboxDetail` object of get_info."""
     out = listed(record)
     out.update(
         envdAccessToken=record.access_token,
         allowInternetAccess=record.allow_internet_access,
-        domain=None,
+        domain=domain,
     )
     if record.network is not None:
         out["network"] = record.network

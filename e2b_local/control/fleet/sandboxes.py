@@ -80,6 +80,8 @@ class Fleet:
         self.rootfs = RootfsStore(paths.rootfs)
         self.limits = Limits(memory_mb=settings.memory_mb, cpu_count=settings.cpu_count, max_pids=settings.max_pids)
         self.disk_mb = settings.disk_mb
+        # The `domain` of every sandbox answered to the SDK (its get_host): domain mode's, when it is on.
+        self.domain = settings.sdk_domain if settings.https_port else None
         # Every sandbox directory and cgroup of this server starts with this, so that several servers on
         # one machine (say, test runs) can tell their sandboxes from each other's.
         key_prefix = "k" + hashlib.sha256(str(paths.home).encode()).hexdigest()[:6] + "-"

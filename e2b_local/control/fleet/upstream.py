@@ -54,6 +54,8 @@ class UpstreamResponse:
         self._chunked = chunked
         self._done = head_only or (length == 0)
         self.streaming = chunked or length is None
+        # False when the other side closes the connection after this answer (HTTP/1.0, `connection: close`).
+        self.keep_alive = True
 
     async def body(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as the agent sent it."""
@@ -91,7 +93,7 @@ class UpstreamResponse:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._done:
+        if self._done and self.keep_alive:
             self._pool.give_back(conn)
         else:
             conn.close()
@@ -137,11 +139,12 @@ class AgentUpstream:
         self._idle.clear()
 
     async def request(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                      body: AsyncIterator[bytes] | bytes, content_length: int | None) -> UpstreamResponse:
+                      body: AsyncIterator[bytes] | bytes, content_length: int | None,
+                      host: bytes = b"sandbox") -> UpstreamResponse:
         """Send a request; `body` is streamed with chunked framing unless `content_length` is given."""
         conn = await self._connect()
         try:
-            head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"host: sandbox\r\n"]
+            head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"host: " + host + b"\r\n"]
             head += [name + b": " + value + b"\r\n" for name, value in headers]
             head.append(b"transfer-encoding: chunked\r\n\r\n" if content_length is None
                         else b"content-length: %d\r\n\r\n" % content_length)
@@ -185,7 +188,10 @@ class AgentUpstream:
                 chunked = b"chunked" in value.lower()
             headers.append((name, value))
         head_only = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-        return UpstreamResponse(self, conn, status, headers, None if chunked else length, chunked, head_only)
+        response = UpstreamResponse(self, conn, status, headers, None if chunked else length, chunked, head_only)
+        response.keep_alive = not lines[0].startswith(b"HTTP/1.0") and (b"connection", b"close") not in [
+            (name, value.lower()) for name, value in headers]
+        return response
 
     async def aclose(self) -> None:
         """Close every idle connection."""

@@ -1,0 +1,244 @@
+"""Domain mode: the unmodified SDK with only E2B_DOMAIN and the trust settings, and sandbox ports by host name."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import AsyncSandbox, Sandbox
+from e2b_code_interpreter import Sandbox as CodeSandbox
+
+from tests.conftest import LocalServer, _free_port, start_server, stop_server
+
+# How long a server started in a sandbox may take to listen.
+LISTEN_DEADLINE = 30.0
+# Answers the request's Host header and path, so that a test sees what reached the sandbox.
+ECHO_SERVER = """\
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = f"{self.headers['Host']} {self.path}".encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        n = int(self.headers["Content-Length"]); data = self.rfile.read(n)
+        body = str(len(data)).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"""
+DOMAIN_VARIABLES = ("E2B_DOMAIN", "E2B_API_KEY", "SSL_CERT_FILE", "E2B_API_URL", "E2B_SANDBOX_URL")
+
+
+@pytest.fixture(scope="module")
+def domain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server in domain mode, with the environment holding only E2B_DOMAIN, the key and the trust file."""
+    https_port = _free_port()
+    server = start_server(tmp_path_factory.mktemp("e2b-domain-home"), env={"E2B_LOCAL_HTTPS_PORT": str(https_port)})
+    saved = {k: os.environ.get(k) for k in DOMAIN_VARIABLES}
+    for name in ("E2B_API_URL", "E2B_SANDBOX_URL"):
+        os.environ.pop(name, None)
+    os.environ.update({"E2B_DOMAIN": f"e2b.localhost:{https_port}", "E2B_API_KEY": server.api_key,
+                       "SSL_CERT_FILE": str(server.home / "tls" / "ca-bundle.pem")})
+    try:
+        yield server
+    finally:
+        stop_server(server)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def tls(domain_server: LocalServer) -> ssl.SSLContext:
+    """A client context that trusts the server's authority only."""
+    return ssl.create_default_context(cafile=str(domain_server.home / "tls" / "ca.pem"))
+
+
+def wait_for(url: str, tls: ssl.SSLContext, **kwargs: object) -> httpx.Response:
+    """GET `url` until something listens behind it (502 is the proxy's answer until then)."""
+    deadline = time.monotonic() + LISTEN_DEADLINE
+    while True:
+        response = httpx.get(url, verify=tls, timeout=30, **kwargs)
+        if response.status_code != 502 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def start_echo(sandbox: Sandbox, port: int) -> None:
+    sandbox.files.write("/tmp/echo.py", ECHO_SERVER)
+    sandbox.commands.run(f"python3 /tmp/echo.py {port}", background=True)
+
+
+def test_the_sdk_works_with_only_the_domain(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = CodeSandbox.create(timeout=120)
+    try:
+        assert sandbox.connection_config.api_url.startswith("https://api.e2b.localhost:")
+        assert sandbox.commands.run("echo hi").stdout == "hi\n"
+        sandbox.files.write("/home/user/a.txt", "hello")
+        assert sandbox.files.read("/home/user/a.txt") == "hello"
+        assert sandbox.run_code("6 * 7").text == "42"
+        sandbox.commands.run("cd /tmp && python3 -m http.server 8000", background=True)
+        url = "https://" + sandbox.get_host(8000)
+        assert wait_for(url, tls).status_code == 200
+        with httpx.Client(http2=True, verify=tls) as client:
+            answer = client.get(url)
+        assert answer.status_code == 200 and answer.http_version == "HTTP/2"
+        sandbox.pause()
+        resumed = CodeSandbox.connect(sandbox.sandbox_id)
+        assert resumed.run_code("6 * 7").text == "42"
+        assert resumed.files.read("/home/user/a.txt") == "hello"
+    finally:
+        sandbox.kill()
+
+
+async def test_the_async_sdk_works_with_only_the_domain(domain_server: LocalServer) -> None:
+    sandbox = await AsyncSandbox.create(timeout=120)
+    try:
+        assert (await sandbox.commands.run("echo hi")).stdout == "hi\n"
+        await sandbox.files.write("/home/user/b.txt", "async")
+        assert await sandbox.files.read("/home/user/b.txt") == "async"
+        await sandbox.pause()
+        resumed = await AsyncSandbox.connect(sandbox.sandbox_id)
+        assert (await resumed.commands.run("cat /home/user/b.txt")).stdout == "async"
+    finally:
+        await sandbox.kill()
+
+
+def test_closed_port_unknown_and_killed_sandboxes(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120)
+    url = "https://" + sandbox.get_host(8123)
+    closed = httpx.get(url, verify=tls)
+    assert closed.status_code == 502
+    assert closed.json() == {"code": 502, "sandboxId": sandbox.sandbox_id, "port": 8123,
+                             "message": f"The sandbox {sandbox.sandbox_id} is running but there is no "
+                                        "service running on port 8123"}
+    page = httpx.get(url, verify=tls, headers={"Accept": "text/html"})
+    assert page.status_code == 502 and "Closed Port Error" in page.text
+    sandbox.kill()
+    gone = httpx.get(url, verify=tls)
+    assert gone.status_code == 502 and gone.json()["message"] == f"The sandbox {sandbox.sandbox_id} was not found"
+    unknown = httpx.get(url.replace(sandbox.sandbox_id, "nosuchsandbox"), verify=tls)
+    assert unknown.json()["message"] == "The sandbox nosuchsandbox was not found"
+
+
+def test_ports_large_uploads_and_streams(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        start_echo(sandbox, 8080)
+        url = "https://" + sandbox.get_host(8080)
+        seen = wait_for(url + "/a?b=1", tls)
+        assert seen.text == f"{sandbox.get_host(8080)} /a?b=1"
+        payload = os.urandom(24 * 1024 * 1024)
+        assert httpx.post(url, content=payload, verify=tls, timeout=120).text == str(len(payload))
+        with httpx.Client(http2=True, verify=tls, timeout=120) as client:
+            assert client.post(url, content=payload).text == str(len(payload))
+        # A long stream: a server-sent-events style response that arrives piece by piece.
+        sandbox.files.write("/tmp/sse.py", (
+            "import http.server, time\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        self.send_response(200); self.send_header('Content-Type', 'text/event-stream')\n"
+            "        self.end_headers()\n"
+            "        for i in range(5):\n"
+            "            self.wfile.write(f'data: {i}\\n\\n'.encode()); self.wfile.flush(); time.sleep(0.2)\n"
+            "http.server.HTTPServer(('127.0.0.1', 8090), H).serve_forever()\n"))
+        sandbox.commands.run("python3 /tmp/sse.py", background=True)
+        wait_for("https://" + sandbox.get_host(8090), tls)
+        with httpx.stream("GET", "https://" + sandbox.get_host(8090), verify=tls, timeout=30) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("data:")]
+        assert events == [f"data: {i}" for i in range(5)]
+    finally:
+        sandbox.kill()
+
+
+def test_websocket_echo_through_the_sandbox_url(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    import websockets
+    from websockets.sync.client import connect
+
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        # The websockets package, copied in: the sandbox needs no internet for it.
+        package = Path(websockets.__file__).parent
+        sandbox.files.write_files([
+            {"path": f"/home/user/lib/websockets/{p.relative_to(package)}", "data": p.read_bytes()}
+            for p in package.rglob("*.py")])
+        sandbox.files.write("/tmp/ws.py", (
+            "import asyncio\nfrom websockets.asyncio.server import serve\n"
+            "async def echo(ws):\n    async for m in ws:\n        await ws.send(m)\n"
+            "async def main():\n    async with serve(echo, '0.0.0.0', 8765):\n        await asyncio.Future()\n"
+            "asyncio.run(main())\n"))
+        sandbox.commands.run("PYTHONPATH=/home/user/lib python3 /tmp/ws.py", background=True)
+        host = sandbox.get_host(8765)
+        assert wait_for(f"https://{host}", tls).status_code != 502
+        with connect(f"wss://{host}/", ssl=tls) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=30) == "hello"
+            ws.send(b"\x00\x01")
+            assert ws.recv(timeout=30) == b"\x00\x01"
+    finally:
+        sandbox.kill()
+
+
+def test_a_paused_sandbox_with_auto_resume_wakes_on_a_request(domain_server: LocalServer,
+                                                               tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        start_echo(sandbox, 8080)
+        url = "https://" + sandbox.get_host(8080)
+        assert wait_for(url, tls).status_code == 200
+        sandbox.pause()
+        assert sandbox.get_info().state.value == "paused"
+        assert httpx.get(url + "/again", verify=tls, timeout=60).text.endswith(" /again")
+        assert sandbox.get_info().state.value == "running"
+    finally:
+        sandbox.kill()
+
+
+def test_traffic_token_and_masked_host(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120, network={"allow_public_traffic": False,
+                                                   "mask_request_host": "localhost:${PORT}"})
+    try:
+        token = sandbox.traffic_access_token
+        assert token
+        start_echo(sandbox, 8080)
+        url = "https://" + sandbox.get_host(8080)
+        answer = wait_for(url + "/x", tls, headers={"e2b-traffic-access-token": token})
+        assert answer.status_code == 200 and answer.text == "localhost:8080 /x"
+        refused = httpx.get(url, verify=tls)
+        assert refused.status_code == 403 and "e2b-traffic-access-token" in refused.json()["message"]
+        assert httpx.get(url, verify=tls, headers={"e2b-traffic-access-token": "wrong"}).status_code == 403
+    finally:
+        sandbox.kill()
+
+
+@pytest.mark.parametrize("mode", ["domain", "url"])
+def test_signed_urls(domain_server: LocalServer, tls: ssl.SSLContext, mode: str) -> None:
+    options = {} if mode == "domain" else {"api_url": domain_server.url, "sandbox_url": domain_server.url}
+    sandbox = Sandbox.create(timeout=120, **options)
+    try:
+        sandbox.files.write("/home/user/signed.txt", "signed content")
+        plain = sandbox.download_url("/home/user/signed.txt")
+        assert plain.startswith("https://" if mode == "domain" else "http://")
+        assert httpx.get(plain, verify=tls).text == "signed content"
+        upload = sandbox.upload_url("/home/user/up.txt", use_signature_expiration=60)
+        assert httpx.post(upload, files={"file": ("up.txt", b"uploaded")}, verify=tls).status_code == 200
+        assert sandbox.files.read("/home/user/up.txt") == "uploaded"
+        expiring = sandbox.download_url("/home/user/signed.txt", use_signature_expiration=1)
+        deadline = int(expiring.rsplit("signature_expiration=", 1)[1].split("&")[0])
+        while time.time() <= deadline + 1:
+            time.sleep(0.2)
+        expired = httpx.get(expiring, verify=tls)
+        assert expired.status_code == 401 and expired.json()["message"] == "signature is already expired"
+        tampered = httpx.get(plain.replace("signed.txt", "other.txt"), verify=tls)
+        assert tampered.status_code == 401
+    finally:
+        sandbox.kill()
