@@ -26,6 +26,10 @@ apt-get update -qq
 # sandbox's own disk; iproute2: the test suite's namespaced test hosts.
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
     util-linux e2fsprogs iproute2 python3-venv >/dev/null
+if [ -n "$extras" ]; then
+    # The dashboard's browser tests drive Debian's chromium (through Playwright: no browser download).
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

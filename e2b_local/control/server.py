@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from e2b_local.control import dashboard
 from e2b_local.control.api import app, volumes
 from e2b_local.control.api.context import Services
 from e2b_local.control.errors import error_response
@@ -44,6 +45,7 @@ class Server:
         self.router = Router(self.fleet, self.lifecycle, api_key)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes), paths.home,
                              self._lifespan)
+        self.dashboard = dashboard.build(self, api_key, paths.log_file)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -67,6 +69,9 @@ class Server:
         sandbox_id = headers.get(b"e2b-sandbox-id")
         if sandbox_id is not None:
             await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
+            return
+        if dashboard.is_dashboard_path(scope["path"]):  # it checks its own login
+            await self.dashboard(scope, receive, send)
             return
         # The content API checks each volume's own token instead.
         if scope["path"] not in OPEN_PATHS and not scope["path"].startswith(volumes.CONTENT_PREFIX):
