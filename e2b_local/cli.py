@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from e2b_local.commands import client, doctor, ports, sandboxes
+from e2b_local.commands import client, dashboard, doctor, ports, sandboxes
 from e2b_local.commands.client import CliError
 from e2b_local.settings import CATALOGUE, Paths, Settings, SettingsError, load_or_create_api_key
 
@@ -410,7 +410,7 @@ def completion_command(shell: str) -> int:
     return 0
 
 
-for _command in (*sandboxes.COMMANDS, doctor.doctor):
+for _command in (*sandboxes.COMMANDS, doctor.doctor, dashboard.dashboard):
     cli.add_command(_command)
 cli.add_command(sandboxes.ps, "ls")
 

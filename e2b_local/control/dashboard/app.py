@@ -43,12 +43,12 @@ RESUME_SECONDS = 300
 # The server-log lines shown for a sandbox while no logs API answers, and how much of the log is read.
 LOG_LINES = 200
 LOG_TAIL_BYTES = 2 * 1024 * 1024
-# Sandbox files are always downloads, never rendered in the dashboard's origin.
+# Answered on every page (with Referrer-Policy "no-referrer" Chromium would send "Origin: null" on our forms).
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 # The notices an action redirects with (a fixed set: nothing from the request is shown back).
