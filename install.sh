@@ -29,7 +29,11 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
     util-linux e2fsprogs iproute2 python3-venv skopeo umoci libnss-myhostname >/dev/null
 # The test suite starts a container registry on loopback for the image pulls it tests.
-[ "${1:-}" = "--test" ] && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+if [ -n "$extras" ]; then
+    # The test suite starts a container registry on loopback for the image pulls it tests, and drives
+    # Debian's chromium for the dashboard's browser tests (through Playwright: no browser download).
+    apt-get install -y -qq --no-install-recommends docker-registry chromium >/dev/null
+fi
 
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv

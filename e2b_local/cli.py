@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from e2b_local.commands import client, doctor, ports, sandboxes, trust
+from e2b_local.commands import client, dashboard, doctor, ports, sandboxes, trust
 from e2b_local.commands.client import CliError
 from e2b_local.settings import CATALOGUE, Paths, Settings, SettingsError, load_or_create_api_key
 
@@ -422,7 +422,7 @@ def trust_command(remove: bool) -> int:
     return trust.trust(load_settings(), remove)
 
 
-for _command in (*sandboxes.COMMANDS, doctor.doctor):
+for _command in (*sandboxes.COMMANDS, doctor.doctor, dashboard.dashboard):
     cli.add_command(_command)
 cli.add_command(sandboxes.ps, "ls")
 

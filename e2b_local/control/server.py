@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from e2b_local.control import dashboard
 from e2b_local.control.api import app, templates, volumes
 from e2b_local.control.api.context import Services
 from e2b_local.control.domain import ca, hosts, signed
@@ -58,6 +59,7 @@ class Server:
         self.hosts = HostRouter(self.fleet, self.lifecycle, self.router)
         self.https = (HttpsListener(self, ca.ensure(paths.tls, settings.domain), settings.https_port)
                       if settings.https_port else None)
+        self.dashboard = dashboard.build(self, api_key, paths.log_file)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -105,6 +107,9 @@ class Server:
                                               (b"e2b-sandbox-port", str(ENVD_PORT).encode())]}
         if sandbox_id is not None:
             await self.router.forward(sandbox_id.decode("latin-1"), scope, receive, send)
+            return
+        if dashboard.is_dashboard_path(scope["path"]):  # it checks its own login
+            await self.dashboard(scope, receive, send)
             return
         # The content API checks each volume's own token instead; upload links carry a signature instead
         # of the key, as presigned URLs do.
