@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from e2b_local.control.api import params
 from e2b_local.control.api.context import services
 from e2b_local.control.api.params import json_body
 from e2b_local.control.errors import ApiError
@@ -24,20 +25,6 @@ MAX_URL = 2048
 
 def _events(request: Request) -> Events:
     return services(request).fleet.events
-
-
-def _query_int(request: Request, name: str, default: int, low: int, high: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"'{name}' must be an integer") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, f"'{name}' must be {bounds}")
-    return value
 
 
 def _types(values: list[str]) -> list[str]:
@@ -55,8 +42,8 @@ async def list_events(request: Request) -> Response:
         raise ApiError(400, "'orderAsc' must be true or false")
     types = _types([t for value in query.getlist("types") for t in value.split(",") if t])
     found = _events(request).list(request.path_params.get("sandbox_id"), types,
-                                  _query_int(request, "offset", 0, 0),
-                                  _query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), order == "true")
+                                  params.query_int(request, "offset", 0, 0),
+                                  params.query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), order == "true")
     return JSONResponse(found)
 
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from e2b_local.control.api import params
 from e2b_local.control.api.context import services
 from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.services.events import rfc3339
@@ -15,19 +16,6 @@ from e2b_local.control.services.sandbox_logs import LEVELS, LogEntry
 
 # The page size: E2B's default, which is also the largest.
 MAX_LIMIT = 1000
-
-
-def _int(request: Request, name: str, default: int | None) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"'{name}' must be an integer") from None
-    if value < 0:
-        raise ApiError(400, f"'{name}' must not be negative")
-    return value
 
 
 async def _entries(request: Request, since_ms: int | None, forward: bool = True, level: str | None = None,
@@ -40,7 +28,7 @@ async def _entries(request: Request, since_ms: int | None, forward: bool = True,
         await fleet.logs.collect(sandbox_id, live.client)
     elif record is None and not fleet.logs.has_any(sandbox_id):
         raise not_found(sandbox_id)
-    limit = min(_int(request, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    limit = min(params.query_int(request, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     since = since_ms / 1000 if since_ms is not None else None
     return fleet.logs.entries(sandbox_id, since, limit, forward, level, search)
 
@@ -52,7 +40,7 @@ def _entry(entry: LogEntry) -> dict[str, object]:
 
 async def logs_v1(request: Request) -> Response:
     """Each entry twice: as a log line (the JSON `e2b sandbox logs` prints) and as a structured entry."""
-    entries = await _entries(request, _int(request, "start", None))
+    entries = await _entries(request, params.query_int(request, "start", None))
     lines = [{"timestamp": rfc3339(e.timestamp),
               "line": json.dumps({**e.fields, "level": e.level, "logger": e.logger, "message": e.message})}
              for e in entries]
@@ -68,7 +56,7 @@ async def logs_v2(request: Request) -> Response:
     level = query.get("level") or None
     if level is not None and level not in LEVELS:
         raise ApiError(400, f"'level' must be one of {', '.join(LEVELS)}")
-    entries = await _entries(request, _int(request, "cursor", None), direction == "forward", level,
+    entries = await _entries(request, params.query_int(request, "cursor", None), direction == "forward", level,
                              query.get("search") or None)
     return JSONResponse({"logs": [_entry(e) for e in entries]})
 

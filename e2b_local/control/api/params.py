@@ -24,28 +24,28 @@ MAX_PAGE = 100
 T = TypeVar("T")
 
 
-def _too_large() -> ApiError:
-    return ApiError(413, f"request body too large: control-plane requests are limited to {MAX_JSON_BODY} bytes")
+def _too_large(limit: int, kind: str) -> ApiError:
+    return ApiError(413, f"request body too large: {kind} requests are limited to {limit} bytes")
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, read no further than MAX_JSON_BODY (413 past it)."""
+async def _body(request: Request, limit: int, kind: str) -> bytes:
+    """The request body, read no further than `limit` bytes (413 past it)."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
-        raise _too_large()
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _too_large(limit, kind)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_JSON_BODY:
-            raise _too_large()
+        if size > limit:
+            raise _too_large(limit, kind)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object ({} for an empty body)."""
-    body = await _body(request)
+async def json_body(request: Request, limit: int = MAX_JSON_BODY, kind: str = "control-plane") -> dict[str, Any]:
+    """The request's JSON object ({} for an empty body), of at most `limit` bytes."""
+    body = await _body(request, limit, kind)
     if not body:
         return {}
     try:
@@ -55,6 +55,22 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return data
+
+
+def query_int(request: Request, name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
+    """An integer query parameter within [low, high]; `default` when it is absent or empty."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"'{name}' must be an integer") from None
+    if value < low or (high is not None and value > high):
+        if high is not None:
+            raise ApiError(400, f"'{name}' must be between {low} and {high}")
+        raise ApiError(400, f"'{name}' must not be negative" if low == 0 else f"'{name}' must be at least {low}")
+    return value
 
 
 def int_field(data: dict[str, Any], name: str, default: int | None) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import os
 import secrets
 import time
@@ -15,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from e2b_local.control.api import persistence
+from e2b_local.control.api import params, persistence
 from e2b_local.control.api.context import services
 from e2b_local.control.api.wire import iso
 from e2b_local.control.errors import ApiError
@@ -33,23 +32,6 @@ ENVD_VERSION = "0.6.7"
 
 def _service(request: Request) -> TemplateService:
     return services(request).templates
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON:
-            raise ApiError(413, f"request body too large: template requests are limited to {MAX_JSON} bytes")
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        raise ApiError(400, "the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return data
 
 
 def _iso(at: float | None) -> str | None:
@@ -120,7 +102,7 @@ def _build(build: BuildRecord) -> dict[str, Any]:
 
 # -- builds ----------------------------------------------------------------------------------------
 async def request_build(request: Request) -> Response:
-    data = await _json(request)
+    data = await params.json_body(request, MAX_JSON, "template")
     name = data.get("name") or data.get("alias")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "'name' is required")
@@ -137,7 +119,7 @@ async def request_build(request: Request) -> Response:
 async def start_build(request: Request) -> Response:
     service = _service(request)
     build = service.build(request.path_params["template_id"], request.path_params["build_id"])
-    data = await _json(request)
+    data = await params.json_body(request, MAX_JSON, "template")
     steps = data.get("steps") or []
     if not isinstance(steps, list) or not all(isinstance(s, dict) and isinstance(s.get("type"), str) for s in steps):
         raise ApiError(400, "'steps' must be a list of steps, each with a 'type'")
@@ -264,7 +246,7 @@ def _tag_list(data: dict[str, Any]) -> list[str]:
 
 async def assign_tags(request: Request) -> Response:
     service = _service(request)
-    data = await _json(request)
+    data = await params.json_body(request, MAX_JSON, "template")
     target = data.get("target")
     if not isinstance(target, str) or not target:
         raise ApiError(400, "'target' is required ('name:tag')")
@@ -282,7 +264,7 @@ async def assign_tags(request: Request) -> Response:
 
 async def remove_tags(request: Request) -> Response:
     service = _service(request)
-    data = await _json(request)
+    data = await params.json_body(request, MAX_JSON, "template")
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "'name' is required")
