@@ -119,11 +119,21 @@ class Paths:
     def volumes(self) -> Path:
         return self.home / "volumes"
 
+    @property
+    def secret_key_file(self) -> Path:
+        """The key secrets' values are encrypted with in the registry."""
+        return self.home / "secrets.key"
+
+    @property
+    def authority(self) -> Path:
+        """The egress proxy's certificate authority (key and certificate), trusted by sandboxes."""
+        return self.home / "egress-ca"
+
     def secrets(self) -> list[Path]:
         """Files of the data directory that hold keys or tokens (or may log them)."""
         registry = str(self.registry)
-        return [self.api_key_file, self.registry, *(Path(registry + s) for s in ("-wal", "-shm", "-journal")),
-                self.log_file]
+        return [self.api_key_file, self.secret_key_file, self.registry,
+                *(Path(registry + s) for s in ("-wal", "-shm", "-journal")), self.log_file]
 
     def secure(self) -> None:
         """Create the data directory private to its owner (0700), and make every secret in it 0600.

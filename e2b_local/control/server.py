@@ -20,6 +20,7 @@ from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
+from e2b_local.control.secrets import Secrets
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.volumes import Volumes
 from e2b_local.isolation.container import become_subreaper
@@ -41,9 +42,10 @@ class Server:
         self.lifecycle = SandboxLifecycle(self.fleet)
         self.snapshots = Snapshots(self.fleet)
         self.volumes = Volumes(self.fleet, paths.volumes, settings.volume_mb)
+        self.secrets = Secrets(self.fleet.registry, paths.secret_key_file)
         self.router = Router(self.fleet, self.lifecycle, api_key)
-        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes), paths.home,
-                             self._lifespan)
+        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes, self.secrets),
+                             paths.home, self._lifespan)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

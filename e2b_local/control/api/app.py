@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from e2b_local.control.api import metrics, persistence, sandboxes, volumes
+from e2b_local.control.api import metrics, persistence, sandboxes, secrets, volumes
 from e2b_local.control.api.context import Services
 from e2b_local.control.errors import ApiError, CatchAll, error_response
 
@@ -34,7 +34,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def routes() -> list[Route]:
     """Every control-plane route (the fixed paths before those with a sandbox id in the same place)."""
-    return [*persistence.routes(), *metrics.routes(), *sandboxes.routes(), *volumes.routes()]
+    return [*persistence.routes(), *metrics.routes(), *sandboxes.routes(), *volumes.routes(),
+            *secrets.routes()]
 
 
 def build(services: Services, data_dir: Path,

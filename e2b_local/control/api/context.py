@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
+from e2b_local.control.secrets import Secrets
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.volumes import Volumes
 
@@ -20,6 +21,7 @@ class Services:
     lifecycle: SandboxLifecycle
     snapshots: Snapshots
     volumes: Volumes | None = None
+    secrets: Secrets | None = None
 
 
 def services(request: Request) -> Services:
