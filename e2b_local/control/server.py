@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from e2b_local.control.api import app, volumes
 from e2b_local.control.api.context import Services
+from e2b_local.control.egress.proxy import EgressProxy, Route, rule_headers
 from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
@@ -43,6 +44,7 @@ class Server:
         self.snapshots = Snapshots(self.fleet)
         self.volumes = Volumes(self.fleet, paths.volumes, settings.volume_mb)
         self.secrets = Secrets(self.fleet.registry, paths.secret_key_file)
+        self.egress = EgressProxy(self._egress_route, self.secrets.fill)
         self.router = Router(self.fleet, self.lifecycle, api_key)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.volumes, self.secrets),
                              paths.home, self._lifespan)
@@ -51,6 +53,8 @@ class Server:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         become_subreaper()
         await self.volumes.start()  # before the fleet: a sandbox booted again needs its volumes
+        await self.egress.start()  # before the fleet: sandboxes' steering names its port
+        self.fleet.egress_port = self.egress.port
         await self.fleet.start()
         await self.snapshots.clean_up()
         self.lifecycle.start()
@@ -60,6 +64,13 @@ class Server:
         finally:
             self.lifecycle.stop()
             await self.fleet.stop()
+            await self.egress.stop()
+
+    def _egress_route(self, owner: int) -> Route | None:
+        record = self.fleet.by_owner(owner)
+        if record is None or not record.network:
+            return None
+        return Route(owner=owner, rules=rule_headers(record.network), socks=record.network.get("egressProxy"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -102,7 +102,7 @@ def test_a_body_past_a_mebibyte_is_refused_and_the_connection_closed(client: Tes
     ({"autoPause": True, "autoPauseMemory": False, "autoResume": {"enabled": True}},
      "autoResume cannot be combined with a filesystem-only auto-pause (autoPauseMemory: false)"),
     ({"network": {"rules": [{"host": "x"}]}},
-     "network 'rules' (per-host request transforms) are not supported by e2b-local"),
+     "network 'rules' must be an object of host names to lists of rules"),
     ({"network": {"denyOut": ["example.com"]}},
      "network denyOut: 'example.com' is not an IP address or CIDR block (domain names are not supported for deny "
      "rules)"),
