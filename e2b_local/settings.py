@@ -149,10 +149,15 @@ class Paths:
     def volumes(self) -> Path:
         return self.home / "volumes"
 
+    @property
+    def secret_key_file(self) -> Path:
+        """The key secrets' values are encrypted with in the registry."""
+        return self.home / "secrets.key"
+
     def secrets(self) -> list[Path]:
         """Files of the data directory that hold keys or tokens (or may log them)."""
         registry = str(self.registry)
-        return [self.api_key_file, self.upload_key_file, self.registry,
+        return [self.api_key_file, self.upload_key_file, self.secret_key_file, self.registry,
                 *(Path(registry + s) for s in ("-wal", "-shm", "-journal")), self.log_file]
 
     def secure(self) -> None:

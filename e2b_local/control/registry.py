@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS volumes (
     volume_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secrets (
+    secret_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 """
 # The namespace snapshot names are reported in (E2B puts the team's slug there).
 SNAPSHOT_NAMESPACE = "local"
@@ -220,6 +224,26 @@ class VolumeRecord:
         return json.dumps(asdict(self))
 
 
+@dataclass
+class SecretRecord:
+    """One secret: its metadata and its current value, sealed (encrypted) with the server's secret key."""
+
+    secret_id: str
+    name: str
+    version: int
+    sealed: str
+    created_at: float
+    updated_at: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> SecretRecord:
+        return _from_json(cls, text)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
 class Registry:
     """A small, thread-safe store of sandbox and snapshot records."""
 
@@ -283,6 +307,20 @@ class Registry:
         with self._lock:
             rows = self._db.execute("SELECT record FROM volumes").fetchall()
         return [VolumeRecord.from_json(row[0]) for row in rows]
+
+    def put_secret(self, record: SecretRecord) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO secrets (secret_id, record) VALUES (?, ?)",
+                             (record.secret_id, record.to_json()))
+
+    def delete_secret(self, secret_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM secrets WHERE secret_id = ?", (secret_id,))
+
+    def secrets(self) -> list[SecretRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM secrets").fetchall()
+        return [SecretRecord.from_json(row[0]) for row in rows]
 
     # -- tables of the services built on the registry -------------------------------------------------
     def create_tables(self, schema: str) -> None:

@@ -20,10 +20,12 @@ from e2b_local.control.api.context import Services
 from e2b_local.control.domain import ca, hosts, signed
 from e2b_local.control.domain.listener import HttpsListener
 from e2b_local.control.domain.ports import HostRouter
+from e2b_local.control.egress.proxy import EgressProxy, Route, rule_headers
 from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
 from e2b_local.control.router import Router
+from e2b_local.control.secrets import Secrets
 from e2b_local.control.services.webhooks import Deliveries
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.templates import TemplateService
@@ -50,10 +52,12 @@ class Server:
         self.volumes = Volumes(self.fleet, paths.volumes, settings.volume_mb)
         self.templates = TemplateService(self.fleet, settings)
         self.snapshots.resolvers.append(self.templates.source_for)
+        self.secrets = Secrets(self.fleet.registry, paths.secret_key_file)
+        self.egress = EgressProxy(self._egress_route, self.secrets.fill)
         self.router = Router(self.fleet, self.lifecycle, api_key)
         self.deliveries = Deliveries(self.fleet.events)
-        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.templates, self.volumes),
-                             paths.home, self._lifespan)
+        self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.templates, self.volumes,
+                                      self.secrets), paths.home, self._lifespan)
         # Domain mode: sandbox ports by host name, and the HTTPS listener that serves them with the API.
         self.domain = settings.domain
         self.hosts = HostRouter(self.fleet, self.lifecycle, self.router)
@@ -65,6 +69,8 @@ class Server:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         become_subreaper()
         await self.volumes.start()  # before the fleet: a sandbox booted again needs its volumes
+        await self.egress.start()  # before the fleet: sandboxes' steering names its port
+        self.fleet.egress_port = self.egress.port
         await self.fleet.start()
         await self.snapshots.clean_up()
         self.lifecycle.start()
@@ -86,6 +92,13 @@ class Server:
                 await self.https.stop()
             self.lifecycle.stop()
             await self.fleet.stop()
+            await self.egress.stop()
+
+    def _egress_route(self, owner: int) -> Route | None:
+        record = self.fleet.by_owner(owner)
+        if record is None or not record.network:
+            return None
+        return Route(owner=owner, rules=rule_headers(record.network), socks=record.network.get("egressProxy"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

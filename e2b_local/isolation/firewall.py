@@ -13,6 +13,14 @@ the host's loopback (systemd-resolved). Before those, per sandbox, E2B's semanti
 matching `deny` is refused unless it also matches `allow` (an allowed destination still passes the
 rules above: no policy opens the host). Refused connections fail at once (TCP reset,
 ICMP for other protocols) rather than hanging until a timeout.
+
+A sandbox with per-host transforms or an egress proxy has its TCP steered (DNAT, in a nat chain of
+its own) to the server's egress proxy on the host's loopback; its own chain accepts exactly those
+redirected connections. The proxy dials on the sandbox's behalf with sockets it creates as the
+sandbox's owner uid (and a group of the proxy's, which exempts them from steering): they pass the
+same rules as the sandbox's own connections, so the proxy can reach nothing the sandbox could not.
+Its hop to a SOCKS5 egress proxy (TUNNEL_GID) skips only the sandbox's allow/deny lists, which E2B
+applies to the tunnelled destination, never the refusal of this host's addresses.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from e2b_local.isolation.owners import OWNER_BASE, OWNER_COUNT
 TABLE = "e2b_local"
 APPLIED = "e2b-firewall-applied"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Groups of the egress proxy's own sockets (below the owner range, no account's): dialling a
+# destination directly, and the hop to a SOCKS5 egress proxy.
+DIRECT_GID = OWNER_BASE - 2
+TUNNEL_GID = OWNER_BASE - 1
 LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 RESOLV_CONF = Path("/etc/resolv.conf")
 
@@ -38,6 +50,15 @@ class EgressPolicy:
 
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    # TCP steered to the egress proxy on the host's loopback: these destination ports, or all of them.
+    steer_ports: tuple[int, ...] = ()
+    steer_all: bool = False
+    proxy_port: int = 0
+
+    @property
+    def steers(self) -> bool:
+        """True when some of the sandbox's connections go through the egress proxy."""
+        return bool(self.proxy_port) and (self.steer_all or bool(self.steer_ports))
 
     @property
     def restricts(self) -> bool:
@@ -81,6 +102,10 @@ def chain_name(owner: int) -> str:
     return f"sandbox_{owner}"
 
 
+def steer_chain_name(owner: int) -> str:
+    return f"steer_{owner}"
+
+
 def base_ruleset(resolvers: list[Network]) -> str:
     """The table's shared part: every sandbox's traffic, and the rules that hold for all of them.
 
@@ -107,7 +132,11 @@ def base_ruleset(resolvers: list[Network]) -> str:
         "  map sandboxes { typeof meta skuid : verdict; }",
         "  chain output { type filter hook output priority 0; policy accept; }",
         "  chain sandboxes { }",
+        "  map steered { typeof meta skuid : verdict; }",
+        "  chain steering { type nat hook output priority -100; policy accept; }",
         "}",
+        f"flush chain inet {TABLE} steering",
+        f"add rule inet {TABLE} steering meta skuid {OWNER_BASE}-{last} meta l4proto tcp meta skuid vmap @steered",
         f"flush chain inet {TABLE} output",
         f"flush chain inet {TABLE} sandboxes",
         f"add rule inet {TABLE} output meta skuid {OWNER_BASE}-{last} jump sandboxes",
@@ -123,6 +152,13 @@ def sandbox_ruleset(owner: int, policy: EgressPolicy) -> str:
         f"add chain inet {TABLE} {chain}",
         f"flush chain inet {TABLE} {chain}",
     ]
+    if policy.steers:
+        # The egress proxy's hop to a SOCKS5 proxy: not judged by the lists (the destination it carries
+        # was), but by the refusal of the host's addresses after this chain.
+        lines.append(f"add rule inet {TABLE} {chain} meta skgid {TUNNEL_GID} return")
+        # Only connections this sandbox's steering chain redirected; the proxy judges what it dials.
+        lines.append(f"add rule inet {TABLE} {chain} ip daddr 127.0.0.1 tcp dport {policy.proxy_port} "
+                     "ct status dnat accept")
     for family, version in (("ip", 4), ("ip6", 6)):
         allow = [n for n in policy.allow if n.version == version]
         deny = [n for n in policy.deny if n.version == version]
@@ -133,7 +169,40 @@ def sandbox_ruleset(owner: int, policy: EgressPolicy) -> str:
                          "meta l4proto tcp reject with tcp reset")
             lines.append(f"add rule inet {TABLE} {chain} {family} daddr {{ {_elements(deny)} }} reject")
     lines.append(f"add element inet {TABLE} sandboxes {{ {owner} : jump {chain} }}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + steering_ruleset(owner, policy)) + "\n"
+
+
+def steering_ruleset(owner: int, policy: EgressPolicy) -> list[str]:
+    """The lines that steer sandbox `owner`'s TCP to the egress proxy (or stop steering it)."""
+    chain = steer_chain_name(owner)
+    lines = [
+        f"add chain inet {TABLE} {chain}",
+        f"add element inet {TABLE} steered {{ {owner} : jump {chain} }}",
+        f"delete element inet {TABLE} steered {{ {owner} }}",
+        f"delete chain inet {TABLE} {chain}",
+    ]
+    if not policy.steers:
+        return lines
+    lines += [
+        f"add chain inet {TABLE} {chain}",
+        f"add rule inet {TABLE} {chain} meta skgid {{ {DIRECT_GID}, {TUNNEL_GID} }} return",
+        # Never redirected: what is refused anyway (it stays refused by the filter, at once).
+        f"add rule inet {TABLE} {chain} fib daddr type {{ local, broadcast, multicast }} return",
+        f"add rule inet {TABLE} {chain} ip daddr {LINK_LOCAL[0]} return",
+    ]
+    resolvers = [n for n in host_resolvers() if n.version == 4]
+    if resolvers:
+        lines.append(f"add rule inet {TABLE} {chain} ip daddr {{ {_elements(resolvers)} }} tcp dport 53 return")
+    listed = ", ".join(str(p) for p in policy.steer_ports)
+    ports = "meta l4proto tcp " if policy.steer_all else f"tcp dport {{ {listed} }} "
+    lines += [
+        f"add rule inet {TABLE} {chain} meta nfproto ipv4 {ports}redirect to :{policy.proxy_port}",
+        # Fail closed: what cannot be steered (IPv6) does not leave at all.
+        *([f"add rule inet {TABLE} {chain_name(owner)} meta nfproto ipv6 meta l4proto tcp reject with tcp reset"]
+          if policy.steer_all else []),
+        f"add element inet {TABLE} steered {{ {owner} : jump {chain} }}",
+    ]
+    return lines
 
 
 def removal_ruleset(owner: int) -> str:
@@ -144,6 +213,7 @@ def removal_ruleset(owner: int) -> str:
         f"add element inet {TABLE} sandboxes {{ {owner} : jump {chain} }}",
         f"delete element inet {TABLE} sandboxes {{ {owner} }}",
         f"delete chain inet {TABLE} {chain}",
+        *steering_ruleset(owner, EgressPolicy()),
     ]) + "\n"
 
 

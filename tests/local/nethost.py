@@ -25,8 +25,12 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def namespaced_host(port: int = 8000) -> Iterator[str]:
-    """Yield `address:port` of an HTTP server (Python's http.server) on a namespaced test host."""
+def namespaced_host(port: int = 8000, server_args: list[str] | None = None) -> Iterator[str]:
+    """Yield `address:port` of an HTTP server (Python's http.server) on a namespaced test host.
+
+    `server_args`: another Python program to run there instead (`{address}` and `{port}` in them are
+    replaced); it must answer HTTP GET on that port.
+    """
     name = "e2bt" + secrets.token_hex(3)
     third = secrets.randbelow(250) + 1
     host_side, peer_side = f"{SUBNET_PREFIX}.{third}.1", f"{SUBNET_PREFIX}.{third}.2"
@@ -39,8 +43,10 @@ def namespaced_host(port: int = 8000) -> Iterator[str]:
         _ip("-n", name, "addr", "add", peer_side + "/30", "dev", name + "b")
         _ip("-n", name, "link", "set", name + "b", "up")
         _ip("-n", name, "link", "set", "lo", "up")
-        server = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "http.server", str(port),
-                                   "--bind", peer_side], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = ["-m", "http.server", str(port), "--bind", peer_side] if server_args is None else [
+            a.replace("{address}", peer_side).replace("{port}", str(port)) for a in server_args]
+        server = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, *args],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = f"{peer_side}:{port}"
         deadline = time.monotonic() + 30
         while True:

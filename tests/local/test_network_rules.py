@@ -107,7 +107,7 @@ def test_rules_survive_pause_and_reboot(e2b_server, local_site: str, pypi: str) 
 
 def test_unsupported_rules_are_refused(e2b_server) -> None:
     for network in ({"deny_out": ["example.com"]}, {"allow_out": ["*.example.com"], "deny_out": ["0.0.0.0/0"]},
-                    {"rules": {"example.com": [{"transform": {"headers": {"X-Key": "v"}}}]}}):
+                    {"egress_proxy": {"address": "192.0.2.1:1080", "tls": True}}):
         with pytest.raises(SandboxException) as info:
             Sandbox.create(network=network)
         assert info.value.status_code == 400

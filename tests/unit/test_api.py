@@ -102,7 +102,7 @@ def test_a_body_past_a_mebibyte_is_refused_and_the_connection_closed(client: Tes
     ({"autoPause": True, "autoPauseMemory": False, "autoResume": {"enabled": True}},
      "autoResume cannot be combined with a filesystem-only auto-pause (autoPauseMemory: false)"),
     ({"network": {"rules": [{"host": "x"}]}},
-     "network 'rules' (per-host request transforms) are not supported by e2b-local"),
+     "network 'rules' must be an object of host names to lists of rules"),
     ({"network": {"denyOut": ["example.com"]}},
      "network denyOut: 'example.com' is not an IP address or CIDR block (domain names are not supported for deny "
      "rules)"),
@@ -200,3 +200,38 @@ def test_an_unknown_route_answers_in_the_error_shape(client: TestClient) -> None
     response = client.get("/no/such/route")
     assert response.status_code == 404
     assert response.json() == {"code": 404, "message": "Not Found"}
+
+
+def test_secrets_are_created_listed_and_updated_without_their_values(client: TestClient) -> None:
+    from e2b.api.client.models import Secret as SecretModel
+    created = client.post("/secrets", json={"name": "Unit-Token", "value": "s3cr3t-unit", "metadata": {"a": "b"}})
+    assert created.status_code == 201, created.text
+    model = SecretModel.from_dict(created.json())
+    assert model.name == "unit-token" and model.current_version == 1 and model.secret_id.startswith("sec_")
+    try:
+        assert "s3cr3t-unit" not in created.text
+        assert client.post("/secrets", json={"name": "unit-token", "value": "x"}).status_code == 409
+        listed = client.get("/secrets")
+        assert listed.status_code == 200 and "s3cr3t-unit" not in listed.text
+        assert model.secret_id in [s["secretID"] for s in listed.json()]
+        updated = client.post(f"/secrets/{model.name}", json={"value": "v2"})
+        assert updated.status_code == 200 and updated.json()["currentVersion"] == 2
+        assert updated.json()["metadata"] == {"a": "b"}
+        assert client.get(f"/secrets/{model.secret_id}").json()["currentVersion"] == 2
+    finally:
+        assert client.delete(f"/secrets/{model.secret_id}").status_code == 204
+    assert client.get(f"/secrets/{model.secret_id}").status_code == 404
+    assert client.delete(f"/secrets/{model.secret_id}").status_code == 404
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"value": "v"}, "'name' must be a non-empty string"),
+    ({"name": "a{b", "value": "v"}, "a secret name cannot contain '{', '}' or control characters, "
+                                    "and has at most 255 characters"),
+    ({"name": "sec_x", "value": "v"}, "the 'sec_' prefix is reserved for secret identifiers"),
+    ({"name": "ok", "value": ""}, "'value' must be a non-empty string"),
+    ({"name": "ok", "value": "v", "metadata": {"k": 1}}, "'metadata' must be an object of strings"),
+])
+def test_bad_secrets_are_refused(client: TestClient, body: object, message: str) -> None:
+    response = client.post("/secrets", json=body)
+    assert response.status_code == 400 and response.json()["message"] == message

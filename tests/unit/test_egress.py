@@ -72,8 +72,14 @@ def test_dns_servers_alone_open_nothing() -> None:
 
 @pytest.mark.parametrize(("network", "message"), [
     ("deny", "'network' must be an object"),
-    ({"rules": [{"host": "x"}]}, "network 'rules' (per-host request transforms) are not supported by e2b-local"),
-    ({"egressProxy": {"url": "http://p"}}, "network 'egressProxy' is not supported by e2b-local"),
+    ({"rules": [{"host": "x"}]}, "network 'rules' must be an object of host names to lists of rules"),
+    ({"rules": {"a b": []}}, "network rules: 'a b' is not an IP address, CIDR block or domain name"),
+    ({"rules": {"x.com": [{"transform": {"headers": {"A": 1}}}]}},
+     "network rules for 'x.com': a transform's headers must be strings"),
+    ({"egressProxy": {"url": "http://p"}}, "network 'egressProxy' must have an 'address' of the form host:port"),
+    ({"egressProxy": {"address": "p"}}, "network egressProxy: 'p' is not of the form host:port"),
+    ({"egressProxy": {"address": "p:1", "tls": {"enabled": True}}},
+     "network egressProxy: TLS to the proxy is not supported by e2b-local"),
     ({"denyOut": "10.0.0.0/8"}, "network 'denyOut' must be a list of strings"),
     ({"allowOut": [1]}, "network 'allowOut' must be a list of strings"),
     ({"denyOut": ["example.com"]}, "network denyOut: 'example.com' is not an IP address or CIDR block "
@@ -99,7 +105,7 @@ def test_policy_refuses_before_resolving() -> None:
 
 def test_valid_names_and_addresses_pass_the_check() -> None:
     egress.check({"allowOut": ["pypi.org", "a-b.c0.example", "10.0.0.1", "fd00::/8"],
-                  "denyOut": ["0.0.0.0/0"], "dnsServers": ["1.1.1.1"], "rules": [], "egressProxy": None})
+                  "denyOut": ["0.0.0.0/0"], "dnsServers": ["1.1.1.1"], "rules": {}, "egressProxy": None})
 
 
 def test_host_resolvers_reads_nameserver_lines(tmp_path: Path) -> None:
@@ -108,3 +114,12 @@ def test_host_resolvers_reads_nameserver_lines(tmp_path: Path) -> None:
                     "nameserver not-an-address\nnameserver\noptions edns0\n")
     assert [str(n) for n in host_resolvers(conf)] == ["127.0.0.53/32", "fe80::1/128"]
     assert host_resolvers(tmp_path / "missing") == []
+
+
+def test_rules_steer_plain_http_and_a_proxy_steers_all_tcp() -> None:
+    rules = {"rules": {"api.example.com": [{"transform": {"headers": {"X-A": "b"}}}]}}
+    steered = egress.policy(rules, True, proxy_port=4000)
+    assert steered.steer_ports == (80,) and not steered.steer_all and steered.steers
+    tunnelled = egress.policy({"egressProxy": {"address": "10.1.2.3:1080"}}, True, proxy_port=4000)
+    assert tunnelled.steer_all and tunnelled.steers
+    assert not egress.policy(rules, True).steers  # no proxy running: nothing to steer to

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 
-from e2b_local.isolation.firewall import EgressPolicy, base_ruleset, removal_ruleset, sandbox_ruleset
+from e2b_local.isolation.firewall import (
+    DIRECT_GID,
+    TUNNEL_GID,
+    EgressPolicy,
+    base_ruleset,
+    removal_ruleset,
+    sandbox_ruleset,
+)
 from e2b_local.isolation.owners import OWNER_BASE, OWNER_COUNT
 
 OWNER = OWNER_BASE + 42
@@ -53,11 +60,40 @@ def test_no_resolvers_means_no_dns_exception() -> None:
                    "th dport 53 accept"]
 
 
+# What every script without steering ends with: the sandbox's steering chain, if any, removed.
+UNSTEERED = [
+    f"add chain inet e2b_local steer_{OWNER}",
+    f"add element inet e2b_local steered {{ {OWNER} : jump steer_{OWNER} }}",
+    f"delete element inet e2b_local steered {{ {OWNER} }}",
+    f"delete chain inet e2b_local steer_{OWNER}",
+]
+
+
+def test_steering_redirects_only_to_the_proxy_and_accepts_only_what_it_redirected() -> None:
+    lines = sandbox_ruleset(OWNER, EgressPolicy(steer_ports=(80, 443), proxy_port=4321)).splitlines()
+    chain, steer = f"sandbox_{OWNER}", f"steer_{OWNER}"
+    assert lines[2:4] == [
+        f"add rule inet e2b_local {chain} meta skgid {TUNNEL_GID} return",
+        f"add rule inet e2b_local {chain} ip daddr 127.0.0.1 tcp dport 4321 ct status dnat accept",
+    ]
+    steering = [line for line in lines if f" {steer} " in line and line.startswith("add rule")]
+    assert steering[0] == f"add rule inet e2b_local {steer} meta skgid {{ {DIRECT_GID}, {TUNNEL_GID} }} return"
+    assert f"add rule inet e2b_local {steer} fib daddr type {{ local, broadcast, multicast }} return" in steering
+    assert steering[-1] == \
+        f"add rule inet e2b_local {steer} meta nfproto ipv4 tcp dport {{ 80, 443 }} redirect to :4321"
+    assert lines[-1] == f"add element inet e2b_local steered {{ {OWNER} : jump {steer} }}"
+    tunnelled = sandbox_ruleset(OWNER, EgressPolicy(steer_all=True, proxy_port=4321))
+    redirect = f"add rule inet e2b_local {steer} meta nfproto ipv4 meta l4proto tcp redirect to :4321"
+    assert redirect in tunnelled.splitlines()
+    assert f"add rule inet e2b_local {chain} meta nfproto ipv6 meta l4proto tcp reject with tcp reset" in tunnelled
+
+
 def test_sandbox_ruleset_without_restrictions_only_registers_the_chain() -> None:
     assert sandbox_ruleset(OWNER, EgressPolicy()).splitlines() == [
         f"add chain inet e2b_local sandbox_{OWNER}",
         f"flush chain inet e2b_local sandbox_{OWNER}",
         f"add element inet e2b_local sandboxes {{ {OWNER} : jump sandbox_{OWNER} }}",
+        *UNSTEERED,
     ]
 
 
@@ -74,6 +110,7 @@ def test_sandbox_ruleset_allows_holes_before_denying() -> None:
         f"add rule inet e2b_local {chain} ip6 daddr {{ ::/0 }} meta l4proto tcp reject with tcp reset",
         f"add rule inet e2b_local {chain} ip6 daddr {{ ::/0 }} reject",
         f"add element inet e2b_local sandboxes {{ {OWNER} : jump {chain} }}",
+        *UNSTEERED,
     ]
 
 
@@ -98,4 +135,5 @@ def test_removal_declares_before_deleting() -> None:
         f"add element inet e2b_local sandboxes {{ {OWNER} : jump sandbox_{OWNER} }}",
         f"delete element inet e2b_local sandboxes {{ {OWNER} }}",
         f"delete chain inet e2b_local sandbox_{OWNER}",
+        *UNSTEERED,
     ]

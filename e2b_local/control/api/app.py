@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from e2b_local.control.api import events, logs, metrics, persistence, sandboxes, templates, volumes
+from e2b_local.control.api import events, logs, metrics, persistence, sandboxes, secrets, templates, volumes
 from e2b_local.control.api.context import Services
 from e2b_local.control.errors import ApiError, CatchAll, error_response
 
@@ -35,7 +35,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def routes() -> list[Route]:
     """Every control-plane route (the fixed paths before those with a sandbox id in the same place)."""
     return [*templates.routes(), *persistence.routes(), *metrics.routes(), *events.routes(), *logs.routes(),
-            *sandboxes.routes(), *volumes.routes()]
+            *sandboxes.routes(), *volumes.routes(), *secrets.routes()]
 
 
 def build(services: Services, data_dir: Path,

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
+from e2b_local.control.secrets import Secrets
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.templates import TemplateService
 from e2b_local.control.volumes import Volumes
@@ -22,6 +23,7 @@ class Services:
     snapshots: Snapshots
     templates: TemplateService
     volumes: Volumes
+    secrets: Secrets
 
 
 def services(request: Request) -> Services:

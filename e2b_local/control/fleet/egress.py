@@ -5,8 +5,10 @@ holes in them, and `allow_internet_access=False` is a deny of all traffic. Entri
 addresses or CIDR blocks. A domain name in `allowOut` is resolved when the rules are applied (at
 create, `update_network` and resume), and the sandbox's DNS forwarder is allowed with it; E2B instead
 matches the name on every connection, so here a domain whose addresses change needs the rules applied
-again. Wildcard domains, per-host transform `rules` and `egressProxy` are refused with 400: e2b-local
-cannot honour them, and silently ignoring a security setting would be worse.
+again. Wildcard domains are refused with 400: e2b-local cannot honour them, and silently ignoring a
+security setting would be worse. Per-host transform `rules` steer the sandbox's plain HTTP (port 80)
+through the server's egress proxy; an `egressProxy` steers all of its TCP there, to be tunnelled
+(TLS to the SOCKS5 proxy is refused with 400).
 """
 
 from __future__ import annotations
@@ -55,10 +57,8 @@ def check(network: dict[str, Any] | None) -> None:
         return
     if not isinstance(network, dict):
         raise ApiError(400, "'network' must be an object")
-    if network.get("rules"):
-        raise ApiError(400, "network 'rules' (per-host request transforms) are not supported by e2b-local")
-    if network.get("egressProxy"):
-        raise ApiError(400, "network 'egressProxy' is not supported by e2b-local")
+    _check_rules(network.get("rules"))
+    _check_proxy(network.get("egressProxy"))
     for entry in _string_list(network, "denyOut"):
         if _as_network(entry) is None:
             raise ApiError(400, f"network denyOut: '{entry}' is not an IP address or CIDR block "
@@ -74,7 +74,39 @@ def check(network: dict[str, Any] | None) -> None:
             raise ApiError(400, f"network dnsServers: '{entry}' is not an IPv4 address")
 
 
-def policy(network: dict[str, Any] | None, allow_internet_access: bool) -> EgressPolicy:
+def _check_rules(rules: Any) -> None:
+    if rules is None:
+        return
+    if not isinstance(rules, dict):
+        raise ApiError(400, "network 'rules' must be an object of host names to lists of rules")
+    for host, entries in rules.items():
+        if _as_network(host) is None and not HOSTNAME.match(host):
+            raise ApiError(400, f"network rules: '{host}' is not an IP address, CIDR block or domain name")
+        if not isinstance(entries, list):
+            raise ApiError(400, f"network rules for '{host}' must be a list")
+        for rule in entries:
+            headers = ((rule or {}).get("transform") or {}).get("headers") if isinstance(rule, dict) else None
+            if not isinstance(rule, dict) or (headers is not None and not (
+                    isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in headers.items()))):
+                raise ApiError(400, f"network rules for '{host}': a transform's headers must be strings")
+
+
+def _check_proxy(proxy: Any) -> None:
+    if proxy is None:
+        return
+    if not isinstance(proxy, dict) or not isinstance(proxy.get("address"), str):
+        raise ApiError(400, "network 'egressProxy' must have an 'address' of the form host:port")
+    host, _, port = proxy["address"].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ApiError(400, f"network egressProxy: '{proxy['address']}' is not of the form host:port")
+    if proxy.get("password") is not None and proxy.get("username") is None:
+        raise ApiError(400, "network egressProxy: a 'password' needs a 'username'")
+    if (proxy.get("tls") or {}).get("enabled"):
+        raise ApiError(400, "network egressProxy: TLS to the proxy is not supported by e2b-local")
+
+
+def policy(network: dict[str, Any] | None, allow_internet_access: bool, proxy_port: int = 0) -> EgressPolicy:
     """The rules to enforce. Blocking: resolves the domain names of `allowOut`."""
     check(network)
     network = network or {}
@@ -95,4 +127,6 @@ def policy(network: dict[str, Any] | None, allow_internet_access: bool) -> Egres
         # the host's name servers, and that is the traffic the host's firewall sees.
         allow.extend(host_resolvers())
         allow.extend(ipaddress.ip_network(e) for e in _string_list(network, "dnsServers"))
-    return EgressPolicy(allow=tuple(dict.fromkeys(allow)), deny=tuple(dict.fromkeys(deny)))
+    return EgressPolicy(allow=tuple(dict.fromkeys(allow)), deny=tuple(dict.fromkeys(deny)),
+                        steer_ports=(80,) if network.get("rules") else (),
+                        steer_all=bool(network.get("egressProxy")), proxy_port=proxy_port)

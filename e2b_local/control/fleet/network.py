@@ -15,17 +15,18 @@ from e2b_local.isolation.firewall import EgressPolicy
 log = logging.getLogger("e2b_local")
 
 
-async def egress_policy(settings: dict[str, Any] | None, allow_internet_access: bool) -> EgressPolicy:
+async def egress_policy(settings: dict[str, Any] | None, allow_internet_access: bool,
+                        proxy_port: int = 0) -> EgressPolicy:
     """The outbound rules of these settings (domain names are looked up in a worker thread)."""
     if not settings or not settings.get("allowOut"):
-        return egress.policy(settings, allow_internet_access)  # no names to look up: no thread hop
+        return egress.policy(settings, allow_internet_access, proxy_port)  # no names to look up: no thread hop
     egress.check(settings)
-    return await asyncio.to_thread(egress.policy, settings, allow_internet_access)
+    return await asyncio.to_thread(egress.policy, settings, allow_internet_access, proxy_port)
 
 
 async def enforce(container: Container, policy: EgressPolicy, replacing: bool = False) -> None:
     """Install the sandbox's outbound rules in the host's firewall."""
-    if not policy.restricts and not replacing:
+    if not policy.restricts and not policy.steers and not replacing:
         return  # a fresh owner has no rules to remove
     try:
         await asyncio.to_thread(firewall.apply, container.owner(), policy)

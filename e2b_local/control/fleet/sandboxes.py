@@ -93,6 +93,8 @@ class Fleet:
         self.pool = WarmPool(self.booter, settings.pool_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
+        # The egress proxy's port on the host's loopback (set by the server before start; 0: none).
+        self.egress_port = 0
 
     def container(self, key: str) -> Container:
         """The container of sandbox directory `key`."""
@@ -138,6 +140,11 @@ class Fleet:
                 await asyncio.to_thread(container.freeze if record.paused else container.thaw)
             else:
                 await asyncio.to_thread(container.stop)  # helpers left behind (slirp4netns, say)
+            if alive and record.running and record.network and (record.network.get("rules")
+                                                                or record.network.get("egressProxy")):
+                # Its steering names the previous server's proxy port.
+                await network.enforce(container, await network.egress_policy(
+                    record.network, record.allow_internet_access, self.egress_port), replacing=True)
             known.add(record.key)
             self.records[record.sandbox_id] = record
             live = self.live[record.sandbox_id] = Live.connect(container)
@@ -170,7 +177,7 @@ class Fleet:
         timeout = DEFAULT_TIMEOUT if options.timeout is None else options.timeout
         check_timeout(timeout)
         allowed = options.allow_internet_access is not False
-        policy = await network.egress_policy(options.network, allowed)
+        policy = await network.egress_policy(options.network, allowed, self.egress_port)
         internet = not policy.denies_everything
         if source.files is None and source.layers is None and not options.volume_mounts:
             booted = await self.pool.take(source.base_template, internet)
@@ -226,7 +233,7 @@ class Fleet:
         layers = [Path(p) for p in record.layers]
         if not layers or not all(p.is_dir() for p in layers):
             layers = await asyncio.to_thread(self.rootfs.layers, record.base_template or record.template_id)
-        policy = await network.egress_policy(record.network, record.allow_internet_access)
+        policy = await network.egress_policy(record.network, record.allow_internet_access, self.egress_port)
         internet = not policy.denies_everything
         try:
             # With the CPU and memory it was created with (a custom template's own).
@@ -257,7 +264,7 @@ class Fleet:
     async def update_network(self, sandbox_id: str, settings: dict[str, Any] | None,
                              allow_internet_access: bool) -> None:
         """Replace a running sandbox's outbound rules (E2B's update has replace semantics)."""
-        policy = await network.egress_policy(settings, allow_internet_access)
+        policy = await network.egress_policy(settings, allow_internet_access, self.egress_port)
         async with self.lock(sandbox_id):
             record = self.get(sandbox_id)
             if not record.running:
@@ -292,6 +299,14 @@ class Fleet:
         if record is None:
             raise not_found(sandbox_id)
         return record
+
+    def by_owner(self, owner: int) -> SandboxRecord | None:
+        """The running sandbox whose owner uid is `owner`."""
+        for sandbox_id, live in self.live.items():
+            record = self.records.get(sandbox_id)
+            if record is not None and record.running and live.container.owner() == owner:
+                return record
+        return None
 
     def list(self) -> list[SandboxRecord]:
         return list(self.records.values())
