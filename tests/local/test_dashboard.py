@@ -124,12 +124,14 @@ def test_the_dashboard_end_to_end(e2b_server: LocalServer, box: Sandbox, browser
     row.locator(f"a[href$='/sandboxes/{sandbox_id}']").click()
     page.wait_for_url(f"**/dashboard/sandboxes/{sandbox_id}")
     assert "sleep 600" in page.locator("table.processes").inner_text()
-    samples = int(page.locator("[data-chart] svg").get_attribute("data-samples") or 0)
-    page.wait_for_function("n => Number(document.querySelector('[data-chart] svg').dataset.samples) > n",
-                           arg=samples, timeout=CHART_WAIT_MS)
+    # Waited for through Playwright's own locators: the page's CSP forbids evaluating strings in it.
+    chart = page.locator("[data-chart] svg")
+    samples = int(chart.get_attribute("data-samples") or 0)
+    playwright_sync.expect(chart).not_to_have_attribute("data-samples", str(samples), timeout=CHART_WAIT_MS)
+    assert int(chart.get_attribute("data-samples") or 0) > samples
     assert page.locator("[data-chart] polyline.cpu").get_attribute("points")
-    page.wait_for_function(f"document.querySelector('[data-logs]').innerText.includes('{sandbox_id} created')",
-                           timeout=CHART_WAIT_MS)
+    # The sandbox logs API's lifecycle entry for its creation.
+    playwright_sync.expect(page.locator("[data-logs]")).to_contain_text("Sandbox created", timeout=CHART_WAIT_MS)
     shot(page, "sandbox")
 
     # Its files, listed and downloaded through the agent.
