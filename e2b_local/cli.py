@@ -115,7 +115,8 @@ def build(paths: Paths, force: bool = False, prune: bool = False) -> None:
         click.echo(f"root filesystems are built (warm cache): {', '.join(p.name for p in current)} in {paths.rootfs}",
                    err=True)
     if prune:
-        removed, kept = prune_builds(paths.rootfs, current)
+        # The MCP gateway layer is built on first use; a current one is kept.
+        removed, kept = prune_builds(paths.rootfs, [*current, store.mcp_gateway_path()])
         for path in removed:
             click.echo(f"pruned {path}", err=True)
         for path in kept:
@@ -150,7 +151,8 @@ def prune_builds(directory: Any, current: list[Any]) -> tuple[list[Any], list[An
     if not root.is_dir():
         return removed, kept
     for entry in sorted(root.iterdir()):
-        stale_build = entry.name.startswith(("base-", "code-interpreter-v1-")) and entry.name not in names
+        built = entry.name.startswith(("base-", "code-interpreter-v1-", "mcp-gateway-"))
+        stale_build = built and entry.name not in names
         # Interrupted builds leave their work directories behind.
         stale_work = entry.name.startswith(".build-")
         if not (stale_build or stale_work):

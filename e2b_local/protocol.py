@@ -16,7 +16,12 @@ ENVD_VERSION = "0.6.7"
 # The built-in templates, in the order their layers stack.
 BASE_TEMPLATE = "base"
 CODE_INTERPRETER_TEMPLATE = "code-interpreter-v1"
-TEMPLATES = (BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE)
+# What the SDK creates a sandbox from when given `mcp=` and no template.
+MCP_GATEWAY_TEMPLATE = "mcp-gateway"
+TEMPLATES = (BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE, MCP_GATEWAY_TEMPLATE)
+
+# The port of the MCP gateway inside a sandbox (the SDK's Sandbox.mcp_port).
+MCP_GATEWAY_PORT = 50005
 
 # Where the launcher mounts e2b-local's own files inside a sandbox.
 BASE_MOUNT = "/.e2b/base"

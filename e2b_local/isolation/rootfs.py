@@ -4,6 +4,9 @@
 coreutils, git and curl, a `user` account, and the in-sandbox agent's own Python packages under
 /opt/e2b-local (the agent runs them from a read-only view, so nothing a user installs or removes
 can break it). `code-interpreter-v1` is a layer over `base` with Jupyter kernels and the data stack.
+`mcp-gateway` is a small layer over `base`, built on first use: the `mcp` library for e2b-local's MCP
+gateway, `uv`/`uvx` to launch MCP servers published on PyPI (npx comes with base), and the
+`mcp-gateway` command.
 The build reuses the host's package configuration: apt sources and proxy, pip configuration and
 the CA bundle (so it works behind an intercepting proxy), and reports progress on stderr.
 
@@ -27,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from e2b_local.protocol import AGENT_MOUNT, CODE_INTERPRETER_TEMPLATE, MCP_GATEWAY_TEMPLATE
+
 # Host uid/gid that sandbox root maps to; sandbox uids 0-65535 map to HOST_ID_BASE + uid.
 HOST_ID_BASE = 100_000
 ID_RANGE = 65_536
@@ -47,6 +52,29 @@ CODE_INTERPRETER_REQUIREMENTS = (
     "ipykernel==7.4.0", "ipython==9.18.1", "numpy==2.4.6", "pandas==3.1.1", "matplotlib==3.11.2",
     "e2b-charts==1.0.0", "deno==2.9.8",
 )
+# What the MCP gateway template adds on top of base: the MCP library (in its own directory, for the
+# gateway alone) and uv, whose `uvx` runs MCP servers published on PyPI.
+MCP_GATEWAY_LIBRARIES = ("mcp==2.3.0",)
+MCP_GATEWAY_TOOLS = ("uv==0.13.9",)
+# The catalogue's npm-published servers, installed globally so that they start without a download
+# (npx fetching one takes longer than the SDK waits for the gateway); the gateway falls back to npx.
+MCP_GATEWAY_NPM_SERVERS = (
+    "@modelcontextprotocol/server-filesystem@2026.8.31", "@modelcontextprotocol/server-memory@2026.8.31",
+    "@modelcontextprotocol/server-sequential-thinking@2026.8.31",
+)
+MCP_GATEWAY_SITE = "opt/mcp-gateway/site-packages"
+MCP_GATEWAY_COMMAND = "usr/local/bin/mcp-gateway"
+# The gateway's code is e2b-local's own (e2b_local.mcp_gateway), mounted with the agent's.
+MCP_GATEWAY_LAUNCHER = f"""\
+#!/usr/bin/python3 -I
+\"\"\"e2b-local's MCP gateway: its code is mounted with the agent's, its libraries live in this layer.\"\"\"
+import sys
+
+sys.path[:0] = ["/{MCP_GATEWAY_SITE}", "{AGENT_MOUNT}"]
+from e2b_local.mcp_gateway.__main__ import main
+
+sys.exit(main())
+"""
 # Bump to rebuild cached root filesystems when the recipe changes in a way the lists above do not show.
 RECIPE_VERSION = "1"
 # Bump to rebuild the code-interpreter layer when `_install_kernel_support` changes (its files' contents
@@ -106,17 +134,26 @@ class RootfsStore:
                              files)
         return self.directory / f"code-interpreter-v1-{digest}"
 
+    def mcp_gateway_path(self) -> Path:
+        digest = recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, MCP_GATEWAY_LIBRARIES, MCP_GATEWAY_TOOLS,
+                             MCP_GATEWAY_NPM_SERVERS, MCP_GATEWAY_LAUNCHER)
+        return self.directory / f"{MCP_GATEWAY_TEMPLATE}-{digest}"
+
     def layers(self, template: str) -> list[Path]:
         """The lower layers of a template, topmost first, building any that are missing."""
         base = self.ensure_base()
         if template == "base":
             return [base]
-        if template == "code-interpreter-v1":
+        if template == CODE_INTERPRETER_TEMPLATE:
             return [self.ensure_code_interpreter(), base]
+        if template == MCP_GATEWAY_TEMPLATE:
+            return [self.ensure_mcp_gateway(), base]
         raise KeyError(template)
 
     def is_built(self, template: str) -> bool:
-        paths = {"base": [self.base_path()], "code-interpreter-v1": [self.base_path(), self.code_interpreter_path()]}
+        paths = {"base": [self.base_path()],
+                 CODE_INTERPRETER_TEMPLATE: [self.base_path(), self.code_interpreter_path()],
+                 MCP_GATEWAY_TEMPLATE: [self.base_path(), self.mcp_gateway_path()]}
         return all(p.is_dir() for p in paths[template])
 
     # -- base --------------------------------------------------------------------------------------
@@ -212,6 +249,44 @@ class RootfsStore:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             self.log(f"code interpreter layer ready in {time.monotonic() - started:.0f} s: {target}")
+        return target
+
+
+    # -- MCP gateway -------------------------------------------------------------------------------
+    def ensure_mcp_gateway(self) -> Path:
+        target = self.mcp_gateway_path()
+        if target.is_dir():
+            return target
+        base = self.ensure_base()
+        with _build_lock(self.directory / ".lock"):
+            if target.is_dir():
+                return target
+            started = time.monotonic()
+            work = Path(tempfile.mkdtemp(prefix=".build-mcp-", dir=self.directory))
+            layer, scratch, merged = work / "layer", work / "scratch", work / "merged"
+            for d in (layer, scratch, merged):
+                d.mkdir()
+            try:
+                _mount_overlay([base], layer, scratch, merged)
+                try:
+                    self._pip_install(merged, MCP_GATEWAY_LIBRARIES, target_dir="/" + MCP_GATEWAY_SITE)
+                    self._pip_install(merged, MCP_GATEWAY_TOOLS)
+                    self.log(f"installing npm packages: {', '.join(MCP_GATEWAY_NPM_SERVERS)}")
+                    with _host_dns(merged):
+                        _chroot(merged, ["npm", "install", "--global", "--no-fund", "--no-audit", "--cafile",
+                                         "/etc/ssl/certs/ca-certificates.crt", *MCP_GATEWAY_NPM_SERVERS], log=self.log)
+                        shutil.rmtree(merged / "root/.npm", ignore_errors=True)
+                    command = merged / MCP_GATEWAY_COMMAND
+                    command.write_text(MCP_GATEWAY_LAUNCHER)
+                    command.chmod(0o755)
+                finally:
+                    subprocess.run(["umount", str(merged)], check=True)
+                self.log("assigning the sandbox user range to the MCP gateway layer")
+                shift_ownership(layer)
+                os.rename(layer, target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            self.log(f"MCP gateway layer ready in {time.monotonic() - started:.0f} s: {target}")
         return target
 
 

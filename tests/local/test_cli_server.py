@@ -41,7 +41,7 @@ def test_health_says_who_answers(e2b_server: LocalServer) -> None:
     assert health["status"] == "ok"
     assert health["pid"] == e2b_server.process.pid
     assert health["home"] == str(e2b_server.home.resolve())
-    assert health["templates"] == ["base", "code-interpreter-v1"]
+    assert health["templates"] == ["base", "code-interpreter-v1", "mcp-gateway"]
     assert health["version"] == cli(e2b_server.home, "--version").stdout.split()[-1]
     assert health["uptime"] > 0
 
@@ -83,7 +83,7 @@ def test_one_server_per_data_directory(tmp_path: Path) -> None:
                                          f"{home.resolve()} (pid {pid}, port {port}); stop it first: e2b-local stop")
         status = json.loads(cli(home, "status").stdout)
         assert (status["running"], status["pid"], status["port"]) == (True, pid, port)
-        assert status["version"] and status["templates"] == ["base", "code-interpreter-v1"]
+        assert status["version"] and status["templates"] == ["base", "code-interpreter-v1", "mcp-gateway"]
     finally:
         assert cli(home, "stop").returncode == 0
     assert cli(home, "status").returncode == 3

@@ -8,7 +8,7 @@ import logging
 from e2b_local.control.fleet.boot import Booter
 from e2b_local.control.fleet.records import Booted
 from e2b_local.control.fleet.scheduling import Priority
-from e2b_local.protocol import BASE_TEMPLATE, TEMPLATES
+from e2b_local.protocol import BASE_TEMPLATE, MCP_GATEWAY_TEMPLATE, TEMPLATES
 
 log = logging.getLogger("e2b_local")
 
@@ -25,6 +25,9 @@ class WarmPool:
     def refill(self, template: str) -> None:
         """Start topping up `template`'s pool in the background, unless that is under way."""
         if self.size <= 0 or (not self.booter.rootfs.is_built(template) and template != BASE_TEMPLATE):
+            return
+        # Gateway sandboxes are rare and start their servers after create anyway: none waits idle.
+        if template == MCP_GATEWAY_TEMPLATE:
             return
         task = self._tasks.get(template)
         if task is None or task.done():
