@@ -107,6 +107,9 @@ class Language:
     # fill (Java's system properties): the sandbox's env vars are then set by env_code, like a
     # request's, before the first execution.
     process_env: bool = True
+    # How long the kernel may take to answer at its start, when longer than the usual (a JVM with
+    # JShell, or R loading IRkernel, on a busy machine).
+    start_timeout: float | None = None
 
 
 LANGUAGES: dict[str, Language] = {
@@ -115,8 +118,8 @@ LANGUAGES: dict[str, Language] = {
     "typescript": Language("typescript", "deno", "tcp", _deno_env, result_quote='"', fence=_deno_fence),
     "bash": Language("bash", "bash", "ipc", _bash_env),
     # IRkernel and JJava only speak TCP.
-    "r": Language("r", "r", "tcp", _r_env),
-    "java": Language("java", "java", "tcp", _java_env, process_env=False),
+    "r": Language("r", "r", "tcp", _r_env, start_timeout=180.0),
+    "java": Language("java", "java", "tcp", _java_env, process_env=False, start_timeout=180.0),
 }
 
 
