@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import JS_PROJECT
+from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -130,6 +131,26 @@ def test_java_context_cwd_and_env_vars(sbx: Sandbox) -> None:
     listed = {c.id: c.language for c in sbx.list_code_contexts()}
     assert listed[ctx.id] == "java"
     sbx.remove_code_context(ctx)
+
+
+@pytest.mark.parametrize(("language", "keep", "sleep", "kept", "answer"), [
+    ("r", "kept <- 7", "Sys.sleep(600)", "kept", "[1] 7"),
+    ("java", "int kept = 7;", "Thread.sleep(600_000);", "kept", "7"),
+])
+def test_a_timed_out_cell_is_interrupted_and_the_state_kept(e2b_server, language: str, keep: str, sleep: str,
+                                                           kept: str, answer: str) -> None:
+    sandbox = Sandbox.create()
+    try:
+        ctx = sandbox.create_code_context(language=language)
+        assert sandbox.run_code(keep, context=ctx).error is None
+        with pytest.raises(TimeoutException):
+            sandbox.run_code(sleep, context=ctx, timeout=5)
+        # The kernel was interrupted, not replaced: what the context held is still there.
+        after = sandbox.run_code(kept, context=ctx)
+        assert after.error is None
+        assert (after.text or after.results[0].text) == answer
+    finally:
+        sandbox.kill()
 
 
 async def test_r_and_java_async(e2b_server) -> None:
