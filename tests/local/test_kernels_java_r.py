@@ -30,7 +30,9 @@ def shown(execution) -> str | None:
 
 @pytest.fixture(scope="module")
 def sbx(e2b_server) -> Iterator[Sandbox]:
-    sandbox = Sandbox.create(envs={"SANDBOX_WIDE": "everywhere"})
+    # The module's tests start R and Java kernels, which takes minutes on a busy machine: past E2B's
+    # default sandbox timeout of 300 s.
+    sandbox = Sandbox.create(envs={"SANDBOX_WIDE": "everywhere"}, timeout=1800)
     yield sandbox
     sandbox.kill()
 
