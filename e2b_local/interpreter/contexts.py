@@ -173,7 +173,7 @@ class ContextManager:
                     ctx.kernel = None  # the next execution tries again
                     await kernel.shutdown(*REMOVED)
                     raise
-                ctx.env = dict(kernel.env)
+                ctx.env = dict(kernel.env) if ctx.language.process_env else {}
             return ctx.kernel
 
     def _on_exit(self, ctx: Context, kernel: Kernel) -> None:

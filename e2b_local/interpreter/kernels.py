@@ -213,6 +213,7 @@ class Kernel:
         """Return once the kernel answers requests and its outputs reach us; raise if it died."""
         if self.ready:
             return
+        timeout = max(timeout, self.language.start_timeout or 0.0)
         if self.death is not None or self._handshake is None:
             raise KernelDiedError(self.death or "the kernel is not running")
         try:

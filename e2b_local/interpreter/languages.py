@@ -2,8 +2,9 @@
 
 E2B names a context's language with the Jupyter kernel it runs (`python`, `javascript`, ...) and
 accepts a few aliases. Here Python runs on ipykernel, JavaScript and TypeScript on Deno's kernel
-(Deno treats both the same way; each language still gets its own default context, as on E2B), and
-Bash on e2b-local's own Bash kernel. The kernel specs themselves are files of the code-interpreter
+(Deno treats both the same way; each language still gets its own default context, as on E2B),
+Bash on e2b-local's own Bash kernel, R on IRkernel and Java on JJava (the maintained successor of
+IJava, E2B's Java kernel). The kernel specs themselves are files of the code-interpreter
 root filesystem (written by `e2b_local.isolation.rootfs`), read when a kernel starts.
 """
 
@@ -58,6 +59,30 @@ def _bash_env(assign: dict[str, str], remove: list[str]) -> str:
     return "\n".join(lines) or ":"
 
 
+def _quoted(value: str) -> str:
+    # A double-quoted literal that R and Java read as JSON does: both know the escapes JSON uses
+    # (\" \\ \n \t \uXXXX for other control characters), and other characters stay as they are.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _r_env(assign: dict[str, str], remove: list[str]) -> str:
+    lines = []
+    if assign:
+        lines.append("invisible(Sys.setenv(" + ", ".join(f"{_quoted(k)} = {_quoted(v)}" for k, v in assign.items())
+                     + "))")
+    if remove:
+        lines.append("invisible(Sys.unsetenv(c(" + ", ".join(_quoted(k) for k in remove) + ")))")
+    return "\n".join(lines) or "invisible(NULL)"
+
+
+def _java_env(assign: dict[str, str], remove: list[str]) -> str:
+    # A JVM cannot change its own environment: E2B's server sets system properties instead
+    # (System.getProperty sees a request's env vars). One block statement leaves no `$n` variable.
+    lines = [f"System.setProperty({_quoted(k)}, {_quoted(v)});" for k, v in assign.items()]
+    lines += [f"System.clearProperty({_quoted(k)});" for k in remove]
+    return "{\n" + "".join(line + "\n" for line in lines) + "}"
+
+
 def _deno_fence(token: str) -> str:
     return f"console.log({json.dumps(token)})"
 
@@ -78,6 +103,13 @@ class Language:
     # output may still be on its way when they report idle (Deno forwards console output from a
     # separate task): once the printed token arrives, everything printed before it has arrived too.
     fence: Callable[[str], str] | None = None
+    # False where the code reads env vars from somewhere the kernel's process environment does not
+    # fill (Java's system properties): the sandbox's env vars are then set by env_code, like a
+    # request's, before the first execution.
+    process_env: bool = True
+    # How long the kernel may take to answer at its start, when longer than the usual (a JVM with
+    # JShell, or R loading IRkernel, on a busy machine).
+    start_timeout: float | None = None
 
 
 LANGUAGES: dict[str, Language] = {
@@ -85,6 +117,9 @@ LANGUAGES: dict[str, Language] = {
     "javascript": Language("javascript", "deno", "tcp", _deno_env, result_quote='"', fence=_deno_fence),
     "typescript": Language("typescript", "deno", "tcp", _deno_env, result_quote='"', fence=_deno_fence),
     "bash": Language("bash", "bash", "ipc", _bash_env),
+    # IRkernel and JJava only speak TCP.
+    "r": Language("r", "r", "tcp", _r_env, start_timeout=180.0),
+    "java": Language("java", "java", "tcp", _java_env, process_env=False, start_timeout=180.0),
 }
 
 

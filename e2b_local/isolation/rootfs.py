@@ -47,10 +47,16 @@ BASE_PACKAGES = (
 AGENT_REQUIREMENTS = (
     "e2b==2.63.0", "uvicorn==0.54.0", "starlette==1.10.0", "jupyter_client==8.10.0", "pyzmq==27.3.0",
 )
-# What the code interpreter template adds on top of base (kernels and the data stack users expect).
+# What the code interpreter template adds on top of base (kernels and the data stack users expect):
+# the versions of E2B's code-interpreter template, and JJava (the maintained IJava) for Java.
 CODE_INTERPRETER_REQUIREMENTS = (
-    "ipykernel==7.4.0", "ipython==9.18.1", "numpy==2.4.6", "pandas==3.1.1", "matplotlib==3.11.2",
-    "e2b-charts==1.0.0", "deno==2.9.8",
+    "ipykernel==6.31.0", "ipython==9.15.0", "numpy==2.3.5", "pandas==2.2.3", "matplotlib==3.10.9",
+    "pillow==12.3.0", "e2b-charts==1.0.0", "deno==2.9.8", "jjava==1.0a8",
+)
+# Debian packages of the code interpreter layer: R with IRkernel (and R's recommended packages, as
+# E2B's r-base has them), a JDK for the Java kernel, and fonts for R's plots.
+CODE_INTERPRETER_PACKAGES = (
+    "r-base-core", "r-recommended", "r-cran-irkernel", "default-jdk-headless", "fonts-dejavu-core",
 )
 # What the MCP gateway template adds on top of base: the MCP library (in its own directory, for the
 # gateway alone) and uv, whose `uvx` runs MCP servers published on PyPI.
@@ -131,7 +137,7 @@ class RootfsStore:
     def code_interpreter_path(self) -> Path:
         files = sorted((path, hashlib.sha256(content).hexdigest()) for path, content in kernel_support_files().items())
         digest = recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS, CODE_INTERPRETER_REQUIREMENTS, KERNEL_SUPPORT_VERSION,
-                             files)
+                             files, CODE_INTERPRETER_PACKAGES)
         return self.directory / f"code-interpreter-v1-{digest}"
 
     def mcp_gateway_path(self) -> Path:
@@ -222,6 +228,19 @@ class RootfsStore:
         with _host_dns(rootfs):
             _chroot(rootfs, [*cmd, *requirements], log=self.log)
 
+    def _apt_install(self, rootfs: Path, packages: tuple[str, ...]) -> None:
+        self.log(f"installing {len(packages)} Debian packages: {', '.join(packages)}")
+        apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q",
+               *(f"-o{key}={value.strip(chr(34))}" for key, _, value in
+                 (opt.partition(" ") for opt in _host_apt_proxy_options()))]
+        # The JDK's set-up runs Java, which needs /proc.
+        with _host_dns(rootfs), _mounted_proc(rootfs):
+            _chroot(rootfs, [*apt, "update"])
+            _chroot(rootfs, [*apt, "install", "-y", "--no-install-recommends", *packages])
+            _chroot(rootfs, [*apt, "clean"])
+        for lists in (rootfs / "var/lib/apt/lists").glob("*_*"):
+            lists.unlink()
+
     # -- code interpreter --------------------------------------------------------------------------
     def ensure_code_interpreter(self) -> Path:
         target = self.code_interpreter_path()
@@ -240,6 +259,7 @@ class RootfsStore:
                 _mount_overlay([base], layer, scratch, merged)
                 try:
                     self._pip_install(merged, CODE_INTERPRETER_REQUIREMENTS)
+                    self._apt_install(merged, CODE_INTERPRETER_PACKAGES)
                     _install_kernel_support(merged)
                 finally:
                     subprocess.run(["umount", str(merged)], check=True)
@@ -295,7 +315,10 @@ def kernel_support_files() -> dict[str, bytes]:
 
     Kernel specs: Python runs ipykernel with the template's own interpreter; Bash runs e2b-local's
     kernel (interrupted by SIGINT to its process group, like ipykernel); Deno's kernel takes
-    interrupts as control messages (a signal would kill it) and prints without colours.
+    interrupts as control messages (a signal would kill it) and prints without colours. R runs
+    IRkernel (interrupted by SIGINT, as R's console is). Java runs JJava in one JVM (its launcher would
+    start a second one), with the serial collector and a small initial heap so that an idle Java
+    context costs little memory; it takes interrupts as control messages.
     """
     python = "/usr/bin/python3"
     specs = {
@@ -307,6 +330,13 @@ def kernel_support_files() -> dict[str, bytes]:
         "deno": {"argv": ["/usr/local/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"],
                  "display_name": "Deno", "language": "typescript", "interrupt_mode": "message",
                  "env": {"NO_COLOR": "1"}},
+        "r": {"argv": ["/usr/bin/R", "--no-echo", "--no-restore", "-e", "IRkernel::main()", "--args",
+                       "{connection_file}"],
+              "display_name": "R", "language": "R", "interrupt_mode": "signal"},
+        "java": {"argv": ["/usr/bin/java", "-XX:+UseSerialGC", "-Xms16m", "-XX:TieredStopAtLevel=1",
+                          "-Xshare:auto", "--add-opens", "jdk.jshell/jdk.jshell=ALL-UNNAMED",
+                          "-jar", f"/{KERNEL_SPECS}/java/jjava.jar", "{connection_file}"],
+                 "display_name": "Java", "language": "java", "interrupt_mode": "message"},
     }
     files = {f"{KERNEL_SPECS}/{name}/kernel.json": json.dumps(spec, indent=1).encode() for name, spec in specs.items()}
     for name in ("ipython_startup.py", "bash_kernel.py"):
@@ -422,6 +452,18 @@ def _host_dns(rootfs: Path):
         yield
     finally:
         resolv.write_bytes(saved)
+
+
+@contextlib.contextmanager
+def _mounted_proc(rootfs: Path):
+    """A /proc inside the root filesystem while packages are set up."""
+    proc = rootfs / "proc"
+    proc.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(proc)], check=False)
 
 
 def _chroot(rootfs: Path, cmd: list[str], log: Log | None = None) -> None:

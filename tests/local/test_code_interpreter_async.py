@@ -104,4 +104,4 @@ async def test_killed_kernel(asbx: AsyncSandbox) -> None:
 
 async def test_unsupported_language(asbx: AsyncSandbox) -> None:
     with pytest.raises(SandboxException, match="supported languages"):
-        await asbx.run_code("1", language="java")
+        await asbx.run_code("1", language="cobol")

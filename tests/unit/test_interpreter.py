@@ -137,13 +137,15 @@ def test_languages_and_their_kernels() -> None:
     assert get_language("ts").result_quote == '"'
     assert get_language(None).kernel == "python3"
     assert get_language("bash").fence is None
+    assert (get_language("R").kernel, get_language("r").transport) == ("r", "tcp")
+    assert (get_language(" Java ").kernel, get_language("java").transport) == ("java", "tcp")
 
 
 def test_an_unsupported_language_names_the_supported_ones() -> None:
     with pytest.raises(UnsupportedLanguageError) as caught:
         get_language("cobol")
     assert str(caught.value) == ("language 'cobol' is not supported by e2b-local; supported languages: "
-                                 "python (py), javascript (js), typescript (ts), bash (sh)")
+                                 "python (py), javascript (js), typescript (ts), bash (sh), r, java")
 
 
 def _environment_after(command: list[str]) -> dict[str, str]:
@@ -175,6 +177,18 @@ def test_bash_env_code_quotes_values_and_skips_names_bash_cannot_export() -> Non
 def test_deno_env_code_is_json_quoted() -> None:
     code = get_language("javascript").env_code({"A": 'x"y'}, ["B"])
     assert code.splitlines() == ['Deno.env.set("A", "x\\"y");', 'Deno.env.delete("B");', "void 0;"]
+
+
+def test_r_env_code_quotes_like_json() -> None:
+    code = get_language("r").env_code({"A": 'x"y\\', "B C": "\u00e9"}, ["D", "E"])
+    assert code.splitlines() == ['invisible(Sys.setenv("A" = "x\\"y\\\\", "B C" = "\u00e9"))',
+                                 'invisible(Sys.unsetenv(c("D", "E")))']
+    assert get_language("r").env_code({}, []) == "invisible(NULL)"
+
+
+def test_java_env_code_sets_properties_in_one_block() -> None:
+    code = get_language("java").env_code({"A": 'x"y\n'}, ["B"])
+    assert code.splitlines() == ["{", 'System.setProperty("A", "x\\"y\\n");', 'System.clearProperty("B");', "}"]
 
 
 def test_kernel_specs_are_read_from_their_directory(tmp_path: Path) -> None:
