@@ -48,9 +48,10 @@ AGENT_REQUIREMENTS = (
     "e2b==2.63.0", "uvicorn==0.54.0", "starlette==1.10.0", "jupyter_client==8.10.0", "pyzmq==27.3.0",
 )
 # What the code interpreter template adds on top of base (kernels and the data stack users expect):
-# the versions of E2B's code-interpreter template, and JJava (the maintained IJava) for Java.
+# the data stack at the versions of E2B's code-interpreter template, the Python kernel at versions whose
+# start-up is lighter than E2B's (about 17 MB less per idle sandbox), and JJava (the maintained IJava).
 CODE_INTERPRETER_REQUIREMENTS = (
-    "ipykernel==6.31.0", "ipython==9.15.0", "numpy==2.3.5", "pandas==2.2.3", "matplotlib==3.10.9",
+    "ipykernel==7.4.0", "ipython==9.18.1", "numpy==2.3.5", "pandas==2.2.3", "matplotlib==3.10.9",
     "pillow==12.3.0", "e2b-charts==1.0.0", "deno==2.9.8", "jjava==1.0a8",
 )
 # Debian packages of the code interpreter layer: R with IRkernel (and R's recommended packages, as

@@ -172,7 +172,7 @@ def test_data_science_versions_are_those_of_e2b_template(sbx: Sandbox) -> None:
     code = ("import importlib.metadata as m, json\n"
             "json.dumps({p: m.version(p) for p in ('ipykernel', 'ipython', 'numpy', 'pandas', 'matplotlib')})")
     versions = json.loads(sbx.run_code(code).text)
-    assert versions == {"ipykernel": "6.31.0", "ipython": "9.15.0", "numpy": "2.3.5", "pandas": "2.2.3",
+    assert versions == {"ipykernel": "7.4.0", "ipython": "9.18.1", "numpy": "2.3.5", "pandas": "2.2.3",
                         "matplotlib": "3.10.9"}
 
 
