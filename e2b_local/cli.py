@@ -98,6 +98,7 @@ def cli() -> None:
 
 def build(paths: Paths, force: bool = False, prune: bool = False) -> None:
     """Build (or find cached) the root filesystems of every template; say which."""
+    from e2b_local.commands.progress import BuildProgress
     from e2b_local.isolation.rootfs import RootfsStore
 
     store = RootfsStore(paths.rootfs)
@@ -109,8 +110,10 @@ def build(paths: Paths, force: bool = False, prune: bool = False) -> None:
         for path in current:
             _remove(path)
     warm = all(p.is_dir() for p in current)
-    store.ensure_base()
-    store.ensure_code_interpreter()
+    with BuildProgress(store.pending_stages()) as progress:
+        store.log, store.stage = progress.log, progress.stage
+        store.ensure_base()
+        store.ensure_code_interpreter()
     if warm:
         click.echo(f"root filesystems are built (warm cache): {', '.join(p.name for p in current)} in {paths.rootfs}",
                    err=True)

@@ -318,6 +318,7 @@ class ProcessService(Process):
         # Not reading while `publish` waits leaves the data in the pipe: the stream reader stops
         # reading at its limit, the pipe fills, and the process blocks in write().
         while chunk := await stream.read(PIPE_CHUNK):
+            self.journal.process_output(managed.pid, name, chunk)
             await managed.publish_output(name, chunk, PIPE_CHUNK)
 
     async def _read_pty(self, managed: ManagedProcess) -> None:

@@ -16,6 +16,8 @@ from e2b_local.settings import Paths, Settings, SettingsError
 
 # How often `logs -f` and `stats` look again.
 POLL_SECONDS = 1.0
+# Log entries asked for at once (the API's largest page).
+LOG_PAGE = 1000
 
 
 def _paths() -> Paths:
@@ -100,8 +102,8 @@ def inspect(sandbox_ids: tuple[str, ...]) -> int:
     return 0
 
 
-def _server_lines(paths: Paths, needle: str, offset: int = 0) -> tuple[list[str], int]:
-    """Lines of server.log after `offset` that mention `needle`, and the offset reached."""
+def _server_lines(paths: Paths, offset: int = 0) -> tuple[list[str], int]:
+    """Lines of server.log after `offset`, and the offset reached."""
     try:
         with open(paths.log_file, "rb") as f:
             f.seek(offset)
@@ -110,31 +112,100 @@ def _server_lines(paths: Paths, needle: str, offset: int = 0) -> tuple[list[str]
         return [], offset
     # Only whole lines: a partial last line waits for the next look.
     end = data.rfind(b"\n") + 1
-    lines = data[:end].decode(errors="replace").splitlines()
-    return [line for line in lines if needle in line], offset + end
+    return data[:end].decode(errors="replace").splitlines(), offset + end
+
+
+def _follow_server(paths: Paths, follow: bool) -> None:
+    lines, offset = _server_lines(paths)
+    for line in lines:
+        click.echo(line)
+    while follow:
+        time.sleep(POLL_SECONDS)
+        lines, offset = _server_lines(paths, offset)
+        for line in lines:
+            click.echo(line)
+
+
+def _log_line(entry: dict[str, Any]) -> str:
+    """One entry as `e2b-local logs` prints it: time, level, logger, message, then its other fields."""
+    fields = dict(entry.get("fields") or {})
+    logger = str(fields.pop("logger", "")).removesuffix("Svc")
+    extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    return f"{entry['timestamp']} {entry['level'].upper():<5} {logger:<9} {entry['message']}" + (
+        f"  {extra}" if extra else "")
+
+
+class _LogCursor:
+    """Reads a sandbox's log entries page by page, each once.
+
+    The API's cursor is a time in milliseconds and includes entries at that time, so the entries
+    already printed at the cursor's millisecond are counted and skipped on the next read.
+    """
+
+    def __init__(self, api: Api, sandbox_id: str) -> None:
+        self.api = api
+        self.path = f"/v2/sandboxes/{sandbox_id}/logs"
+        self.cursor: int | None = None
+        self.seen_at_cursor = 0
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """The entries not read yet (one page), and whether the page was full."""
+        params: dict[str, Any] = {"direction": "forward", "limit": LOG_PAGE}
+        if self.cursor is not None:
+            params["cursor"] = self.cursor
+        page = self.api.request("GET", self.path, params=params).json()["logs"]
+        fresh = []
+        skip = self.seen_at_cursor
+        for entry in page:
+            ms = _milliseconds(entry["timestamp"])
+            if ms == self.cursor and skip:
+                skip -= 1
+                continue
+            fresh.append(entry)
+            if ms == self.cursor:
+                self.seen_at_cursor += 1
+            else:
+                self.cursor, self.seen_at_cursor = ms, 1
+        return fresh, len(page) == LOG_PAGE and bool(fresh)
+
+
+def _milliseconds(timestamp: str) -> int:
+    moment = _time(timestamp)
+    assert moment is not None
+    return round(moment.timestamp() * 1000)
 
 
 @click.command("logs")
 @click.argument("sandbox_id", required=False)
 @click.option("--server", is_flag=True, help="the server's own log (server.log) instead of a sandbox's")
-@click.option("-f", "--follow", is_flag=True, help="keep printing new lines until interrupted")
+@click.option("-f", "--follow", is_flag=True,
+              help="keep printing new entries (a running command's output too) until the sandbox is killed")
 def logs(sandbox_id: str | None, server: bool, follow: bool) -> int:
-    """Print a sandbox's log lines (from the server's log), or the server's log with --server."""
+    """Print a sandbox's log: lifecycle, processes started and ended, their output lines (or --server)."""
     paths = _paths()
     if server == (sandbox_id is not None):
         raise click.UsageError("give a sandbox ID or --server")
-    if not server:
-        Api(paths).sandbox(sandbox_id)  # an unknown id is an error, not an empty log
-    needle = "" if server else str(sandbox_id)
-    lines, offset = _server_lines(paths, needle)
-    for line in lines:
-        click.echo(line)
-    while follow:
+    if server:
+        _follow_server(paths, follow)
+        return 0
+    api = Api(paths)
+    # The logs API answers for a killed sandbox too, and 404 for an unknown id.
+    cursor = _LogCursor(api, str(sandbox_id))
+    while True:
+        entries, more = cursor.read()
+        for entry in entries:
+            click.echo(_log_line(entry))
+        if more:
+            continue
+        if not follow:
+            return 0
+        # Killed: what it logged until then has been printed (the kill reads the agent's last entries).
+        if api.request("GET", f"/sandboxes/{sandbox_id}", ok=(200, 404)).status_code == 404:
+            entries, _ = cursor.read()
+            for entry in entries:
+                click.echo(_log_line(entry))
+            return 0
         time.sleep(POLL_SECONDS)
-        lines, offset = _server_lines(paths, needle, offset)
-        for line in lines:
-            click.echo(line)
-    return 0
 
 
 def _latest(api: Api, ids: list[str]) -> dict[str, dict[str, Any]]:

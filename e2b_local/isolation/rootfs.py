@@ -114,6 +114,14 @@ E2B_DIR = ".e2b"
 
 Log = Callable[[str], None]
 
+# The stages of a first build, in order: those of the base, then those of the code-interpreter layer.
+BASE_STAGES = ("download and unpack the Debian base system (mmdebstrap)",
+               "configure users, certificates and package managers",
+               "install the agent's Python packages",
+               "assign the sandbox user range to the base")
+CODE_INTERPRETER_STAGES = ("install the code interpreter's Python packages and kernels",
+                           "assign the sandbox user range to the code interpreter layer")
+
 
 def _stderr(message: str) -> None:
     print(f"[e2b-local] {message}", file=sys.stderr, flush=True)
@@ -128,9 +136,16 @@ def recipe_hash(*parts: object) -> str:
 class RootfsStore:
     """The cache of built root filesystems."""
 
-    def __init__(self, directory: Path, log: Log = _stderr) -> None:
+    def __init__(self, directory: Path, log: Log = _stderr, stage: Log | None = None) -> None:
         self.directory = directory
         self.log = log
+        # Called with each stage's title (one of BASE_STAGES, CODE_INTERPRETER_STAGES) as it starts.
+        self.stage = stage or log
+
+    def pending_stages(self) -> list[str]:
+        """The stages a build would run now, for what is not cached."""
+        stages = [] if self.base_path().is_dir() else list(BASE_STAGES)
+        return stages + ([] if self.code_interpreter_path().is_dir() else list(CODE_INTERPRETER_STAGES))
 
     def base_path(self) -> Path:
         return self.directory / f"base-{recipe_hash(BASE_PACKAGES, AGENT_REQUIREMENTS)}"
@@ -177,9 +192,11 @@ class RootfsStore:
             try:
                 rootfs = work / "rootfs"
                 self._debootstrap(rootfs)
+                self.stage(BASE_STAGES[1])
                 self._configure(rootfs)
+                self.stage(BASE_STAGES[2])
                 self._pip_install(rootfs, AGENT_REQUIREMENTS, target_dir="/" + AGENT_SITE)
-                self.log("assigning the sandbox user range to the root filesystem")
+                self.stage(BASE_STAGES[3])
                 shift_ownership(rootfs)
                 os.rename(rootfs, target)
             finally:
@@ -195,11 +212,11 @@ class RootfsStore:
             *(f"--aptopt={opt}" for opt in _host_apt_proxy_options()),
             suite, str(rootfs), *[str(s) for s in _host_sources()],
         ]
+        self.stage(BASE_STAGES[0])
         self.log(f"building the base root filesystem with mmdebstrap ({suite}); this takes a minute")
         _run(args, self.log)
 
     def _configure(self, rootfs: Path) -> None:
-        self.log("configuring users, certificates and package managers")
         _chroot(rootfs, ["useradd", "--create-home", "--uid", str(USER_ID), "--shell", "/bin/bash", USER_NAME])
         sudoers = rootfs / "etc/sudoers.d/user"
         sudoers.write_text(f"{USER_NAME} ALL=(ALL:ALL) NOPASSWD: ALL\n")
@@ -259,12 +276,13 @@ class RootfsStore:
             try:
                 _mount_overlay([base], layer, scratch, merged)
                 try:
+                    self.stage(CODE_INTERPRETER_STAGES[0])
                     self._pip_install(merged, CODE_INTERPRETER_REQUIREMENTS)
                     self._apt_install(merged, CODE_INTERPRETER_PACKAGES)
                     _install_kernel_support(merged)
                 finally:
                     subprocess.run(["umount", str(merged)], check=True)
-                self.log("assigning the sandbox user range to the code interpreter layer")
+                self.stage(CODE_INTERPRETER_STAGES[1])
                 shift_ownership(layer)
                 os.rename(layer, target)
             finally:

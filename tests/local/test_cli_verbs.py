@@ -79,9 +79,10 @@ def test_ps_inspect_pause_resume_against_the_sdk(e2b_server: LocalServer, tagged
 
 
 def test_inspect_of_an_unknown_sandbox_is_one_line(e2b_server: LocalServer) -> None:
-    result = cli(e2b_server, "inspect", "nosuchsandbox")
-    assert result.returncode == 1
-    assert result.stderr.strip() == "e2b-local: error: sandbox 'nosuchsandbox' not found (404)"
+    for verb in ("inspect", "logs"):
+        result = cli(e2b_server, verb, "nosuchsandbox")
+        assert result.returncode == 1
+        assert result.stderr.strip() == "e2b-local: error: sandbox 'nosuchsandbox' not found (404)"
 
 
 def test_stats_against_the_sdk(e2b_server: LocalServer, tagged) -> None:
@@ -115,25 +116,51 @@ def test_kill_asks_first_and_kills_by_filter(e2b_server: LocalServer, tagged) ->
     boxes.pop(0)
 
 
-def test_logs_of_a_sandbox_and_follow(e2b_server: LocalServer, tagged) -> None:
+def _read_until(stream, needle: str, seconds: float = 60) -> str:
+    """What `stream` printed up to the line holding `needle` (or its end, or the deadline)."""
+    deadline = time.monotonic() + seconds
+    seen = ""
+    while needle not in seen and time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
+def test_logs_of_a_sandbox_and_follow_a_running_command(e2b_server: LocalServer, tagged) -> None:
     _, boxes = tagged
-    target = boxes[0].sandbox_id
-    lines = cli(e2b_server, "logs", target).stdout.splitlines()
-    assert lines and all(target in line for line in lines)
-    assert any(f"sandbox {target} created" in line for line in lines)
+    target = boxes[0]
+    lines = cli(e2b_server, "logs", target.sandbox_id).stdout.splitlines()
+    assert "INFO  lifecycle Sandbox created" in lines[0]
     env = {**os.environ, "E2B_LOCAL_HOME": str(e2b_server.home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE}
-    follower = subprocess.Popen([sys.executable, "-m", "e2b_local", "logs", "-f", target], stdout=subprocess.PIPE,
-                                text=True, env=env)
+    follower = subprocess.Popen([sys.executable, "-m", "e2b_local", "logs", "-f", target.sandbox_id],
+                                stdout=subprocess.PIPE, text=True, env=env)
     try:
-        Sandbox.connect(target, **e2b_server.sdk).pause()
-        deadline = time.monotonic() + 30
-        seen = ""
-        while f"sandbox {target} paused" not in seen and time.monotonic() < deadline:
-            seen += follower.stdout.readline()
-        assert f"sandbox {target} paused" in seen
+        # The second line is printed only once the test has seen the first through `logs -f`.
+        handle = target.commands.run(
+            "echo first-line; echo to-stderr >&2; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo second-line",
+            background=True)
+        # An output line is its text followed by its fields (the command line shows in "Process started").
+        seen = _read_until(follower.stdout, "first-line  pid=")
+        assert "first-line  pid=" in seen and "stream=stdout" in seen
+        assert "Process started" in seen
+        assert "second-line  pid=" not in seen
+        target.files.write("/tmp/go", "")
+        seen = _read_until(follower.stdout, "second-line  pid=")
+        assert "second-line  pid=" in seen
+        assert handle.wait().exit_code == 0
+        target.kill()
+        boxes.pop(0)
+        rest = follower.stdout.read()
+        assert "Sandbox killed" in rest
+        assert follower.wait(timeout=60) == 0
     finally:
         follower.kill()
         follower.wait()
+    # What it printed stays readable after the kill, the command's output with it.
+    after = cli(e2b_server, "logs", target.sandbox_id).stdout
+    assert "first-line" in after and "to-stderr  pid=" in after and "stream=stderr" in after
 
 
 def test_templates_config_completion(e2b_server: LocalServer) -> None:

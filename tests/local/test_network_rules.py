@@ -111,3 +111,16 @@ def test_unsupported_rules_are_refused(e2b_server) -> None:
         with pytest.raises(SandboxException) as info:
             Sandbox.create(network=network)
         assert info.value.status_code == 400
+
+
+def test_a_domain_in_deny_out_is_refused_with_e2bs_message(e2b_server) -> None:
+    # E2B takes domain names in allow_out only; deny_out takes addresses and CIDR blocks.
+    with pytest.raises(SandboxException) as info:
+        Sandbox.create(network={"deny_out": ["0.0.0.0/0", "pypi.org"], "allow_out": ["pypi.org"]})
+    assert info.value.status_code == 400
+    assert str(info.value) == "400: invalid denied CIDR pypi.org"
+    with Sandbox.create() as sandbox:
+        with pytest.raises(SandboxException) as info:
+            sandbox.update_network({"deny_out": ["example.com"]})
+        assert "invalid denied CIDR example.com" in str(info.value)
+        assert sandbox.get_info().network is None

@@ -82,8 +82,8 @@ def test_dns_servers_alone_open_nothing() -> None:
      "network egressProxy: TLS to the proxy is not supported by e2b-local"),
     ({"denyOut": "10.0.0.0/8"}, "network 'denyOut' must be a list of strings"),
     ({"allowOut": [1]}, "network 'allowOut' must be a list of strings"),
-    ({"denyOut": ["example.com"]}, "network denyOut: 'example.com' is not an IP address or CIDR block "
-                                   "(domain names are not supported for deny rules)"),
+    ({"denyOut": ["example.com"]}, "invalid denied CIDR example.com"),
+    ({"denyOut": ["0.0.0.0/0", "pypi.org"]}, "invalid denied CIDR pypi.org"),
     ({"allowOut": ["*.example.com"]}, "network allowOut: wildcard domains ('*.example.com') are not supported "
                                       "by e2b-local"),
     ({"allowOut": ["bad_name!"]}, "network allowOut: 'bad_name!' is not an IP address, CIDR block or domain name"),

@@ -61,8 +61,8 @@ def check(network: dict[str, Any] | None) -> None:
     _check_proxy(network.get("egressProxy"))
     for entry in _string_list(network, "denyOut"):
         if _as_network(entry) is None:
-            raise ApiError(400, f"network denyOut: '{entry}' is not an IP address or CIDR block "
-                                "(domain names are not supported for deny rules)")
+            # E2B's text: deny rules take addresses and CIDR blocks only, never domain names.
+            raise ApiError(400, f"invalid denied CIDR {entry}")
     for entry in _string_list(network, "allowOut"):
         if _as_network(entry) is None and not HOSTNAME.match(entry):
             if entry.startswith("*"):

@@ -1,9 +1,9 @@
 """Sandbox logs: what the lifecycle did to a sandbox and what its agent recorded, kept in the registry.
 
 Lifecycle entries are written here as they happen. The agent's own entries (processes started and
-ended) are read from its journal over the agent socket, when the logs are asked for and before the
-sandbox is paused or killed, and kept here so that they outlive the sandbox. What the agent sends is
-shown, never acted on: a sandbox can write anything there.
+ended, and their output lines) are read from its journal over the agent socket, when the logs are
+asked for and before the sandbox is paused or killed, and kept here so that they outlive the sandbox.
+What the agent sends is shown, never acted on: a sandbox can write anything there.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ RETENTION_SECONDS = 7 * 24 * 3600
 # The most entries an agent read may add, and the longest text kept of what it sends.
 MAX_AGENT_ENTRIES = 5000
 MAX_TEXT = 4000
+# The most output lines kept per sandbox: older ones are dropped as new ones come.
+MAX_OUTPUT_LINES = 20000
 # The logger names shown by `e2b sandbox logs` (it strips the "Svc" suffix, as for envd's).
 LIFECYCLE_LOGGER = "lifecycleSvc"
 AGENT_LOGGER = "processSvc"
@@ -103,6 +105,14 @@ class SandboxLogs:
             return
         if rows:
             self._store(rows)
+            self._trim_output(sandbox_id)
+
+    def _trim_output(self, sandbox_id: str) -> None:
+        # Output lines are the agent's entries with a `stream` field.
+        with contextlib.suppress(sqlite3.Error, OSError), self.registry.transaction() as db:
+            db.execute("DELETE FROM sandbox_logs WHERE seq IN (SELECT seq FROM sandbox_logs WHERE sandbox_id = ? "
+                       "AND agent_boot IS NOT NULL AND json_extract(fields, '$.stream') IS NOT NULL "
+                       "ORDER BY seq DESC LIMIT -1 OFFSET ?)", (sandbox_id, MAX_OUTPUT_LINES))
 
     @staticmethod
     def _agent_row(sandbox_id: str, boot: str, entry: dict[str, Any]) -> tuple[Any, ...]:
