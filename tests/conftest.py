@@ -37,6 +37,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.sandbox)
 
 
+def fresh_sdk_transports() -> None:
+    """Make the SDK build its HTTP transports anew, reading the trust settings (SSL_CERT_FILE) again.
+
+    The SDK keeps one transport per process and loads the certificate store when it builds it, as a
+    program started after `eval "$(e2b-local env --domain)"` does once; a test that changes the trust
+    settings mid-process has to drop the transports built before.
+    """
+    from e2b.api import client_async, client_sync
+
+    for module in (client_sync, client_async):
+        with module._transport_lock:
+            module._transports.clear()
+            module._pools.clear()
+            module._httpx_transports.clear()
+
+
 def server_prefix(home: Path) -> str:
     """The key prefix of a server's sandbox directories and cgroups (as the fleet derives it)."""
     return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"

@@ -13,7 +13,7 @@ import pytest
 from e2b import AsyncSandbox, Sandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
-from tests.conftest import LocalServer, _free_port, start_server, stop_server
+from tests.conftest import LocalServer, _free_port, fresh_sdk_transports, start_server, stop_server
 
 # How long a server started in a sandbox may take to listen.
 LISTEN_DEADLINE = 30.0
@@ -46,6 +46,7 @@ def domain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSer
         os.environ.pop(name, None)
     os.environ.update({"E2B_DOMAIN": f"e2b.localhost:{https_port}", "E2B_API_KEY": server.api_key,
                        "SSL_CERT_FILE": str(server.home / "tls" / "ca-bundle.pem")})
+    fresh_sdk_transports()
     try:
         yield server
     finally:
@@ -55,6 +56,7 @@ def domain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSer
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        fresh_sdk_transports()
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ def test_cli_start_env_status_stop(tmp_path: Path) -> None:
         assert (home / "api-key").stat().st_mode & 0o777 == 0o600
         assert cli(home, "start", port=port).returncode == 0  # already running: a no-op
         exports = cli(home, "env").stdout.strip()
-        assert exports == (f"export E2B_API_URL=http://127.0.0.1:{port} E2B_SANDBOX_URL=http://127.0.0.1:{port} "
-                           f"E2B_API_KEY={key}")
+        url = f"http://127.0.0.1:{port}"
+        assert exports == f"export E2B_API_URL={url} E2B_SANDBOX_URL={url} E2B_VOLUME_API_URL={url} E2B_API_KEY={key}"
         env = json.loads(cli(home, "env", "--json").stdout)
         status = json.loads(cli(home, "status").stdout)
         assert status["running"] is True and status["port"] == port and status["sandboxes"] == 0
