@@ -73,7 +73,7 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_POOL_SIZE", "pool_size", str(DEFAULT_POOL_SIZE),
                 "pre-started sandboxes kept per template when nobody creates, so create returns at once (0: no pool)"),
     SettingInfo("E2B_LOCAL_POOL_MAX", "pool_max", str(DEFAULT_POOL_MAX),
-                "most pre-started sandboxes per template: the pool grows with the last 30 s of creates, "
+                "most pre-started sandboxes per template: the pool grows to the last burst of creates for 30 s, "
                 "within free memory"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
     SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,

@@ -3,8 +3,9 @@
 Each kind of sandbox a create can be served from has a pool of its own, keyed by what tells one
 kind from another: a built-in template by its name, a custom template by its build (booted on that
 build's layers with its limits). A pool holds at least its floor (E2B_LOCAL_POOL_SIZE; a custom
-template's only while it is in use) and grows to the number of creates of the last DEMAND_WINDOW
-seconds, up to E2B_LOCAL_POOL_MAX and only while the machine keeps a share of its memory free.
+template's only while it is in use) and grows to the size of the last burst of creates (creates
+less than BURST_GAP seconds apart) for DEMAND_WINDOW seconds after it, up to E2B_LOCAL_POOL_MAX and
+only while the machine keeps a share of its memory free.
 Refills run in parallel (several boots at once, at warm-pool priority, always leaving a boot slot
 to the creates someone waits for); when creates stop, pools shrink back to their floor.
 """
@@ -27,7 +28,9 @@ from e2b_local.protocol import BASE_TEMPLATE, TEMPLATES
 
 log = logging.getLogger("e2b_local")
 
-# Creates counted to size a pool: a burst keeps the pool at its size for this long after it.
+# Creates at most this far apart belong to one burst; a burst keeps the pool at its size for
+# DEMAND_WINDOW seconds after its last create.
+BURST_GAP = 5.0
 DEMAND_WINDOW = 30.0
 # A custom template counts as in use (its pool kept at the floor) this long after its last create.
 CUSTOM_IDLE = 600.0
@@ -72,11 +75,12 @@ class PoolSpec:
 class _Pool:
     spec: PoolSpec
     ready: list[Booted]
-    takes: deque[float]
     booting: set[asyncio.Task[None]]
     # Creates waiting for a boot in progress (each claims the next one that finishes).
     claims: deque[asyncio.Future[Booted]] = field(default_factory=deque)
-    last_take: float = 0.0
+    last_take: float = float("-inf")
+    burst: int = 0  # creates in the current (or last) burst
+    last_served: float = float("-inf")  # when the last create got its sandbox
     retry_at: float = 0.0
 
 
@@ -98,7 +102,7 @@ class WarmPool:
     def _add(self, spec: PoolSpec) -> _Pool:
         pool = self._pools.get(spec.key)
         if pool is None:
-            pool = self._pools[spec.key] = _Pool(spec, [], deque(), set())
+            pool = self._pools[spec.key] = _Pool(spec, [], set())
         return pool
 
     # -- sizes -------------------------------------------------------------------------------------
@@ -107,12 +111,11 @@ class WarmPool:
         pool = self._pools.get(key)
         if pool is None or self.floor == 0:  # E2B_LOCAL_POOL_SIZE=0: no pool at all
             return 0
-        now = time.monotonic()
-        while pool.takes and pool.takes[0] < now - DEMAND_WINDOW:
-            pool.takes.popleft()
-        in_use = pool.spec.builtin or now - pool.last_take < CUSTOM_IDLE
-        floor = self.floor if in_use else 0
-        return min(max(floor, len(pool.takes)), self.ceiling)
+        # From the last create served: on a loaded machine a burst's boots may outlast the window.
+        idle = time.monotonic() - max(pool.last_take, pool.last_served)
+        floor = self.floor if pool.spec.builtin or idle < CUSTOM_IDLE else 0
+        demand = pool.burst if idle < DEMAND_WINDOW else 0
+        return min(max(floor, demand), self.ceiling)
 
     def sizes(self) -> dict[str, tuple[int, int, int]]:
         """(ready, booting, target) of every pool, by key."""
@@ -230,8 +233,15 @@ class WarmPool:
         """
         pool = self._add(spec)
         now = time.monotonic()
-        pool.takes.append(now)
+        pool.burst = pool.burst + 1 if now - pool.last_take <= BURST_GAP else 1
         pool.last_take = now
+        try:
+            return await self._serve(pool, internet)
+        finally:
+            pool.last_served = time.monotonic()
+
+    async def _serve(self, pool: _Pool, internet: bool) -> Booted:
+        spec = pool.spec
         while internet and pool.ready:
             booted = pool.ready.pop(0)
             self.refill(spec.key)
