@@ -3,7 +3,9 @@ and a pooled sandbox is indistinguishable from a freshly booted one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,12 +113,11 @@ def same_shape(a: dict[str, object], b: dict[str, object]) -> None:
     assert a["token"] != b["token"]
 
 
-def agent_age(sandbox: Sandbox) -> float:
-    """Seconds since the sandbox's pid 1 (its agent) started."""
-    out = sandbox.commands.run("cat /proc/uptime /proc/1/stat; getconf CLK_TCK").stdout.split("\n")
-    uptime = float(out[0].split()[0])
-    start_ticks = int(out[1].rsplit(")", 1)[1].split()[19])
-    return uptime - start_ticks / int(out[2])
+def key_of(server: LocalServer, sandbox_id: str) -> str:
+    """The directory name of a registered sandbox, as the server's registry records it."""
+    with contextlib.closing(sqlite3.connect(f"file:{server.home / 'registry.sqlite3'}?mode=ro", uri=True)) as db:
+        (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
+    return json.loads(record)["key"]
 
 
 def create_timed(create: object, *args: object, **kwargs: object) -> tuple[Sandbox, float]:
@@ -127,12 +128,14 @@ def create_timed(create: object, *args: object, **kwargs: object) -> tuple[Sandb
 
 def test_pooled_sandbox_is_indistinguishable_from_a_fresh_one(server: LocalServer) -> None:
     wait_for("a pooled code-interpreter sandbox", lambda: pooled(server) >= 2, FILL_DEADLINE)
-    pooled_sbx, took = create_timed(CodeSandbox.create, timeout=120, **server.sdk)
+    before = sandbox_dirs(server)
+    pooled_sbx, _ = create_timed(CodeSandbox.create, timeout=120, **server.sdk)
     # Without internet a create never takes a pooled sandbox: this one boots now.
     fresh_sbx, _ = create_timed(CodeSandbox.create, timeout=120, allow_internet_access=False, **server.sdk)
     try:
-        # The pooled one's agent was running before its create began; the fresh one's was not.
-        assert agent_age(pooled_sbx) > agent_age(fresh_sbx) + took
+        # The pooled one was booting or booted before its create began; the fresh one was not.
+        assert key_of(server, pooled_sbx.sandbox_id) in before
+        assert key_of(server, fresh_sbx.sandbox_id) not in before
         same_shape(fingerprint(pooled_sbx), fingerprint(fresh_sbx))
         kernel = "import secrets; print(secrets.token_hex(16))"
         assert pooled_sbx.run_code(kernel).logs.stdout != fresh_sbx.run_code(kernel).logs.stdout
@@ -152,9 +155,10 @@ def test_custom_template_pool_is_used_and_dropped_with_the_template(server: Loca
     Sandbox.create("burst-pool", timeout=120, **server.sdk).kill()
     # In use now: the build has a pool of its own (the floor, one).
     wait_for("the template's pool", lambda: pooled(server) == 3, FILL_DEADLINE)
-    second, took = create_timed(Sandbox.create, "burst-pool", timeout=120, **server.sdk)
+    before = sandbox_dirs(server)
+    second, _ = create_timed(Sandbox.create, "burst-pool", timeout=120, **server.sdk)
     try:
-        assert agent_age(second) > took, "the create did not take the template's pooled sandbox"
+        assert key_of(server, second.sandbox_id) in before, "the create did not take the template's pooled sandbox"
         assert second.commands.run("cat /home/user/layer.txt").stdout == "pooled-layer\n"
         info = second.get_info()
         assert (info.cpu_count, info.memory_mb) == (1, 512)
