@@ -26,8 +26,6 @@ DEFAULT_VOLUME_MB = 10240
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
 DEFAULT_POOL_SIZE = 1
-# The most a template's pool grows to when creates come often (each pooled sandbox holds memory).
-DEFAULT_POOL_MAX = 20
 # Template builds at once (each step boots a sandbox; the others wait), how long a template's ready
 # check may take to pass, and how long an image pull may take, in seconds.
 DEFAULT_BUILD_CONCURRENCY = 2
@@ -71,10 +69,7 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_VOLUME_MB", "volume_mb", str(DEFAULT_VOLUME_MB),
                 "each volume's size (its own filesystem: writes past it fail with ENOSPC)"),
     SettingInfo("E2B_LOCAL_POOL_SIZE", "pool_size", str(DEFAULT_POOL_SIZE),
-                "pre-started sandboxes kept per template when nobody creates, so create returns at once (0: no pool)"),
-    SettingInfo("E2B_LOCAL_POOL_MAX", "pool_max", str(DEFAULT_POOL_MAX),
-                "most pre-started sandboxes per template: the pool grows to the last burst of creates for 30 s, "
-                "within free memory"),
+                "pre-started sandboxes per template, so create returns at once (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
     SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,
                 "domain mode's domain: https://api.<domain> and https://<port>-<id>.<domain> (resolves to loopback)"),
@@ -211,7 +206,6 @@ class Settings:
     volume_mb: int = DEFAULT_VOLUME_MB
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
-    pool_max: int = DEFAULT_POOL_MAX
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
     log_requests: bool = False
     build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
@@ -264,7 +258,6 @@ class Settings:
             volume_mb=number("E2B_LOCAL_VOLUME_MB", DEFAULT_VOLUME_MB, lambda n: n >= 16, "an integer of at least 16"),
             max_pids=number("E2B_LOCAL_MAX_PIDS", DEFAULT_MAX_PIDS, lambda n: n >= 1, positive),
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
-            pool_max=number("E2B_LOCAL_POOL_MAX", DEFAULT_POOL_MAX, lambda n: n >= 0, "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
             log_requests=bool(number("E2B_LOCAL_LOG_REQUESTS", 0, lambda n: n in (0, 1), "0 or 1")),

@@ -6,12 +6,6 @@ that the first `run_code` finds it running or nearly so; JavaScript's kernel (De
 on the context's first execution, so that a sandbox that never runs JavaScript does not pay for it. A context
 keeps its id across restarts, as a Jupyter kernel id does on E2B. A kernel that dies on its own (out
 of memory, `exit()`) is replaced at once, so the next execution finds a fresh one.
-
-Creating a context waits for a kernel's start (most of a second for Python). Once a sandbox has
-created one context of a language it is likely to create more, so a spare kernel of that language is
-then started in the background and handed to the next new context with the default working
-directory: that create returns as soon as the spare answers. A sandbox that never creates a context
-pays nothing for spares.
 """
 
 from __future__ import annotations
@@ -81,8 +75,6 @@ class ContextManager:
         self.defaults: dict[str, str] = {}
         self._default_locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
-        # A started kernel per language, waiting for the next new context, with that context's id.
-        self._spares: dict[str, tuple[str, Kernel, asyncio.Future[None]]] = {}
 
     def get(self, context_id: str) -> Context | None:
         """The context with this id, if any."""
@@ -94,61 +86,13 @@ class ContextManager:
 
     async def create(self, language: str | None, cwd: str | None = None) -> Context:
         """A new context with a running kernel (waits until the kernel answers)."""
-        lang = get_language(language)
-        directory = _resolve_cwd(self.sandbox, cwd)
-        spare = self._adopt_spare(lang, directory)
-        ctx = spare[0] if spare else self._new(lang, cwd)
+        ctx = self._new(get_language(language), cwd)
         try:
-            if spare:
-                # Its start may still be under way; a spare that failed is replaced by kernel_for.
-                await asyncio.shield(spare[1])
             await self.kernel_for(ctx)
         except BaseException:
             await self._discard(ctx, REMOVED)
             raise
-        self._start_spare(lang)
         return ctx
-
-    def _adopt_spare(self, lang: Language, directory: str) -> tuple[Context, asyncio.Future[None]] | None:
-        """A new context on the language's spare kernel, when it runs in `directory`; and the spare's start."""
-        spare = self._spares.get(lang.name)
-        if spare is None:
-            return None
-        ctx_id, kernel, started = spare
-        if kernel.cwd != directory or not kernel.alive:
-            return None
-        del self._spares[lang.name]
-        ctx = Context(ctx_id, lang, directory, kernel=kernel, env=dict(kernel.env))
-        kernel.on_exit = lambda k: self._on_exit(ctx, k)
-        self.contexts[ctx.id] = ctx
-        return ctx, started
-
-    def _start_spare(self, lang: Language) -> None:
-        """Start a kernel for the language's next new context, unless one is waiting already."""
-        current = self._spares.get(lang.name)
-        if current is not None and current[1].alive:
-            return
-        ctx_id = str(uuid.uuid4())
-        kernel = Kernel(self.sandbox, f"{ctx_id}.{next(self._kernel_numbers)}", lang, default_cwd(self.sandbox),
-                        on_exit=lambda k: self._spare_exited(lang.name, k))
-        started = asyncio.ensure_future(self._warm_spare(lang.name, kernel))
-        self._spares[lang.name] = (ctx_id, kernel, started)
-        self._background.add(started)
-        started.add_done_callback(self._background.discard)
-
-    async def _warm_spare(self, language: str, kernel: Kernel) -> None:
-        try:
-            await kernel.start()
-            await kernel.wait_ready()
-        except Exception as exc:
-            log.warning("could not start a spare %s kernel: %s", language, exc)
-            self._spare_exited(language, kernel)
-            await kernel.shutdown(*REMOVED)
-
-    def _spare_exited(self, language: str, kernel: Kernel) -> None:
-        spare = self._spares.get(language)
-        if spare is not None and spare[1] is kernel:
-            del self._spares[language]
 
     async def default(self, language: str | None) -> Context:
         """The language's default context, created if needed (its kernel may still be starting)."""

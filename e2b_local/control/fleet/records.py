@@ -50,8 +50,6 @@ class Source:
     # The user and working directory of commands that name none (None: E2B's `user`, `/home/user`).
     default_user: str | None = None
     default_workdir: str | None = None
-    # Which warm pool serves it when it has `layers` of its own (a custom template's build); None: none.
-    pool_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.fleet import network
 from e2b_local.control.fleet.boot import Booter
 from e2b_local.control.fleet.metrics import SAMPLE_INTERVAL, MetricsSeries
-from e2b_local.control.fleet.pool import PoolSpec, WarmPool
+from e2b_local.control.fleet.pool import WarmPool
 from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id, volume_binds
 from e2b_local.control.fleet.scheduling import Workers
 from e2b_local.control.registry import (
@@ -65,17 +65,6 @@ def check_timeout(timeout: int) -> None:
         raise ApiError(400, f"timeout must be between 0 and {MAX_TIMEOUT} seconds")
 
 
-def pool_spec(source: Source) -> PoolSpec | None:
-    """The warm pool a create from `source` is served from: a built-in template's, a build's, or none."""
-    if source.files is not None:
-        return None
-    if source.layers is None:
-        return PoolSpec.for_template(source.base_template)
-    if source.pool_key is None:
-        return None
-    return PoolSpec(source.pool_key, source.base_template, tuple(source.layers), source.limits)
-
-
 class Fleet:
     """Creates, tracks and destroys sandboxes."""
 
@@ -101,7 +90,7 @@ class Fleet:
         self.workers = Workers(settings.boot_concurrency)
         self.booter = Booter(self.container, key_prefix, self.rootfs, compiled_filter(paths.home / "seccomp.bpf"),
                              self.limits, self.disk_mb, self.workers)
-        self.pool = WarmPool(self.booter, settings.pool_size, settings.pool_max)
+        self.pool = WarmPool(self.booter, settings.pool_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         # The egress proxy's port on the host's loopback (set by the server before start; 0: none).
@@ -167,7 +156,7 @@ class Fleet:
     def run_background(self) -> None:
         """Start sampling metrics, checking liveness and filling the warm pool."""
         self._tasks += [asyncio.create_task(self._metrics_loop()), asyncio.create_task(self._liveness_loop())]
-        self.pool.start()
+        self.pool.refill_all()
 
     async def stop(self) -> None:
         """Stop background work; sandboxes keep running (pool sandboxes are discarded)."""
@@ -190,9 +179,8 @@ class Fleet:
         allowed = options.allow_internet_access is not False
         policy = await network.egress_policy(options.network, allowed, self.egress_port)
         internet = not policy.denies_everything
-        spec = pool_spec(source)
-        if spec is not None and not options.volume_mounts:
-            booted = await self.pool.take(spec, internet)
+        if source.files is None and source.layers is None and not options.volume_mounts:
+            booted = await self.pool.take(source.base_template, internet)
         else:
             # Pool sandboxes have no volumes: one that mounts any boots with them.
             booted = await self.booter.boot(source.base_template, internet, source.layers, source.files,

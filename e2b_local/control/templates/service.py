@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 
 from e2b_local.control.errors import ApiError
-from e2b_local.control.fleet.pool import build_key
 from e2b_local.control.fleet.records import Source
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.templates import images
@@ -217,16 +216,14 @@ class TemplateService:
         template.updated_at = now
         self.registry.put_template(template)
 
-    async def delete(self, reference: str) -> None:
-        """Delete the template and its builds; their pre-started sandboxes go before their layers."""
+    def delete(self, reference: str) -> None:
         template = self.get(reference)
         builds = self.registry.builds(template.template_id)
-        await asyncio.to_thread(self.registry.delete_template, template.template_id)
+        self.registry.delete_template(template.template_id)
         for build in builds:
             self.logs.pop(build.build_id, None)
             self._log_file(build.build_id).unlink(missing_ok=True)
-        await self.fleet.pool.drop({build_key(b.build_id) for b in builds})
-        await asyncio.to_thread(self.collect)
+        self.collect()
 
     def collect(self, leftovers: bool = False) -> None:
         """Free the layers and uploads no remaining build uses."""
@@ -341,8 +338,7 @@ class TemplateService:
                                                  cpu_count=build.cpu_count),
                       after_boot=after_boot,
                       # E2B: the template's last user and working directory are its sandboxes' defaults.
-                      default_user=build.user, default_workdir=build.workdir,
-                      pool_key=build_key(build.build_id))
+                      default_user=build.user, default_workdir=build.workdir)
 
 
 __all__ = ["DEFAULT_USER", "DEFAULT_WORKDIR", "TemplateService"]
