@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field, fields
@@ -100,7 +99,8 @@ class TemplateRegistry:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # The file exists already (the sandbox registry made it private). Opening and closing it here
+        # by hand would drop the POSIX locks SQLite holds on it for the other connection of this process.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
