@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from e2b_local.control.api import params, wire
 from e2b_local.control.api.context import services
-from e2b_local.control.errors import ApiError
+from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.fleet.records import SpawnOptions
 from e2b_local.control.fleet.sandboxes import DEFAULT_TIMEOUT
 from e2b_local.control.registry import SandboxRecord, SandboxState
@@ -78,7 +78,14 @@ async def get_sandbox(request: Request) -> Response:
 
 
 async def kill_sandbox(request: Request) -> Response:
-    await services(request).fleet.kill(request.path_params["sandbox_id"])
+    sandbox_id = request.path_params["sandbox_id"]
+    fleet = services(request).fleet
+    record = fleet.records.get(sandbox_id)
+    # Past its end it is already gone for the caller (list() no longer shows it): killed, and not found.
+    expired = record is not None and _expired(record, time.time())
+    await fleet.kill(sandbox_id)
+    if expired:
+        raise not_found(sandbox_id)
     return Response(status_code=204)
 
 
