@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from e2b_local.control.dashboard import views
+import e2b_local.control.dashboard.views as views
 from e2b_local.control.dashboard.sessions import Session, Sessions, csrf_ok, same_origin
 from e2b_local.protocol import ENVD_PORT
 

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import httpx
 
+import e2b_local.control.templates.agent_rpc as agent_rpc
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.registry import DEFAULT_USER, DEFAULT_WORKDIR
-from e2b_local.control.templates import agent_rpc
 from e2b_local.control.templates.layers import LayerStore, cache_key
 from e2b_local.control.templates.records import BUILDING, ERROR, READY, WAITING, BuildRecord
 from e2b_local.isolation.container import copy_tree

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
+import e2b_local.control.templates.images as images
 from e2b_local.control.errors import ApiError
 from e2b_local.control.fleet.records import Source
 from e2b_local.control.fleet.sandboxes import Fleet
-from e2b_local.control.templates import images
 from e2b_local.control.templates.builder import (
     DEFAULT_USER,
     DEFAULT_WORKDIR,
