@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import ROOTFS_CACHE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS_DIR = REPO_ROOT / "scripts"
@@ -19,19 +20,21 @@ if str(SCRIPTS_DIR) not in sys.path:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No E2B settings in the environment and a working directory without a .env file.
+    """No E2B settings but the shared root filesystems, and a working directory without a .env file.
 
-    The scripts' helper writes the chosen backend into os.environ, so the whole environment is
-    restored afterwards.
+    The variables are removed through `monkeypatch`, so that a test's own `monkeypatch.setenv` of one
+    of them is undone before they come back. The scripts' helper also writes the backend it chose into
+    os.environ; that is undone here, before `monkeypatch` restores what it changed.
     """
-    saved = dict(os.environ)
-    for key in ("E2B_API_KEY", "E2B_API_URL", "E2B_SANDBOX_URL", "E2B_DOMAIN", "E2B_DEBUG", "E2B_LOCAL_HOME"):
-        os.environ.pop(key, None)
+    for key in [k for k in os.environ if k.startswith("E2B_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("E2B_LOCAL_ROOTFS", ROOTFS_CACHE)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    cleaned = dict(os.environ)
     try:
         yield work
     finally:
         os.environ.clear()
-        os.environ.update(saved)
+        os.environ.update(cleaned)

@@ -6,34 +6,16 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOTFS_CACHE, _free_port
+from conftest import _free_port
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
 if str(SCRIPTS_DIR) not in sys.path:
     sys.path.insert(0, str(SCRIPTS_DIR))
 
 import sandbox_backend as sb  # noqa: E402
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No E2B settings and no .env file; the environment is restored afterwards."""
-    saved = dict(os.environ)
-    for key in [k for k in os.environ if k.startswith("E2B_")]:
-        os.environ.pop(key)
-    os.environ["E2B_LOCAL_ROOTFS"] = ROOTFS_CACHE
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    try:
-        yield tmp_path
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_no_key_starts_e2b_local(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
