@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from e2b import (
 
 from e2b_local.isolation.cgroups import CGROUP_ROOT, CPU_PERIOD_US, PARENT, WORKLOAD, unified_has_controllers
 from tests.conftest import LocalServer, our_cgroups, server_prefix, start_server, stop_server
+from tests.local.nethost import namespaced_host
 from tests.local.sandbox_helpers import registry_key
 
 # A ready check that never passes fails the build after this long (the server's setting).
@@ -481,6 +484,95 @@ def test_concurrent_builds_block_neither_the_server_nor_each_other(server: Local
             assert time.monotonic() < deadline, "the builds did not finish in time"
             time.sleep(0.5)
         assert status.status.value == "ready", status.reason
+
+
+def test_apt_install_step(server: LocalServer) -> None:
+    # Packages the base root filesystem lacks, from the Debian mirror the sandboxes reach.
+    template = Template().from_template("base").apt_install(["tree", "jq"], no_install_recommends=True)
+    Template.build(template, "with-apt", **server.sdk)
+    sbx = Sandbox.create("with-apt", **server.sdk)
+    try:
+        assert _run(sbx, "dpkg-query -W -f '${Status}' tree jq").count("install ok installed") == 2
+        assert _run(sbx, "echo '{\"a\": [1, 2]}' | jq -c '.a'").strip() == "[1,2]"
+        assert _run(sbx, "mkdir -p /tmp/t/sub && tree -i --noreport /tmp/t").split() == ["/tmp/t", "sub"]
+    finally:
+        sbx.kill()
+
+
+def test_npm_install_steps(server: LocalServer) -> None:
+    template = (Template().from_template("base")
+                .set_workdir("/home/user/app")
+                .run_cmd("npm init -y > /dev/null")
+                .npm_install("left-pad")
+                .npm_install(["is-number"], dev=True)
+                .npm_install("semver", g=True))
+    Template.build(template, "with-npm", **server.sdk)
+    sbx = Sandbox.create("with-npm", **server.sdk)
+    try:
+        script = "console.log(require('left-pad')('7', 3, '0'), require('is-number')(5))"
+        assert _run(sbx, f"cd /home/user/app && node -e \"{script}\"").strip() == "007 true"
+        manifest = _run(sbx, "cd /home/user/app && node -p \"const p = require('./package.json'); "
+                             "Object.keys(p.dependencies) + ' ' + Object.keys(p.devDependencies)\"")
+        assert manifest.strip() == "left-pad is-number"
+        # Local installs belong to the step's user; -g installs as root, onto the PATH.
+        assert _run(sbx, "stat -c %U /home/user/app/node_modules").strip() == "user"
+        assert _run(sbx, "semver 1.2.3 -i minor").strip() == "1.3.0"
+        assert _run(sbx, "stat -c %U \"$(command -v semver)\"").strip() == "root"
+    finally:
+        sbx.kill()
+
+
+@pytest.fixture(scope="module")
+def git_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`address:port` of a git server (smart HTTP) holding repository `demo.git`, on a test host that
+    sandboxes reach: `main` with two commits, `feature` with a third."""
+    if shutil.which("git") is None:
+        pytest.skip("git is needed on the host to serve a repository (install.sh --test installs it)")
+    root = tmp_path_factory.mktemp("git")
+    work = root / "work"
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=Tester", "-c", "user.email=tester@example.com",
+                        *args], check=True, capture_output=True)
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README").write_text("first\n")
+    git("add", "README")
+    git("commit", "-q", "-m", "first")
+    (work / "README").write_text("second\n")
+    git("commit", "-q", "-am", "second")
+    git("checkout", "-q", "-b", "feature")
+    (work / "feature.txt").write_text("on the feature branch\n")
+    git("add", "feature.txt")
+    git("commit", "-q", "-m", "feature")
+    git("checkout", "-q", "main")
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(root / "served" / "demo.git")], check=True)
+    server = str(Path(__file__).with_name("git_http.py"))
+    with namespaced_host(server_args=[server, "{address}", "{port}", str(root / "served")]) as target:
+        yield target
+
+
+def test_git_clone_steps(server: LocalServer, git_host: str) -> None:
+    url = f"http://{git_host}/demo.git"
+    template = (Template().from_template("base")
+                .git_clone(url, "/home/user/demo")
+                .git_clone(url, "/opt/feature", branch="feature", depth=1, user="root"))
+    Template.build(template, "with-git", **server.sdk)
+    sbx = Sandbox.create("with-git", **server.sdk)
+    try:
+        assert _run(sbx, "cat /home/user/demo/README").strip() == "second"
+        assert _run(sbx, "git -C /home/user/demo log --format=%s").split() == ["second", "first"]
+        assert _run(sbx, "git -C /home/user/demo rev-parse --abbrev-ref HEAD").strip() == "main"
+        assert _run(sbx, "stat -c %U /home/user/demo/.git").strip() == "user"
+        feature = "git -C /opt/feature"
+        assert _run(sbx, "cat /opt/feature/feature.txt").strip() == "on the feature branch"
+        assert _run(sbx, f"{feature} rev-parse --abbrev-ref HEAD", user="root").strip() == "feature"
+        # Shallow and single-branch: one commit, one remote branch.
+        assert _run(sbx, f"{feature} rev-list --count HEAD", user="root").strip() == "1"
+        assert _run(sbx, f"{feature} branch -r --format='%(refname:short)'", user="root").split() == ["origin/feature"]
+        assert _run(sbx, "stat -c %U /opt/feature").strip() == "root"
+    finally:
+        sbx.kill()
 
 
 def _settled_sandboxes(server: LocalServer, timeout: float = 180) -> set[str]:
