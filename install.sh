@@ -33,6 +33,8 @@ if [ -n "$extras" ]; then
     # The test suite starts a container registry on loopback for the image pulls it tests, and drives
     # Debian's chromium for the dashboard's browser tests (through Playwright: no browser download).
     apt-get install -y -qq --no-install-recommends docker-registry chromium >/dev/null
+    # The template tests serve a git repository to `git_clone` build steps.
+    command -v git >/dev/null || apt-get install -y -qq --no-install-recommends git >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

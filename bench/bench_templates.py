@@ -3,8 +3,8 @@
 The template is `Template().from_template("code-interpreter-v1").pip_install(["tabulate"])`. The first
 build runs the pip step in a build sandbox; a rebuild of the same recipe finds every step cached and
 only records a new build. Create is measured from the built template and from code-interpreter-v1
-itself (a built-in template, served from the warm pool), alternating, each sandbox killed before the
-next create. Prints JSON.
+itself (a built-in template), alternating, each sandbox killed before the next create: after the
+first round, both are served from the warm pool. Prints JSON.
 
 examples:
   python bench/bench_templates.py               # 5 rebuilds, 10 creates of each

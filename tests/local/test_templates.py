@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from e2b import (
     BuildException,
@@ -17,7 +20,10 @@ from e2b import (
     wait_for_port,
 )
 
-from tests.conftest import LocalServer, start_server, stop_server
+from e2b_local.isolation.cgroups import CGROUP_ROOT, CPU_PERIOD_US, PARENT, WORKLOAD, unified_has_controllers
+from tests.conftest import LocalServer, our_cgroups, server_prefix, start_server, stop_server
+from tests.local.nethost import namespaced_host
+from tests.local.sandbox_helpers import registry_key
 
 # A ready check that never passes fails the build after this long (the server's setting).
 READY_TIMEOUT = 8
@@ -174,8 +180,6 @@ def test_cache_reuses_unchanged_prefix(server: LocalServer) -> None:
 
 
 def test_delete_frees_unshared_layers(server: LocalServer) -> None:
-    import httpx
-
     layers = server.home / "templates" / "layers"
     before = {p.name for p in layers.iterdir()}
     Template.build(Template().from_template("base").run_cmd("echo only-mine > /home/user/mine"), "doomed-tpl",
@@ -480,3 +484,212 @@ def test_concurrent_builds_block_neither_the_server_nor_each_other(server: Local
             assert time.monotonic() < deadline, "the builds did not finish in time"
             time.sleep(0.5)
         assert status.status.value == "ready", status.reason
+
+
+def test_apt_install_step(server: LocalServer) -> None:
+    # Packages the base root filesystem lacks, from the Debian mirror the sandboxes reach.
+    template = Template().from_template("base").apt_install(["tree", "jq"], no_install_recommends=True)
+    Template.build(template, "with-apt", **server.sdk)
+    sbx = Sandbox.create("with-apt", **server.sdk)
+    try:
+        assert _run(sbx, "dpkg-query -W -f '${Status}' tree jq").count("install ok installed") == 2
+        assert _run(sbx, "echo '{\"a\": [1, 2]}' | jq -c '.a'").strip() == "[1,2]"
+        assert _run(sbx, "mkdir -p /tmp/t/sub && tree -i --noreport /tmp/t").split() == ["/tmp/t", "sub"]
+    finally:
+        sbx.kill()
+
+
+def test_npm_install_steps(server: LocalServer) -> None:
+    template = (Template().from_template("base")
+                .set_workdir("/home/user/app")
+                .run_cmd("npm init -y > /dev/null")
+                .npm_install("left-pad")
+                .npm_install(["is-number"], dev=True)
+                .npm_install("semver", g=True))
+    Template.build(template, "with-npm", **server.sdk)
+    sbx = Sandbox.create("with-npm", **server.sdk)
+    try:
+        script = "console.log(require('left-pad')('7', 3, '0'), require('is-number')(5))"
+        assert _run(sbx, f"cd /home/user/app && node -e \"{script}\"").strip() == "007 true"
+        manifest = _run(sbx, "cd /home/user/app && node -p \"const p = require('./package.json'); "
+                             "Object.keys(p.dependencies) + ' ' + Object.keys(p.devDependencies)\"")
+        assert manifest.strip() == "left-pad is-number"
+        # Local installs belong to the step's user; -g installs as root, onto the PATH.
+        assert _run(sbx, "stat -c %U /home/user/app/node_modules").strip() == "user"
+        assert _run(sbx, "semver 1.2.3 -i minor").strip() == "1.3.0"
+        assert _run(sbx, "stat -c %U \"$(command -v semver)\"").strip() == "root"
+    finally:
+        sbx.kill()
+
+
+@pytest.fixture(scope="module")
+def git_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`address:port` of a git server (smart HTTP) holding repository `demo.git`, on a test host that
+    sandboxes reach: `main` with two commits, `feature` with a third."""
+    if shutil.which("git") is None:
+        pytest.skip("git is needed on the host to serve a repository (install.sh --test installs it)")
+    root = tmp_path_factory.mktemp("git")
+    work = root / "work"
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=Tester", "-c", "user.email=tester@example.com",
+                        *args], check=True, capture_output=True)
+
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "README").write_text("first\n")
+    git("add", "README")
+    git("commit", "-q", "-m", "first")
+    (work / "README").write_text("second\n")
+    git("commit", "-q", "-am", "second")
+    git("checkout", "-q", "-b", "feature")
+    (work / "feature.txt").write_text("on the feature branch\n")
+    git("add", "feature.txt")
+    git("commit", "-q", "-m", "feature")
+    git("checkout", "-q", "main")
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(root / "served" / "demo.git")], check=True)
+    server = str(Path(__file__).with_name("git_http.py"))
+    with namespaced_host(server_args=[server, "{address}", "{port}", str(root / "served")]) as target:
+        yield target
+
+
+def test_git_clone_steps(server: LocalServer, git_host: str) -> None:
+    url = f"http://{git_host}/demo.git"
+    template = (Template().from_template("base")
+                .git_clone(url, "/home/user/demo")
+                .git_clone(url, "/opt/feature", branch="feature", depth=1, user="root"))
+    Template.build(template, "with-git", **server.sdk)
+    sbx = Sandbox.create("with-git", **server.sdk)
+    try:
+        assert _run(sbx, "cat /home/user/demo/README").strip() == "second"
+        assert _run(sbx, "git -C /home/user/demo log --format=%s").split() == ["second", "first"]
+        assert _run(sbx, "git -C /home/user/demo rev-parse --abbrev-ref HEAD").strip() == "main"
+        assert _run(sbx, "stat -c %U /home/user/demo/.git").strip() == "user"
+        feature = "git -C /opt/feature"
+        assert _run(sbx, "cat /opt/feature/feature.txt").strip() == "on the feature branch"
+        assert _run(sbx, f"{feature} rev-parse --abbrev-ref HEAD", user="root").strip() == "feature"
+        # Shallow and single-branch: one commit, one remote branch.
+        assert _run(sbx, f"{feature} rev-list --count HEAD", user="root").strip() == "1"
+        assert _run(sbx, f"{feature} branch -r --format='%(refname:short)'", user="root").split() == ["origin/feature"]
+        assert _run(sbx, "stat -c %U /opt/feature").strip() == "root"
+    finally:
+        sbx.kill()
+
+
+def _settled_sandboxes(server: LocalServer, timeout: float = 180) -> set[str]:
+    """The keys of the server's sandboxes (directories, each with its cgroup) once the warm pools stop changing."""
+    prefix = server_prefix(server.home)
+    previous = None
+    deadline = time.monotonic() + timeout
+    while True:
+        current = ({p.name for p in (server.home / "sandboxes").iterdir()}, our_cgroups(prefix))
+        if current == previous and current[0] == current[1]:
+            return current[0]
+        assert time.monotonic() < deadline, f"the sandboxes did not settle: {current}"
+        previous = current
+        time.sleep(1.5)
+
+
+def _limits_on_host(key: str) -> tuple[int, int]:
+    """(CPU quota per period in µs, memory limit of its programs in bytes) of a sandbox's cgroup."""
+    if unified_has_controllers():
+        cgroup = CGROUP_ROOT / PARENT / key
+        return int((cgroup / "cpu.max").read_text().split()[0]), int((cgroup / "memory.max").read_text())
+    return (int((CGROUP_ROOT / "cpu" / PARENT / key / "cpu.cfs_quota_us").read_text()),
+            int((CGROUP_ROOT / "memory" / PARENT / key / WORKLOAD / "memory.limit_in_bytes").read_text()))
+
+
+# What a sandbox of the warm-pool tests' template shows; the same from a fresh and a pre-started one.
+PROBE = "cat /home/user/version; cat /tmp/started; hostname; whoami; pwd; echo $FROM_CREATE; echo $E2B_SANDBOX_ID"
+
+
+def _probe(sbx: Sandbox) -> list[str]:
+    return _run(sbx, PROBE).split()
+
+
+def test_a_custom_template_keeps_a_warm_sandbox_fresh_for_its_rebuilds_and_gone_on_delete(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    # Room for two: a rebuild's new layers would not push the old ones' sandbox out.
+    srv = start_server(home, env={"E2B_LOCAL_POOL_SIZE": "1", "E2B_LOCAL_TEMPLATE_POOL": "2"})
+    try:
+        def recipe(version: str) -> Template:
+            return (Template().from_template("base")
+                    .run_cmd(f"echo {version} > /home/user/version")
+                    .set_start_cmd("echo started-$((1 + 1)) > /tmp/started", wait_for_file("/tmp/started")))
+
+        Template.build(recipe("one"), "warm", cpu_count=1, memory_mb=512, **srv.sdk)
+        idle = _settled_sandboxes(srv)  # the built-in templates' pre-started sandboxes
+
+        def create_and_probe() -> tuple[str, list[str]]:
+            sbx = Sandbox.create("warm", envs={"FROM_CREATE": "yes"}, **srv.sdk)
+            try:
+                key = registry_key(home, sbx.sandbox_id)
+                assert _limits_on_host(key) == (CPU_PERIOD_US, 512 * 1024 * 1024)
+                assert (sbx.get_info().cpu_count, sbx.get_info().memory_mb) == (1, 512)
+                probe = _probe(sbx)
+                assert probe[2] == f"e2b-{sbx.sandbox_id[:8]}" and probe[-1] == sbx.sandbox_id
+                return key, probe[:2] + probe[3:-1]
+            finally:
+                sbx.kill()
+
+        fresh_key, fresh = create_and_probe()
+        assert fresh_key not in idle and fresh == ["one", "started-2", "user", "/home/user", "yes"]
+        # The first create left the template a pre-started sandbox; the next create is served by it,
+        # with the start command run, the agent set up and the template's limits, as a fresh one.
+        warm = _settled_sandboxes(srv) - idle
+        assert len(warm) == 1
+        pooled_key, pooled = create_and_probe()
+        assert pooled_key in warm and pooled == fresh
+        stale = _settled_sandboxes(srv) - idle
+        assert len(stale) == 1 and stale != warm
+
+        # A rebuild: the next create runs on the new layers, and the sandbox waiting on the old ones is gone.
+        Template.build(recipe("two"), "warm", **srv.sdk)
+        sbx = Sandbox.create("warm", **srv.sdk)
+        try:
+            assert _run(sbx, "cat /home/user/version").strip() == "two"
+            assert registry_key(home, sbx.sandbox_id) not in stale
+        finally:
+            sbx.kill()
+        rebuilt = _settled_sandboxes(srv) - idle
+        assert len(rebuilt) == 1 and not rebuilt & stale
+
+        # Deleting the template leaves no sandbox of it: only the built-in templates' remain.
+        headers = {"X-API-Key": srv.api_key}
+        template_id = httpx.get(f"{srv.url}/templates/aliases/warm", headers=headers).json()["templateID"]
+        assert httpx.delete(f"{srv.url}/templates/{template_id}", headers=headers).status_code == 204
+        assert _settled_sandboxes(srv) == idle
+    finally:
+        stop_server(srv)
+
+
+def test_warm_sandboxes_of_custom_templates_are_bounded_and_go_with_the_server(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    srv = start_server(home, env={"E2B_LOCAL_POOL_SIZE": "1", "E2B_LOCAL_TEMPLATE_POOL": "1"})
+    stopped = False
+    try:
+        for name in ("warm-a", "warm-b"):
+            Template.build(Template().from_template("base").run_cmd(f"echo {name} > /home/user/name"), name,
+                           **srv.sdk)
+        idle = _settled_sandboxes(srv)
+        Sandbox.create("warm-a", **srv.sdk).kill()
+        waiting_a = _settled_sandboxes(srv) - idle
+        assert len(waiting_a) == 1
+        # One custom template keeps a sandbox (the setting): the one created from last.
+        Sandbox.create("warm-b", **srv.sdk).kill()
+        waiting_b = _settled_sandboxes(srv) - idle
+        assert len(waiting_b) == 1 and waiting_b != waiting_a
+        sbx = Sandbox.create("warm-b", **srv.sdk)
+        try:
+            assert registry_key(home, sbx.sandbox_id) in waiting_b
+            assert _run(sbx, "cat /home/user/name").strip() == "warm-b"
+        finally:
+            sbx.kill()
+        _settled_sandboxes(srv)
+        stop_server(srv)
+        stopped = True
+        # Stopping the server discards every pre-started sandbox, built-in and custom.
+        assert our_cgroups(server_prefix(home)) == set()
+        assert list((home / "sandboxes").iterdir()) == []
+    finally:
+        if not stopped:
+            stop_server(srv)

@@ -55,14 +55,14 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "E2B_LOCAL_HOME": str(tmp_path / "home"), "E2B_LOCAL_PORT": "50123", "E2B_LOCAL_ROOTFS": str(tmp_path / "fs"),
         "E2B_LOCAL_CPU_COUNT": "1", "E2B_LOCAL_MEMORY_MB": "512", "E2B_LOCAL_DISK_MB": "32",
         "E2B_LOCAL_MAX_PIDS": "64", "E2B_LOCAL_POOL_SIZE": "0", "E2B_LOCAL_BOOT_CONCURRENCY": "2",
-        "E2B_LOCAL_VOLUME_MB": "64",
+        "E2B_LOCAL_VOLUME_MB": "64", "E2B_LOCAL_TEMPLATE_POOL": "5",
         "E2B_LOCAL_LOG_REQUESTS": "1",
         "E2B_LOCAL_BUILD_CONCURRENCY": "3", "E2B_LOCAL_READY_TIMEOUT": "5", "E2B_LOCAL_PULL_TIMEOUT": "30",
     })
     assert settings.home == tmp_path / "home" and settings.port == 50123
     assert settings.paths.rootfs == tmp_path / "fs"
     assert (settings.cpu_count, settings.memory_mb, settings.disk_mb, settings.max_pids) == (1, 512, 32, 64)
-    assert (settings.pool_size, settings.boot_concurrency) == (0, 2)
+    assert (settings.pool_size, settings.boot_concurrency, settings.template_pool) == (0, 2, 5)
     assert settings.volume_mb == 64
     assert settings.log_requests is True
     assert (settings.build_concurrency, settings.ready_timeout, settings.pull_timeout) == (3, 5, 30)

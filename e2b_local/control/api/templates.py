@@ -221,7 +221,7 @@ async def delete_template(request: Request) -> Response:
     if service.find(reference) is None:
         # Snapshot templates are deleted through the same path.
         return await persistence.delete_snapshot(request)
-    await asyncio.to_thread(service.delete, reference)
+    await service.delete(reference)
     return Response(status_code=204)
 
 

@@ -1,27 +1,67 @@
-"""The warm pool: sandboxes pre-started per template, so that create returns at once."""
+"""The warm pool: sandboxes pre-started so that create returns at once.
+
+Built-in templates keep `size` each. Custom templates keep one each, for the few created from most
+recently (a bounded set, least recently used out first), keyed by everything their boot depends on:
+their layers and their CPU and memory limits. A custom template's sandbox goes when the template is
+rebuilt or deleted (see `forget` and `drop`), or when others push it out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from e2b_local.control.fleet.boot import Booter
 from e2b_local.control.fleet.records import Booted
 from e2b_local.control.fleet.scheduling import Priority
+from e2b_local.isolation.cgroups import Limits
 from e2b_local.protocol import BASE_TEMPLATE, MCP_GATEWAY_TEMPLATE, TEMPLATES
 
 log = logging.getLogger("e2b_local")
 
 
-class WarmPool:
-    """Up to `size` booted sandboxes per template, with internet access, refilled as they are taken."""
+@dataclass(frozen=True)
+class PoolSpec:
+    """What a custom template's sandbox boots on; `owner` is the template (its id) it belongs to."""
 
-    def __init__(self, booter: Booter, size: int) -> None:
+    owner: str
+    base_template: str
+    layers: tuple[Path, ...]
+    limits: Limits | None
+
+
+@dataclass
+class _Slot:
+    """A custom template's pre-started sandbox (when ready) and the boot that refills it."""
+
+    spec: PoolSpec
+    ready: list[Booted] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
+class WarmPool:
+    """Booted sandboxes with internet access, refilled as they are taken.
+
+    `size` per built-in template (0: no pool at all); one for each of the `templates` custom
+    templates created from most recently (0: none for custom templates).
+    """
+
+    def __init__(self, booter: Booter, size: int, templates: int = 0) -> None:
         self.booter = booter
         self.size = size
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.templates = templates if size > 0 else 0
+        # Least recently created from first.
+        self.slots: OrderedDict[PoolSpec, _Slot] = OrderedDict()
+        self._disposals: set[asyncio.Task[None]] = set()
 
+    # -- built-in templates ------------------------------------------------------------------------
     def refill(self, template: str) -> None:
         """Start topping up `template`'s pool in the background, unless that is under way."""
         if self.size <= 0 or (not self.booter.rootfs.is_built(template) and template != BASE_TEMPLATE):
@@ -58,10 +98,92 @@ class WarmPool:
         self.refill(template)
         return booted
 
+    # -- custom templates --------------------------------------------------------------------------
+    async def take_custom(self, spec: PoolSpec) -> Booted:
+        """A booted sandbox with internet access on `spec`: the pooled one when it is there, else a fresh boot.
+
+        Either way, the template's slot is refilled in the background (it becomes the most recent).
+        """
+        if self.templates <= 0:
+            return await self._boot(spec, Priority.REQUESTED)
+        slot = self.slots.get(spec)
+        if slot is None:
+            slot = self.slots[spec] = _Slot(spec)
+            while len(self.slots) > self.templates:
+                self._close(self.slots.popitem(last=False)[1])
+        self.slots.move_to_end(spec)
+        if not slot.ready and slot.task is not None and not slot.task.done():
+            # Its refill is under way and nearer its end than a boot begun now.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(slot.task)
+        booted = None
+        # A closed slot's sandbox is being discarded (the template was rebuilt or deleted meanwhile).
+        if slot.ready and not slot.closed:
+            booted = slot.ready.pop()
+            if not booted.container.alive():
+                await asyncio.to_thread(booted.container.destroy)
+                booted = None
+        if booted is None:
+            booted = await self._boot(spec, Priority.REQUESTED)
+        if not slot.closed and (slot.task is None or slot.task.done()):
+            slot.task = asyncio.create_task(self._fill(slot))
+        return booted
+
+    async def _boot(self, spec: PoolSpec, priority: Priority) -> Booted:
+        return await self.booter.boot(spec.base_template, internet=True, layers=list(spec.layers),
+                                      priority=priority, limits=spec.limits)
+
+    async def _fill(self, slot: _Slot) -> None:
+        if slot.ready:
+            return
+        try:
+            booted = await self._boot(slot.spec, Priority.POOL)
+        except Exception:
+            log.exception("could not pre-start a sandbox of template %s", slot.spec.owner)
+            return
+        if slot.closed:
+            # Rebuilt, deleted or pushed out while it booted.
+            await asyncio.to_thread(booted.container.destroy)
+            return
+        slot.ready.append(booted)
+
+    def forget(self, owner: str) -> None:
+        """Discard template `owner`'s pre-started sandboxes (in the background): it was rebuilt."""
+        for spec in [s for s in self.slots if s.owner == owner]:
+            self._close(self.slots.pop(spec))
+
+    async def drop(self, owner: str) -> None:
+        """Discard template `owner`'s pre-started sandboxes, and wait until they are gone (with any
+        boot of one under way): it is being deleted, and its layers go next."""
+        disposals = [self._close(self.slots.pop(spec)) for spec in [s for s in self.slots if s.owner == owner]]
+        if disposals:
+            await asyncio.gather(*disposals, return_exceptions=True)
+
+    def _close(self, slot: _Slot) -> asyncio.Task[None]:
+        slot.closed = True
+        task = asyncio.create_task(self._dispose(slot))
+        self._disposals.add(task)
+        task.add_done_callback(self._disposals.discard)
+        return task
+
+    async def _dispose(self, slot: _Slot) -> None:
+        ready, slot.ready = slot.ready, []
+        for booted in ready:
+            await asyncio.to_thread(booted.container.destroy)
+        if slot.task is not None and not slot.task.done():
+            # A boot under way destroys what it started once it sees the slot closed.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await slot.task
+
+    # -- shutdown ----------------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Stop refilling."""
+        """Stop refilling (sandboxes still booting are the booter's to discard on shutdown)."""
         for task in self._tasks.values():
             task.cancel()
+        for slot in self.slots.values():
+            slot.closed = True
+            if slot.task is not None:
+                slot.task.cancel()
 
     async def discard(self) -> None:
         """Destroy every pooled sandbox."""
@@ -69,3 +191,7 @@ class WarmPool:
             for booted in booted_list:
                 await asyncio.to_thread(booted.container.destroy)
             booted_list.clear()
+        while self.slots:
+            self._close(self.slots.popitem(last=False)[1])
+        if self._disposals:
+            await asyncio.gather(*list(self._disposals), return_exceptions=True)

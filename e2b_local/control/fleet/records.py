@@ -50,6 +50,9 @@ class Source:
     # The user and working directory of commands that name none (None: E2B's `user`, `/home/user`).
     default_user: str | None = None
     default_workdir: str | None = None
+    # The custom template (its id) whose pre-started sandboxes may serve it, when it has `layers` of
+    # its own; None: it always boots fresh.
+    pool_owner: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from e2b_local.control.errors import ApiError, not_found
 from e2b_local.control.fleet import network
 from e2b_local.control.fleet.boot import Booter
 from e2b_local.control.fleet.metrics import SAMPLE_INTERVAL, MetricsSeries
-from e2b_local.control.fleet.pool import WarmPool
+from e2b_local.control.fleet.pool import PoolSpec, WarmPool
 from e2b_local.control.fleet.records import Live, Source, SpawnOptions, new_id, volume_binds
 from e2b_local.control.fleet.scheduling import Workers
 from e2b_local.control.registry import (
@@ -90,7 +90,7 @@ class Fleet:
         self.workers = Workers(settings.boot_concurrency)
         self.booter = Booter(self.container, key_prefix, self.rootfs, compiled_filter(paths.home / "seccomp.bpf"),
                              self.limits, self.disk_mb, self.workers)
-        self.pool = WarmPool(self.booter, settings.pool_size)
+        self.pool = WarmPool(self.booter, settings.pool_size, settings.template_pool)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         # The egress proxy's port on the host's loopback (set by the server before start; 0: none).
@@ -179,10 +179,14 @@ class Fleet:
         allowed = options.allow_internet_access is not False
         policy = await network.egress_policy(options.network, allowed, self.egress_port)
         internet = not policy.denies_everything
-        if source.files is None and source.layers is None and not options.volume_mounts:
+        # Pool sandboxes have internet access and no volumes or saved files: others boot as they need.
+        poolable = source.files is None and not options.volume_mounts
+        if poolable and source.layers is None:
             booted = await self.pool.take(source.base_template, internet)
+        elif poolable and internet and source.pool_owner is not None and source.layers is not None:
+            booted = await self.pool.take_custom(PoolSpec(source.pool_owner, source.base_template,
+                                                          tuple(source.layers), source.limits))
         else:
-            # Pool sandboxes have no volumes: one that mounts any boots with them.
             booted = await self.booter.boot(source.base_template, internet, source.layers, source.files,
                                             limits=source.limits, volumes=volume_binds(options.volume_mounts))
         limits = source.limits or self.limits

@@ -215,15 +215,23 @@ class TemplateService:
             template.set_tag(tag, build.build_id, now)
         template.updated_at = now
         self.registry.put_template(template)
+        # Its sandboxes start on the new build from now on: none waits on the old one.
+        self.fleet.pool.forget(template.template_id)
 
-    def delete(self, reference: str) -> None:
+    async def delete(self, reference: str) -> None:
+        """Delete the template, its builds and their logs, then the layers no other template uses."""
         template = self.get(reference)
+        await asyncio.to_thread(self._delete_records, template)
+        # Before its layers go: a pre-started sandbox of the template runs on them.
+        await self.fleet.pool.drop(template.template_id)
+        await asyncio.to_thread(self.collect)
+
+    def _delete_records(self, template: TemplateRecord) -> None:
         builds = self.registry.builds(template.template_id)
         self.registry.delete_template(template.template_id)
         for build in builds:
             self.logs.pop(build.build_id, None)
             self._log_file(build.build_id).unlink(missing_ok=True)
-        self.collect()
 
     def collect(self, leftovers: bool = False) -> None:
         """Free the layers and uploads no remaining build uses."""
@@ -338,7 +346,8 @@ class TemplateService:
                                                  cpu_count=build.cpu_count),
                       after_boot=after_boot,
                       # E2B: the template's last user and working directory are its sandboxes' defaults.
-                      default_user=build.user, default_workdir=build.workdir)
+                      default_user=build.user, default_workdir=build.workdir,
+                      pool_owner=template.template_id)
 
 
 __all__ = ["DEFAULT_USER", "DEFAULT_WORKDIR", "TemplateService"]
