@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,3 +166,17 @@ def sandbox(e2b_server: LocalServer) -> Iterator[object]:
         yield sbx
     finally:
         sbx.kill()
+
+
+@pytest.fixture
+def tagged(e2b_server: LocalServer) -> Iterator[tuple[str, list[object]]]:
+    """Two `base` sandboxes tagged with a run of their own (metadata `cli-run`), killed after the test."""
+    from e2b import Sandbox
+
+    run = uuid.uuid4().hex[:8]
+    boxes = [Sandbox.create(metadata={"cli-run": run, "n": str(i)}, **e2b_server.sdk) for i in range(2)]
+    try:
+        yield run, boxes
+    finally:
+        for box in boxes:
+            Sandbox.kill(box.sandbox_id, **e2b_server.sdk)

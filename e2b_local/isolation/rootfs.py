@@ -259,9 +259,14 @@ class RootfsStore:
         for lists in (rootfs / "var/lib/apt/lists").glob("*_*"):
             lists.unlink()
 
-    # -- code interpreter --------------------------------------------------------------------------
-    def ensure_code_interpreter(self) -> Path:
-        target = self.code_interpreter_path()
+    # -- layers over the base ----------------------------------------------------------------------
+    def _build_layer(self, target: Path, name: str, install: Callable[[Path], None],
+                     before_shift: str | None = None) -> Path:
+        """Build `target`, a layer over the base, once per machine: `install` runs on the merged tree.
+
+        Builders in several processes take turns on one lock; the finished layer appears at once
+        (a rename), so a reader never sees half of one.
+        """
         if target.is_dir():
             return target
         base = self.ensure_base()
@@ -269,64 +274,53 @@ class RootfsStore:
             if target.is_dir():
                 return target
             started = time.monotonic()
-            work = Path(tempfile.mkdtemp(prefix=".build-ci-", dir=self.directory))
+            work = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=self.directory))
             layer, scratch, merged = work / "layer", work / "scratch", work / "merged"
             for d in (layer, scratch, merged):
                 d.mkdir()
             try:
                 _mount_overlay([base], layer, scratch, merged)
                 try:
-                    self.stage(CODE_INTERPRETER_STAGES[0])
-                    self._pip_install(merged, CODE_INTERPRETER_REQUIREMENTS)
-                    self._apt_install(merged, CODE_INTERPRETER_PACKAGES)
-                    _install_kernel_support(merged)
+                    install(merged)
                 finally:
                     subprocess.run(["umount", str(merged)], check=True)
-                self.stage(CODE_INTERPRETER_STAGES[1])
+                if before_shift is not None:
+                    self.stage(before_shift)
+                else:
+                    self.log(f"assigning the sandbox user range to the {name} layer")
                 shift_ownership(layer)
                 os.rename(layer, target)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            self.log(f"code interpreter layer ready in {time.monotonic() - started:.0f} s: {target}")
+            self.log(f"{name} layer ready in {time.monotonic() - started:.0f} s: {target}")
         return target
 
+    # -- code interpreter --------------------------------------------------------------------------
+    def ensure_code_interpreter(self) -> Path:
+        def install(merged: Path) -> None:
+            self.stage(CODE_INTERPRETER_STAGES[0])
+            self._pip_install(merged, CODE_INTERPRETER_REQUIREMENTS)
+            self._apt_install(merged, CODE_INTERPRETER_PACKAGES)
+            _install_kernel_support(merged)
+
+        return self._build_layer(self.code_interpreter_path(), "code interpreter", install,
+                                 before_shift=CODE_INTERPRETER_STAGES[1])
 
     # -- MCP gateway -------------------------------------------------------------------------------
     def ensure_mcp_gateway(self) -> Path:
-        target = self.mcp_gateway_path()
-        if target.is_dir():
-            return target
-        base = self.ensure_base()
-        with _build_lock(self.directory / ".lock"):
-            if target.is_dir():
-                return target
-            started = time.monotonic()
-            work = Path(tempfile.mkdtemp(prefix=".build-mcp-", dir=self.directory))
-            layer, scratch, merged = work / "layer", work / "scratch", work / "merged"
-            for d in (layer, scratch, merged):
-                d.mkdir()
-            try:
-                _mount_overlay([base], layer, scratch, merged)
-                try:
-                    self._pip_install(merged, MCP_GATEWAY_LIBRARIES, target_dir="/" + MCP_GATEWAY_SITE)
-                    self._pip_install(merged, MCP_GATEWAY_TOOLS)
-                    self.log(f"installing npm packages: {', '.join(MCP_GATEWAY_NPM_SERVERS)}")
-                    with _host_dns(merged):
-                        _chroot(merged, ["npm", "install", "--global", "--no-fund", "--no-audit", "--cafile",
-                                         "/etc/ssl/certs/ca-certificates.crt", *MCP_GATEWAY_NPM_SERVERS], log=self.log)
-                        shutil.rmtree(merged / "root/.npm", ignore_errors=True)
-                    command = merged / MCP_GATEWAY_COMMAND
-                    command.write_text(MCP_GATEWAY_LAUNCHER)
-                    command.chmod(0o755)
-                finally:
-                    subprocess.run(["umount", str(merged)], check=True)
-                self.log("assigning the sandbox user range to the MCP gateway layer")
-                shift_ownership(layer)
-                os.rename(layer, target)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-            self.log(f"MCP gateway layer ready in {time.monotonic() - started:.0f} s: {target}")
-        return target
+        def install(merged: Path) -> None:
+            self._pip_install(merged, MCP_GATEWAY_LIBRARIES, target_dir="/" + MCP_GATEWAY_SITE)
+            self._pip_install(merged, MCP_GATEWAY_TOOLS)
+            self.log(f"installing npm packages: {', '.join(MCP_GATEWAY_NPM_SERVERS)}")
+            with _host_dns(merged):
+                _chroot(merged, ["npm", "install", "--global", "--no-fund", "--no-audit", "--cafile",
+                                 "/etc/ssl/certs/ca-certificates.crt", *MCP_GATEWAY_NPM_SERVERS], log=self.log)
+                shutil.rmtree(merged / "root/.npm", ignore_errors=True)
+            command = merged / MCP_GATEWAY_COMMAND
+            command.write_text(MCP_GATEWAY_LAUNCHER)
+            command.chmod(0o755)
+
+        return self._build_layer(self.mcp_gateway_path(), "MCP gateway", install)
 
 
 def kernel_support_files() -> dict[str, bytes]:

@@ -7,12 +7,9 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from conftest import ROOTFS_CACHE, LocalServer
 from e2b import Sandbox, SandboxQuery, SandboxState
 
@@ -33,18 +30,6 @@ def cli_json(server: LocalServer, *args: str) -> object:
     result = cli(server, *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def tagged(e2b_server: LocalServer) -> Iterator[tuple[str, list[Sandbox]]]:
-    """Two sandboxes tagged with a run of their own (metadata `cli-run`), killed after the test."""
-    run = uuid.uuid4().hex[:8]
-    boxes = [Sandbox.create(metadata={"cli-run": run, "n": str(i)}, **e2b_server.sdk) for i in range(2)]
-    try:
-        yield run, boxes
-    finally:
-        for box in boxes:
-            Sandbox.kill(box.sandbox_id, **e2b_server.sdk)
 
 
 def _sdk_list(server: LocalServer, run: str, states: list[str]) -> dict[str, object]:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,6 @@ def e2b_json(server: LocalServer, *args: str) -> object:
     result = e2b(server, *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture
-def tagged(e2b_server: LocalServer) -> Iterator[tuple[str, list[Sandbox]]]:
-    """Two sandboxes tagged with a run of their own (metadata `cli-run`), killed after the test."""
-    run = uuid.uuid4().hex[:8]
-    boxes = [Sandbox.create(metadata={"cli-run": run, "n": str(i)}, **e2b_server.sdk) for i in range(2)]
-    try:
-        yield run, boxes
-    finally:
-        for box in boxes:
-            Sandbox.kill(box.sandbox_id, **e2b_server.sdk)
 
 
 def _sdk_ids(server: LocalServer, run: str, states: tuple[str, ...] = ("running", "paused")) -> set[str]:

@@ -7,6 +7,7 @@ stream of JSON messages, each in Connect's 5-byte envelope) and the `/files` upl
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -44,19 +45,27 @@ def _basic(user: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:".encode()).decode()
 
 
-async def run(client: httpx.AsyncClient, argv: list[str], user: str, env: dict[str, str], cwd: str | None,
-              on_output: Callable[[str, str], None]) -> int:
-    """Run `argv` in the sandbox as `user`; output goes to `on_output(stream, text)`; the exit code."""
+@contextlib.asynccontextmanager
+async def _start_stream(client: httpx.AsyncClient, argv: list[str], user: str, env: dict[str, str],
+                        cwd: str | None) -> AsyncIterator[httpx.Response]:
+    """The agent's Process/Start stream for `argv` as `user`, once the agent has accepted it."""
     process: dict[str, object] = {"cmd": argv[0], "args": argv[1:], "envs": env}
     if cwd:
         process["cwd"] = cwd
     headers = {"content-type": "application/connect+json", "authorization": _basic(user)}
-    exit_code: int | None = None
     async with client.stream("POST", "/process.Process/Start", headers=headers,
                              content=_envelope({"process": process, "stdin": False})) as response:
         if response.status_code != 200:
             text = (await response.aread()).decode(errors="replace")
             raise AgentCallError(f"the sandbox refused the command ({response.status_code}): {text[:500]}")
+        yield response
+
+
+async def run(client: httpx.AsyncClient, argv: list[str], user: str, env: dict[str, str], cwd: str | None,
+              on_output: Callable[[str, str], None]) -> int:
+    """Run `argv` in the sandbox as `user`; output goes to `on_output(stream, text)`; the exit code."""
+    exit_code: int | None = None
+    async with _start_stream(client, argv, user, env, cwd) as response:
         async for flags, message in _messages(response):
             if flags & END_STREAM:
                 error = message.get("error")
@@ -96,15 +105,7 @@ async def upload(client: httpx.AsyncClient, source: Path, destination: str) -> N
 
 async def start(client: httpx.AsyncClient, argv: list[str], user: str, env: dict[str, str], cwd: str | None) -> None:
     """Start `argv` in the sandbox as `user` and return once it runs (it outlives this call)."""
-    process: dict[str, object] = {"cmd": argv[0], "args": argv[1:], "envs": env}
-    if cwd:
-        process["cwd"] = cwd
-    headers = {"content-type": "application/connect+json", "authorization": _basic(user)}
-    async with client.stream("POST", "/process.Process/Start", headers=headers,
-                             content=_envelope({"process": process, "stdin": False})) as response:
-        if response.status_code != 200:
-            text = (await response.aread()).decode(errors="replace")
-            raise AgentCallError(f"the sandbox refused the command ({response.status_code}): {text[:500]}")
+    async with _start_stream(client, argv, user, env, cwd) as response:
         async for flags, message in _messages(response):
             if flags & END_STREAM:
                 error = message.get("error")
