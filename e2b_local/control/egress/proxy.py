@@ -19,6 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+
+# python-socks encodes names with this codec while its thread has a sandbox owner's file-system
+# identity, which may not be able to read the interpreter's library: loaded here, while it can.
+import encodings.idna  # noqa: F401
 import ipaddress
 import logging
 import socket
