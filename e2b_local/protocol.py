@@ -32,6 +32,9 @@ KERNELS_ROOT = "/.e2b/kernels"
 # The descriptors the launcher hands the agent, by environment variable (taken once, at its start).
 AGENT_FD_VARIABLE = "E2B_LOCAL_AGENT_FD"
 WORKLOAD_FD_VARIABLE = "E2B_LOCAL_WORKLOAD_FD"
+# The certificate (PEM) of the server's egress authority, which the agent adds to the sandbox's trust
+# store at its start (taken once, like the descriptors).
+EGRESS_CA_VARIABLE = "E2B_LOCAL_EGRESS_CA"
 
 # The name of the agent's socket in the host-only sandbox directory.
 AGENT_SOCKET_NAME = "agent.sock"

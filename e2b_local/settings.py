@@ -143,6 +143,11 @@ class Paths:
         return self.home / "tls"
 
     @property
+    def egress_ca(self) -> Path:
+        """The egress proxy's certificate authority, which every sandbox trusts (its key stays here)."""
+        return self.home / "egress-ca"
+
+    @property
     def sandboxes(self) -> Path:
         return self.home / "sandboxes"
 

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from e2b_local.agent import trust
 from e2b_local.agent.app import AgentApp
 from e2b_local.agent.reaper import install_reaper, release_reaper
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.workload import Workload
 from e2b_local.interpreter.app import ships_kernels
-from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT
+from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT, EGRESS_CA_VARIABLE
 
 # Idle connections from the host are kept this long (the host lets them go sooner: upstream.py).
 KEEP_ALIVE_SECONDS = 600
@@ -51,8 +52,12 @@ def main() -> None:
     fd = int(os.environ.pop(AGENT_FD_VARIABLE))
     # Nothing the agent starts may inherit it.
     os.set_inheritable(fd, False)
+    state = SandboxState()
+    authority = os.environ.pop(EGRESS_CA_VARIABLE, None)
+    if authority:
+        state.trust_env = trust.install(authority)
     config = uvicorn.Config(
-        AgentApp(SandboxState(), workload), fd=fd, log_level="warning", access_log=False, lifespan="off",
+        AgentApp(state, workload), fd=fd, log_level="warning", access_log=False, lifespan="off",
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
     )

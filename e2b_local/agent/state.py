@@ -17,14 +17,17 @@ class SandboxState:
     env_vars: dict[str, str] = field(default_factory=dict)
     default_user: str = "user"
     default_workdir: str | None = None
+    # What points programs at the trust store that holds the egress authority (see trust.py).
+    trust_env: dict[str, str] = field(default_factory=dict)
 
     def sandbox_env(self) -> dict[str, str]:
-        """E2B's default variables followed by the create-time `envs`."""
+        """E2B's default variables and the trust store's, followed by the create-time `envs`."""
         env = {"E2B_SANDBOX": "true"}
         if self.sandbox_id:
             env["E2B_SANDBOX_ID"] = self.sandbox_id
         if self.template_id:
             env["E2B_TEMPLATE_ID"] = self.template_id
+        env.update(self.trust_env)
         env.update(self.env_vars)
         return env
 

@@ -21,6 +21,7 @@ from e2b_local.control.domain import ca, hosts, signed
 from e2b_local.control.domain.listener import HttpsListener
 from e2b_local.control.domain.ports import HostRouter
 from e2b_local.control.egress.proxy import EgressProxy, Route, rule_headers
+from e2b_local.control.egress.tls import EgressAuthority
 from e2b_local.control.errors import error_response
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.lifecycle import SandboxLifecycle
@@ -53,7 +54,10 @@ class Server:
         self.templates = TemplateService(self.fleet, settings)
         self.snapshots.resolvers.append(self.templates.source_for)
         self.secrets = Secrets(self.fleet.registry, paths.secret_key_file)
-        self.egress = EgressProxy(self._egress_route, self.secrets.fill)
+        authority = EgressAuthority(paths.egress_ca)
+        self.egress = EgressProxy(self._egress_route, self.secrets.fill, authority)
+        # Every sandbox trusts it, so that the proxy can terminate TLS to hosts with header transforms.
+        self.fleet.booter.trusted_ca = authority.pem
         self.router = Router(self.fleet, self.lifecycle, api_key)
         self.deliveries = Deliveries(self.fleet.events)
         self.api = app.build(Services(self.fleet, self.lifecycle, self.snapshots, self.templates, self.volumes,

@@ -155,10 +155,12 @@ class Container:
         copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
-               base_layer: Path, volumes: list[tuple[str, str]] | None = None) -> ContainerInfo:
+               base_layer: Path, volumes: list[tuple[str, str]] | None = None,
+               agent_env: dict[str, str] | None = None) -> ContainerInfo:
         """Start the sandbox's namespaces and its agent; returns once the launcher has finished.
 
-        `volumes`: (host directory, mount point) pairs mounted read-write into the sandbox.
+        `volumes`: (host directory, mount point) pairs mounted read-write into the sandbox; `agent_env`:
+        variables for the agent's own start.
         """
         self.cgroup.create(limits)
         loader = elf_interpreter(base_layer / "usr/bin/python3")
@@ -172,7 +174,7 @@ class Container:
             base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
-            volumes=[[source, target] for source, target in volumes or []],
+            volumes=[[source, target] for source, target in volumes or []], agent_env=dict(agent_env or {}),
         )
         spec_file = self.directory / "launch.json"
         spec_file.write_text(spec.to_json())

@@ -186,6 +186,10 @@ def test_delete_frees_unshared_layers(server: LocalServer) -> None:
                    **server.sdk)
     mine = {p.name for p in layers.iterdir()} - before
     assert len(mine) == 1
+    # What the step wrote, and not the server's egress authority, which each sandbox adds at its start.
+    fs = layers / next(iter(mine)) / "fs"
+    written = {str(p.relative_to(fs)) for p in fs.rglob("*") if p.is_file()}
+    assert "home/user/mine" in written and not [f for f in written if "ca-certificates" in f or "ssl" in f], written
     headers = {"X-API-Key": server.api_key}
     template_id = httpx.get(f"{server.url}/templates/aliases/doomed-tpl", headers=headers).json()["templateID"]
     assert httpx.delete(f"{server.url}/templates/{template_id}", headers=headers).status_code == 204

@@ -34,7 +34,6 @@ ALL_PYTHON = python_blocks(ALL_DOCS)
 # Features that only E2B cloud offers: a snippet using them must carry the cloud-only marker.
 CLOUD_FEATURES = {
     "mcp=": "MCP gateway",
-    "Secret.create": "secrets",
     "get_host(": "public sandbox URLs",
     "get_mcp_url": "MCP gateway",
 }

@@ -116,10 +116,10 @@ def test_host_resolvers_reads_nameserver_lines(tmp_path: Path) -> None:
     assert host_resolvers(tmp_path / "missing") == []
 
 
-def test_rules_steer_plain_http_and_a_proxy_steers_all_tcp() -> None:
+def test_rules_steer_http_and_https_and_a_proxy_steers_all_tcp() -> None:
     rules = {"rules": {"api.example.com": [{"transform": {"headers": {"X-A": "b"}}}]}}
     steered = egress.policy(rules, True, proxy_port=4000)
-    assert steered.steer_ports == (80,) and not steered.steer_all and steered.steers
+    assert steered.steer_ports == (80, 443) and not steered.steer_all and steered.steers
     tunnelled = egress.policy({"egressProxy": {"address": "10.1.2.3:1080"}}, True, proxy_port=4000)
     assert tunnelled.steer_all and tunnelled.steers
     assert not egress.policy(rules, True).steers  # no proxy running: nothing to steer to

@@ -8,15 +8,15 @@ Created on first start in the data directory's `tls/` folder: the authority's ke
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from e2b_local.control import certificates
 
 AUTHORITY_NAME = "e2b-local certificate authority"
 AUTHORITY_DAYS = 3650
@@ -83,57 +83,9 @@ def write_bundle(files: TlsFiles) -> None:
     os.replace(tmp, files.bundle)
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` readable by its owner only, replacing it atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
 def _authority(files: TlsFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The authority, created when absent (or unreadable as a pair)."""
-    try:
-        cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
-        key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-        if isinstance(key, ec.EllipticCurvePrivateKey) and cert.not_valid_after_utc > _now():
-            os.chmod(files.ca_key, 0o600)
-            return cert, key
-    except (FileNotFoundError, ValueError):
-        pass
-    key = ec.generate_private_key(ec.SECP256R1())
-    # A serial of its own in the name: a browser that saw an older authority of the same name
-    # must not confuse the two.
-    serial = x509.random_serial_number()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "e2b-local"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"{AUTHORITY_NAME} {serial % 10**8:08d}")])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=AUTHORITY_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write_private(files.ca_key, _key_pem(key))
-    files.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.chmod(files.ca_cert, 0o644)
-    return cert, key
+    return certificates.authority(files.ca_cert, files.ca_key, AUTHORITY_NAME, AUTHORITY_DAYS)
 
 
 def server_names(domain: str) -> list[str]:
@@ -153,7 +105,7 @@ def _current(files: TlsFiles, ca: x509.Certificate, domain: str) -> bool:
     except x509.ExtensionNotFound:
         return False
     return (cert.issuer == ca.subject and set(names) >= set(server_names(domain))
-            and cert.not_valid_after_utc - _now() > datetime.timedelta(days=RENEW_DAYS))
+            and cert.not_valid_after_utc - certificates.now() > datetime.timedelta(days=RENEW_DAYS))
 
 
 def ensure(directory: Path, domain: str) -> TlsFiles:
@@ -166,27 +118,9 @@ def ensure(directory: Path, domain: str) -> TlsFiles:
     if _current(files, ca, domain):
         os.chmod(files.server_key, 0o600)
         return files
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    alt = [x509.DNSName(name) for name in server_names(domain)]
-    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"api.{domain}")]))
-        .issuer_name(ca.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                     crl_sign=False, content_commitment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write_private(files.server_key, _key_pem(key))
+    names = list(dict.fromkeys([f"api.{domain}", *server_names(domain), "127.0.0.1", "::1"]))
+    cert, key = certificates.server_certificate(ca, ca_key, names, SERVER_DAYS)
+    certificates.write_private(files.server_key, certificates.key_pem(key))
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
                                   + ca.public_bytes(serialization.Encoding.PEM))
     return files

@@ -8,10 +8,15 @@ host's addresses, link-local ones and whatever the sandbox's lists deny stay out
 to a SOCKS5 egress proxy uses python-socks; when that proxy cannot be reached the connection is
 closed (fail closed, never a direct dial).
 
-Plain HTTP to a host with transform rules is parsed with h11 and each request gets the rules'
-headers, with secret placeholders resolved here: the values never enter the sandbox. A rule keyed
+HTTP to a host with transform rules is parsed with h11 and each request gets the rules' headers,
+with secret placeholders resolved here: the values never enter the sandbox. On port 80 a rule keyed
 by a domain applies only when the destination is one of that domain's addresses, so a sandbox
-cannot collect a secret by naming the domain in a request to a server of its own.
+cannot collect a secret by naming the domain in a request to a server of its own. On port 443 the
+proxy reads the ClientHello: when the name it asks for (SNI), or the destination address, has
+rules, the proxy verifies the real destination under that name against the host's trust store
+(and closes the connection when it fails), then terminates the sandbox's TLS with a certificate of
+the egress authority (tls.py), which sandboxes trust; a domain's rule needs no address check there,
+as only that domain's server passes the verification. Any other connection is relayed untouched.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+
+# python-socks encodes names with this codec while its thread has a sandbox owner's file-system
+# identity, which may not be able to read the interpreter's library: loaded here, while it can.
+import encodings.idna  # noqa: F401
 import ipaddress
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +41,13 @@ import h11
 from python_socks import ProxyType
 from python_socks.sync import Proxy
 
+from e2b_local.control.egress.tls import EgressAuthority, NotClientHello, TlsStream, read_client_hello, upstream_context
 from e2b_local.isolation.firewall import DIRECT_GID, TUNNEL_GID
 
 log = logging.getLogger("e2b_local")
 SO_ORIGINAL_DST = 80
 HTTP_PORT = 80
+HTTPS_PORT = 443
 CHUNK = 64 * 1024
 DIAL_TIMEOUT = 30.0
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -140,12 +152,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
 
 
-def _host_matches(key: str, host: str, address: str) -> bool:
-    """Whether the rule keyed `key` applies to a request for `host` sent to `address`."""
+def _in_network(address: str, key: str) -> bool | None:
+    """Whether `address` is in the network `key` names; None when `key` is a domain."""
     try:
         return ipaddress.ip_address(address) in ipaddress.ip_network(key, strict=False)
     except ValueError:
-        pass
+        return None
+
+
+def _host_matches(key: str, host: str, address: str) -> bool:
+    """Whether the rule keyed `key` applies to a plain HTTP request for `host` sent to `address`."""
+    inside = _in_network(address, key)
+    if inside is not None:
+        return inside
     if key != host:
         return False
     try:
@@ -155,17 +174,47 @@ def _host_matches(key: str, host: str, address: str) -> bool:
     return address in addresses
 
 
+def http_headers(route: Route, host: str, address: str) -> dict[str, str]:
+    """The headers a plain HTTP request for `host` sent to `address` gets. Blocking: resolves names."""
+    merged: dict[str, str] = {}
+    for key, extra in route.rules.items():
+        if extra and _host_matches(key, host, address):
+            merged.update(extra)
+    return merged
+
+
+def tls_headers(route: Route, name: str | None, address: str) -> dict[str, str]:
+    """The headers requests get on a TLS connection to `address` that asks for `name` (verified upstream)."""
+    merged: dict[str, str] = {}
+    for key, extra in route.rules.items():
+        if extra and (key == name or _in_network(address, key)):
+            merged.update(extra)
+    return merged
+
+
+def _request_host(headers: list[tuple[bytes, bytes]]) -> str:
+    host = next((v.decode("latin-1") for n, v in headers if n == b"host"), "")
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host.strip("[]").lower()
+
+
 class EgressProxy:
     """The server's egress proxy: `route(owner)` says what to do, `fill(text)` resolves placeholders."""
 
-    def __init__(self, route: Callable[[int], Route | None], fill: Callable[[str], str | None]) -> None:
+    def __init__(self, route: Callable[[int], Route | None], fill: Callable[[str], str | None],
+                 authority: EgressAuthority | None = None) -> None:
         self.route = route
         self.fill = fill
+        # Without an authority, TLS is relayed as it is, whatever the rules say.
+        self.authority = authority
+        self._verify: ssl.SSLContext | None = None
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        if self.authority is not None:
+            self._verify = upstream_context()
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -193,10 +242,13 @@ class EgressProxy:
                 log.info("egress: sandbox owner %s could not reach %s:%s: %s", owner, host, port, exc)
                 return
             if port == HTTP_PORT and route.rules:
-                await self._http(route, host, reader, writer, up_reader, upstream)
+                await self._http(reader, writer, up_reader, upstream,
+                                 lambda request_host: http_headers(route, request_host, host))
+            elif port == HTTPS_PORT and route.rules and self.authority is not None:
+                await self._https(route, host, reader, writer, up_reader, upstream)
             else:
                 await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
-        except (ConnectionError, OSError, h11.ProtocolError, asyncio.CancelledError):
+        except (ConnectionError, OSError, h11.ProtocolError, asyncio.CancelledError, NotClientHello):
             pass
         except Exception:
             log.exception("egress proxy: a connection failed")
@@ -206,12 +258,53 @@ class EgressProxy:
                 if w is not None:
                     w.close()
 
-    async def _http(self, route: Route, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    up_reader: asyncio.StreamReader, upstream: asyncio.StreamWriter) -> None:
-        """Relay HTTP/1.1 requests one by one, each with its host's headers set."""
+    async def _https(self, route: Route, address: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, upstream: asyncio.StreamWriter) -> None:
+        """Terminate TLS to a host with rules (the destination verified first); relay anything else as it is."""
+        assert self.authority is not None and self._verify is not None
+        received = bytearray()
+        hello = asyncio.ensure_future(read_client_hello(reader, received))
+        # A protocol whose server speaks first is no TLS: its first bytes end the wait for a ClientHello.
+        greeting = asyncio.ensure_future(up_reader.read(CHUNK))
+        await asyncio.wait({hello, greeting}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (hello, greeting):
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        spoke = greeting.result() if greeting.done() and not greeting.cancelled() else b""
+        name: str | None = None
+        headers: dict[str, str] = {}
+        if not spoke and not hello.cancelled() and hello.exception() is None:
+            name = hello.result()
+            headers = tls_headers(route, name, address)
+        if not headers:
+            upstream.write(bytes(received))
+            writer.write(spoke)
+            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            return
+        server_name = name or address
+        try:
+            await upstream.start_tls(self._verify, server_hostname=server_name)
+        except (ssl.SSLError, OSError) as exc:
+            # Never a downgrade: the sandbox's connection ends before its handshake does.
+            log.info("egress: TLS to %s (%s) failed, so the sandbox's connection is closed: %s",
+                     server_name, address, exc)
+            return
+        context = await asyncio.to_thread(self.authority.context_for, server_name)
+        inbound = TlsStream(reader, writer, context, bytes(received))
+        await inbound.handshake()
+        try:
+            await self._http(inbound, inbound, up_reader, upstream, lambda _host: headers)
+        finally:
+            inbound.close()
+
+    async def _http(self, reader: asyncio.StreamReader | TlsStream, writer: asyncio.StreamWriter | TlsStream,
+                    up_reader: asyncio.StreamReader, upstream: asyncio.StreamWriter,
+                    headers_for: Callable[[str], dict[str, str]]) -> None:
+        """Relay HTTP/1.1 requests one by one, each with the headers `headers_for(its host)` set."""
         inbound, outbound = h11.Connection(h11.SERVER), h11.Connection(h11.CLIENT)
 
-        async def next_event(conn: h11.Connection, source: asyncio.StreamReader) -> Any:
+        async def next_event(conn: h11.Connection, source: asyncio.StreamReader | TlsStream) -> Any:
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
@@ -223,7 +316,7 @@ class EgressProxy:
             event = await next_event(inbound, reader)
             if not isinstance(event, h11.Request):
                 return
-            headers = await asyncio.to_thread(self._transform, route, address, event.headers)
+            headers = await asyncio.to_thread(self._transform, headers_for, event.headers)
             if headers is None:
                 writer.write(inbound.send(h11.Response(status_code=502, headers=[("content-length", "0"),
                                                                                   ("connection", "close")])))
@@ -255,20 +348,15 @@ class EgressProxy:
             except h11.LocalProtocolError:
                 return
 
-    def _transform(self, route: Route, address: str, headers: Any) -> list[tuple[bytes, bytes]] | None:
+    def _transform(self, headers_for: Callable[[str], dict[str, str]],
+                   headers: Any) -> list[tuple[bytes, bytes]] | None:
         """The request's headers with its host's rules applied; None when a placeholder names no secret."""
         current = [(name, value) for name, value in headers]
-        host = next((v.decode("latin-1") for n, v in current if n == b"host"), "")
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        host = host.strip("[]").lower()
-        for key, extra in route.rules.items():
-            if not extra or not _host_matches(key, host, address):
-                continue
-            for name, value in extra.items():
-                filled = self.fill(value)
-                if filled is None:
-                    return None
-                lowered = name.lower().encode("latin-1")
-                current = [(n, v) for n, v in current if n != lowered]
-                current.append((lowered, filled.encode("latin-1")))
+        for name, value in headers_for(_request_host(current)).items():
+            filled = self.fill(value)
+            if filled is None:
+                return None
+            lowered = name.lower().encode("latin-1")
+            current = [(n, v) for n, v in current if n != lowered]
+            current.append((lowered, filled.encode("latin-1")))
         return current

@@ -20,6 +20,7 @@ from e2b_local.control.fleet.scheduling import Priority, Workers
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import AGENT_START_TIMEOUT, Container
 from e2b_local.isolation.rootfs import RootfsStore
+from e2b_local.protocol import EGRESS_CA_VARIABLE
 
 # How long shutdown waits for sandboxes still booting, so it can discard them.
 SHUTDOWN_BOOT_WAIT = 30.0
@@ -58,23 +59,31 @@ class Booter:
         self._in_flight = 0
         self._unclaimed: set[Container] = set()
         self._stopping = False
+        # The egress authority's certificate (set by the server), which sandboxes add to their trust store.
+        self.trusted_ca: str | None = None
 
     def launch(self, container: Container, layers: list[Path], internet: bool,
-               limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None) -> tuple[int, int]:
+               limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None,
+               trust: bool = True) -> tuple[int, int]:
         """Start the namespaces and agent of a prepared container (its socket listens at once).
 
         `limits` are the sandbox's own (a custom template's); None gives the server's defaults.
+        `trust`: whether the sandbox adds the egress authority to its trust store.
         """
+        agent_env = {EGRESS_CA_VARIABLE: self.trusted_ca} if trust and self.trusted_ca else {}
         info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
-                                base_layer=layers[-1], volumes=volumes)
+                                base_layer=layers[-1], volumes=volumes, agent_env=agent_env)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,
                    files: Path | None = None, priority: Priority = Priority.REQUESTED,
-                   limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None) -> Booted:
+                   limits: Limits | None = None, volumes: list[tuple[str, str]] | None = None,
+                   trust: bool = True) -> Booted:
         """Start a new sandbox of `template`, on `files` (a saved upper layer) if given, with `volumes` mounted.
 
-        It returns once the agent answers: a boot holds one of the few boot slots until then.
+        It returns once the agent answers: a boot holds one of the few boot slots until then. A
+        template build's sandbox passes `trust=False`: what it writes becomes a layer, which must not
+        carry this server's authority.
         """
         layers = layers or await asyncio.to_thread(self.rootfs.layers, template)
         container = self._container(new_id(self.key_prefix))
@@ -84,7 +93,7 @@ class Booter:
                 self._in_flight += 1
             try:
                 container.prepare(self.disk_mb, upper_from=files)
-                pid, slirp_pid = self.launch(container, layers, internet, limits, volumes)
+                pid, slirp_pid = self.launch(container, layers, internet, limits, volumes, trust)
                 if self._stopping:
                     raise RuntimeError("the server is shutting down")
                 with self._lock:

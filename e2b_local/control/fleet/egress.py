@@ -6,9 +6,9 @@ addresses or CIDR blocks. A domain name in `allowOut` is resolved when the rules
 create, `update_network` and resume), and the sandbox's DNS forwarder is allowed with it; E2B instead
 matches the name on every connection, so here a domain whose addresses change needs the rules applied
 again. Wildcard domains are refused with 400: e2b-local cannot honour them, and silently ignoring a
-security setting would be worse. Per-host transform `rules` steer the sandbox's plain HTTP (port 80)
-through the server's egress proxy; an `egressProxy` steers all of its TCP there, to be tunnelled
-(TLS to the SOCKS5 proxy is refused with 400).
+security setting would be worse. Per-host transform `rules` steer the sandbox's HTTP and HTTPS
+(ports 80 and 443) through the server's egress proxy; an `egressProxy` steers all of its TCP there, to
+be tunnelled (TLS to the SOCKS5 proxy is refused with 400).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from e2b_local.control.errors import ApiError
 from e2b_local.isolation.firewall import EgressPolicy, Network, host_resolvers
 
 ALL_TRAFFIC = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+# The ports whose connections go through the egress proxy when there are transform rules: HTTP, HTTPS.
+TRANSFORMED_PORTS = (80, 443)
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
                       re.IGNORECASE)
@@ -128,5 +130,5 @@ def policy(network: dict[str, Any] | None, allow_internet_access: bool, proxy_po
         allow.extend(host_resolvers())
         allow.extend(ipaddress.ip_network(e) for e in _string_list(network, "dnsServers"))
     return EgressPolicy(allow=tuple(dict.fromkeys(allow)), deny=tuple(dict.fromkeys(deny)),
-                        steer_ports=(80,) if network.get("rules") else (),
+                        steer_ports=TRANSFORMED_PORTS if network.get("rules") else (),
                         steer_all=bool(network.get("egressProxy")), proxy_port=proxy_port)

@@ -357,7 +357,8 @@ class Builder:
         service = self.service
         fleet = service.fleet
         layers = service.layer_paths(build.base_template, state.layers)
-        booted = await fleet.booter.boot(build.base_template, internet=True, layers=layers)
+        # Without the egress authority: the step's files become a layer, shared beyond this server.
+        booted = await fleet.booter.boot(build.base_template, internet=True, layers=layers, trust=False)
         container = booted.container
         transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
         client = httpx.AsyncClient(transport=transport, base_url="http://sandbox", timeout=None)
