@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -20,17 +21,27 @@ from tests.conftest import LocalServer, _free_port, fresh_sdk_transports, run_js
 
 # How long a server started in a sandbox may take to listen.
 LISTEN_DEADLINE = 30.0
-# Answers the request's Host header and path, so that a test sees what reached the sandbox.
+# Answers the request's Host header and path (at /headers: the header names it got), so that a test
+# sees what reached the sandbox; a POST is answered the length of its body, sent with a length or in chunks.
 ECHO_SERVER = """\
-import http.server, sys
+import http.server, json, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         body = f"{self.headers['Host']} {self.path}".encode()
+        if self.path == "/headers":
+            body = json.dumps(sorted(k.lower() for k in self.headers.keys())).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def do_POST(self):
-        n = int(self.headers["Content-Length"]); data = self.rfile.read(n)
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            data = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                data += self.rfile.read(size); self.rfile.readline()
+            while self.rfile.readline() not in (b"\\r\\n", b""):
+                pass
+        else:
+            data = self.rfile.read(int(self.headers["Content-Length"]))
         body = str(len(data)).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
@@ -221,6 +232,52 @@ def test_traffic_token_and_masked_host(domain_server: LocalServer, tls: ssl.SSLC
         refused = httpx.get(url, verify=tls)
         assert refused.status_code == 403 and "e2b-traffic-access-token" in refused.json()["message"]
         assert httpx.get(url, verify=tls, headers={"e2b-traffic-access-token": "wrong"}).status_code == 403
+    finally:
+        sandbox.kill()
+
+
+def test_one_connection_keeps_every_check(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120, lifecycle={"on_timeout": "pause", "auto_resume": True},
+                             network={"allow_public_traffic": False, "mask_request_host": "localhost:${PORT}"})
+    try:
+        token = {"e2b-traffic-access-token": sandbox.traffic_access_token}
+        start_echo(sandbox, 8080)
+        host = sandbox.get_host(8080)
+        url = "https://" + host
+        assert wait_for(url + "/x", tls, headers=token).text == "localhost:8080 /x"
+        with httpx.Client(verify=tls, timeout=60) as client:  # HTTP/1.1, one keep-alive connection
+            for i in range(20):
+                assert client.get(f"{url}/{i}", headers=token).text == f"localhost:8080 /{i}"
+            # Each request is checked, not only a connection's first one.
+            assert client.get(url + "/x").status_code == 403
+            seen = client.get(url + "/headers", headers={**token, "X-API-Key": domain_server.api_key,
+                                                         "X-Access-Token": "secret", "X-Other": "1"}).json()
+            assert "x-other" in seen
+            assert not {"e2b-traffic-access-token", "x-api-key", "x-access-token"} & set(seen)
+
+            def chunks():
+                yield b"a" * 70_000
+                yield b"b" * 5
+
+            assert client.post(url, content=chunks(), headers=token).text == "70005"
+            assert client.post(url, content=b"c" * 300_000, headers=token).text == "300000"
+            sandbox.pause()
+            # The connection into the sandbox went with the pause: the next request resumes it and opens another.
+            assert client.get(url + "/again", headers=token).text == "localhost:8080 /again"
+        # Pipelined requests are answered in order; a request for another host on the connection is refused.
+        port = int(host.rsplit(":", 1)[1])
+        extra = f"e2b-traffic-access-token: {sandbox.traffic_access_token}\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                tls.wrap_socket(raw, server_hostname=host.split(":")[0]) as conn:
+            conn.sendall(f"GET /p1 HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+                         f"GET /p2 HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+                         f"GET /p3 HTTP/1.1\r\nHost: api.e2b.localhost:{port}\r\n\r\n".encode())
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+        answers = received.decode().split("HTTP/1.1 ")[1:]
+        assert [a.split("\r\n", 1)[0] for a in answers] == ["200 OK", "200 OK", "421 Misdirected Request"]
+        assert answers[0].endswith("localhost:8080 /p1") and answers[1].endswith("localhost:8080 /p2")
     finally:
         sandbox.kill()
 

@@ -70,7 +70,7 @@ def test_a_signed_link_names_the_sandbox_whose_token_signed_it() -> None:
 
 
 def test_relay_takes_plain_requests_and_refuses_ambiguous_framing() -> None:
-    from e2b_local.control.domain.relay import parse_request
+    from e2b_local.control.domain.http1 import parse_request
 
     request = parse_request(b"POST /a?b=1 HTTP/1.1\r\nHost: 8080-x.e2b.localhost\r\nContent-Length: 5\r\n"
                             b"X-API-Key: k\r\nExpect: 100-continue\r\n\r\n")
