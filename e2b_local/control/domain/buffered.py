@@ -154,6 +154,11 @@ class Buffered(asyncio.Protocol):
             if self.lost:
                 raise Closed
 
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is closed or being closed."""
+        return self.transport is None or self.transport.is_closing()
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()

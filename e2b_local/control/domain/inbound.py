@@ -1,4 +1,5 @@
-"""The client's side of one TLS connection on the HTTPS listener, and the relay's state on it."""
+"""The client's side of one TLS connection on the HTTPS listener, and the relay's state on it: the
+request in flight and the connection into the sandbox it went on."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """HTTP/1.1 to sandbox ports on the HTTPS listener, relayed without the ASGI layer.
 
 A request to `https://<port>-<id>.<domain>` over HTTP/1.1 is what a browser or an HTTP client sends to
-a server in the sandbox, the hot path of a sandbox URL. Such connections are served here, request by
-request: each head is checked as the ASGI path (`ports.HostRouter`) checks it (the sandbox's traffic
-token, its masked host, auto-resume, no credentials passed on), then the request and its answer are
-copied between the client and a keep-alive connection into the sandbox's namespace, their framing
-(a length, or chunks) passed on as it came. A WebSocket upgrade the sandbox accepts becomes a byte
-tunnel.
+a server in the sandbox, the hot path of a sandbox URL. Each head is checked as the ASGI path
+(`ports.HostRouter`) checks it (the sandbox's traffic token, its masked host, auto-resume, no
+credentials passed on), then the request and its answer are copied between the client and a
+keep-alive connection into the sandbox's namespace, their framing (a length, or chunks) passed on as
+it came. A WebSocket upgrade the sandbox accepts becomes a byte tunnel.
 
 A connection whose first request is for anything else (the API, the agent's ports, a head this module
 does not take) goes to the ASGI application, bytes read so far included; a later request for another
@@ -17,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from e2b_local.control import auth
@@ -59,6 +60,8 @@ REQUEST_DROPPED = frozenset({b"connection", b"keep-alive", b"te", b"upgrade", b"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 REASONS = {400: b"Bad Request", 403: b"Forbidden", 421: b"Misdirected Request",
            431: b"Request Header Fields Too Large", 502: b"Bad Gateway"}
+
+
 def _answer(status: int, body: bytes, content_type: bytes) -> bytes:
     """One of the relay's own answers, after which the connection closes."""
     return (b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
@@ -72,9 +75,7 @@ def _proxy_error(error: ProxyError, request: Request) -> bytes:
 
 
 def _json_error(status: int, message: str) -> bytes:
-    from json import dumps
-
-    return _answer(status, dumps({"code": status, "message": message}, separators=(",", ":")).encode(),
+    return _answer(status, json.dumps({"code": status, "message": message}, separators=(",", ":")).encode(),
                    b"application/json")
 
 
@@ -90,7 +91,7 @@ class PeerPool:
         now = time.monotonic()
         while idle:
             since, peer = idle.pop()
-            if not peer.eof and not peer.buffer and now - since < IDLE_SECONDS:
+            if not peer.eof and not peer.closing and not peer.buffer and now - since < IDLE_SECONDS:
                 return peer
             peer.close()
         return None
@@ -116,12 +117,12 @@ class PeerPool:
         """Keep a connection whose exchange completed for the next request."""
         peer.on_data = peer.on_lost = None
         idle = self.idle.setdefault(key, [])
-        if peer.eof or peer.buffer or len(idle) >= MAX_IDLE:
+        if peer.eof or peer.closing or peer.buffer or len(idle) >= MAX_IDLE:
             peer.close()
             return
         idle.append((time.monotonic(), peer))
 
-    def forget(self, live: set[str] | dict[str, object]) -> None:
+    def forget(self, live: Container[str]) -> None:
         """Close the idle connections of sandboxes no longer running."""
         for key in [k for k in self.idle if k[0] not in live]:
             for _, peer in self.idle.pop(key):
@@ -192,8 +193,10 @@ class Http1Relay:
                     break
                 if state.handoff is not None:  # a request the callbacks sent on, its answer left to us
                     flight, state.handoff = state.handoff, None
-                    if client.lost or not await self._respond(client, flight):
+                    if client.lost:
                         flight.peer.close()
+                        break
+                    if not await self._respond(client, flight):
                         break
                     continue
                 if raw is None:
