@@ -94,7 +94,7 @@ def parse_request(raw: bytes) -> Request | None:
                    upgrade if websocket else None, expects_continue, keep_alive)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Framing:
     """How an answer's body is delimited, and whether either connection stays open after it."""
 
@@ -107,19 +107,27 @@ class Framing:
 
 
 def framing_of(request: Request, raw: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Framing:
-    values = dict(headers)
-    coding = values.get(b"transfer-encoding", b"").lower()
+    """How the answer `raw` (parsed into `status` and `headers`) to `request` is delimited."""
+    coding = b""
+    length_value: bytes | None = None
+    connection = b""
+    for name, value in headers:
+        if name == b"content-length":
+            length_value = value
+        elif name == b"transfer-encoding":
+            coding = value.lower()
+        elif name == b"connection":
+            connection = value.lower()
     chunked = coding.endswith(b"chunked")
     no_body = request.method == b"HEAD" or status in (204, 304)
-    length_value = values.get(b"content-length")
     length = int(length_value) if length_value is not None and not coding and not no_body else None
     until_close = not no_body and not chunked and length is None
-    upstream_keeps = (raw.startswith(b"HTTP/1.1") and not until_close
-                      and b"close" not in values.get(b"connection", b"").lower())
+    upstream_keeps = raw.startswith(b"HTTP/1.1") and not until_close and b"close" not in connection
     return Framing(no_body, chunked, length, until_close, upstream_keeps, request.keep_alive and not until_close)
 
 
 def parse_response(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """The status and headers of an answer head; MalformedAnswer when it is not HTTP/1.x."""
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -131,6 +139,9 @@ def parse_response(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
 
 
 def response_head(raw: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """The answer's head as the client gets it: HTTP/1.1, without the other hop's own headers."""
+    if keep_alive and raw.startswith(b"HTTP/1.1 ") and not any(name in RESPONSE_DROPPED for name, _ in headers):
+        return raw  # nothing to change: passed on as it came
     status_line = raw[:raw.index(b"\r\n")]
     out = [b"HTTP/1.1", status_line[status_line.index(b" "):], b"\r\n"]
     for name, value in headers:
