@@ -386,27 +386,31 @@ def test_chromium_loads_a_sandbox_page_over_https(domain_server: LocalServer, tl
         host = sandbox.get_host(8000)
         assert wait_for(f"https://{host}/", tls).status_code == 200
         with playwright_sync.sync_playwright() as p:
-            def launch(home: Path):
+            def launch(home: Path, *args: str):
                 # As root Chromium's own sandbox cannot start; the pages are ours, served from loopback.
-                return p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"],
+                return p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", *args],
                                          env={**os.environ, "HOME": str(home)})
 
-            browser = launch(trusting)
-            try:
-                page = browser.new_page()
-                seen: list[str] = []
-                page.on("requestfinished", lambda request: seen.append(request.url))
-                answer = page.goto(f"https://{host}/")
-                assert answer is not None and answer.status == 200
-                details = answer.security_details()
-                assert details is not None and details.get("issuer", "").startswith(ca.AUTHORITY_NAME)
-                playwright_sync.expect(page.locator("#out")).to_have_text(f"script ran on {host}")
-                page.wait_for_function("document.getElementById('dot').complete")
-                assert page.evaluate("document.getElementById('dot').naturalWidth") == 7
-                assert page.title() == "from the sandbox"
-                assert {f"https://{host}/app.js", f"https://{host}/dot.svg"} <= set(seen)
-            finally:
-                browser.close()
+            # HTTP/2 as the browser picks it, and HTTP/1.1 (served by another path of the listener).
+            for args, protocol in (((), "h2"), (("--disable-http2",), "http/1.1")):
+                browser = launch(trusting, *args)
+                try:
+                    page = browser.new_page()
+                    seen: list[str] = []
+                    page.on("requestfinished", lambda request, seen=seen: seen.append(request.url))
+                    answer = page.goto(f"https://{host}/")
+                    assert answer is not None and answer.status == 200
+                    details = answer.security_details()
+                    assert details is not None and details.get("issuer", "").startswith(ca.AUTHORITY_NAME)
+                    playwright_sync.expect(page.locator("#out")).to_have_text(f"script ran on {host}")
+                    page.wait_for_function("document.getElementById('dot').complete")
+                    assert page.evaluate("document.getElementById('dot').naturalWidth") == 7
+                    assert page.title() == "from the sandbox"
+                    assert {f"https://{host}/app.js", f"https://{host}/dot.svg"} <= set(seen)
+                    used = page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+                    assert used == protocol
+                finally:
+                    browser.close()
             # Without the authority in the browser's trust the same page is refused: the chain is what counts.
             browser = launch(untrusting)
             try:
