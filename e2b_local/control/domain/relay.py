@@ -412,8 +412,7 @@ class Http1Relay:
             peer.close()
             if answered or client.lost:
                 raise Closed from exc  # part of an answer was sent: only closing tells the client
-            target = hosts.parse(request.host, self.domain)
-            sandbox_id, port = (target.sandbox_id, target.port) if target is not None else ("", 0)
+            sandbox_id, port, _ = flight.key
             client.write(_proxy_error(self._broken(sandbox_id, port, exc), request))
             return False
         except BaseException:
