@@ -31,8 +31,9 @@ apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables m
 # The test suite starts a container registry on loopback for the image pulls it tests.
 if [ -n "$extras" ]; then
     # The test suite starts a container registry on loopback for the image pulls it tests, and drives
-    # Debian's chromium for the dashboard's browser tests (through Playwright: no browser download).
-    apt-get install -y -qq --no-install-recommends docker-registry chromium >/dev/null
+    # Debian's chromium for the browser tests (through Playwright: no browser download); certutil
+    # (libnss3-tools) makes the NSS database through which that browser trusts domain mode's authority.
+    apt-get install -y -qq --no-install-recommends docker-registry chromium libnss3-tools >/dev/null
     # The template tests serve a git repository to `git_clone` build steps.
     command -v git >/dev/null || apt-get install -y -qq --no-install-recommends git >/dev/null
 fi

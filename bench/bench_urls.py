@@ -85,7 +85,8 @@ def main() -> int:
         try:
             sandbox.files.write("/tmp/server.py", SERVER)
             sandbox.files.write("/tmp/inside.py", INSIDE)
-            sandbox.commands.run("python3 /tmp/server.py", background=True)
+            # No command timeout: the server must outlive the rounds (the default ends it after 60 s).
+            sandbox.commands.run("python3 /tmp/server.py", background=True, timeout=0)
             host = sandbox.get_host(PORT)
             context = ssl.create_default_context(cafile=str(home / "tls" / "ca.pem"))
             plain_port = int(sdk["api_url"].rsplit(":", 1)[1])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +30,28 @@ SERVER_START_TIMEOUT = 900.0
 # Tests here drive real sandboxes; so does any test that asks for a server.
 SANDBOX_TESTS = (Path(__file__).parent / "local", Path(__file__).parent / "plugin")
 SERVER_FIXTURES = frozenset({"e2b_server", "sandbox"})
+
+
+def run_js(source: str, env: dict[str, str], timeout: float = 180) -> object:
+    """Run a CommonJS script with tests/js's pinned SDK; its last line of output, parsed as JSON.
+
+    `env` holds the SDK's settings: none of the caller's E2B_ variables or trust settings get through
+    beside it. Skips when there is no Node or no JS SDK here; fails on a non-zero exit.
+    """
+    if shutil.which("node") is None or not (JS_PROJECT / "node_modules/@e2b/code-interpreter").is_dir():
+        pytest.skip("no JS SDK in tests/js (install.sh --test installs it with Node 20.18+)")
+    own = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("E2B_") and k not in own}
+    # In the project folder, so that require() finds its node_modules.
+    script = JS_PROJECT / f"e2b-local-test-{os.getpid()}-{time.monotonic_ns()}.cjs"
+    script.write_text(source)
+    try:
+        out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=timeout,
+                             env={**base, **env}, cwd=JS_PROJECT)
+    finally:
+        script.unlink()
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -20,6 +20,7 @@ from e2b_local.control.api.context import Services
 from e2b_local.control.domain import ca, hosts, signed
 from e2b_local.control.domain.listener import HttpsListener
 from e2b_local.control.domain.ports import HostRouter
+from e2b_local.control.domain.relay import Http1Relay
 from e2b_local.control.egress.proxy import EgressProxy, Route, rule_headers
 from e2b_local.control.egress.tls import EgressAuthority
 from e2b_local.control.errors import error_response
@@ -65,7 +66,8 @@ class Server:
         # Domain mode: sandbox ports by host name, and the HTTPS listener that serves them with the API.
         self.domain = settings.domain
         self.hosts = HostRouter(self.fleet, self.lifecycle, self.router)
-        self.https = (HttpsListener(self, ca.ensure(paths.tls, settings.domain), settings.https_port)
+        self.https = (HttpsListener(self, ca.ensure(paths.tls, settings.domain), settings.https_port,
+                                    Http1Relay(self.hosts, settings.domain))
                       if settings.https_port else None)
         self.dashboard = dashboard.build(self, api_key, paths.log_file)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +16,32 @@ import pytest
 from e2b import AsyncSandbox, Sandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
-from tests.conftest import LocalServer, _free_port, fresh_sdk_transports, start_server, stop_server
+from e2b_local.control.domain import ca
+from tests.conftest import LocalServer, _free_port, fresh_sdk_transports, run_js, start_server, stop_server
 
 # How long a server started in a sandbox may take to listen.
 LISTEN_DEADLINE = 30.0
-# Answers the request's Host header and path, so that a test sees what reached the sandbox.
+# Answers the request's Host header and path (at /headers: the header names it got), so that a test
+# sees what reached the sandbox; a POST is answered the length of its body, sent with a length or in chunks.
 ECHO_SERVER = """\
-import http.server, sys
+import http.server, json, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         body = f"{self.headers['Host']} {self.path}".encode()
+        if self.path == "/headers":
+            body = json.dumps(sorted(k.lower() for k in self.headers.keys())).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def do_POST(self):
-        n = int(self.headers["Content-Length"]); data = self.rfile.read(n)
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            data = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                data += self.rfile.read(size); self.rfile.readline()
+            while self.rfile.readline() not in (b"\\r\\n", b""):
+                pass
+        else:
+            data = self.rfile.read(int(self.headers["Content-Length"]))
         body = str(len(data)).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
@@ -222,6 +236,52 @@ def test_traffic_token_and_masked_host(domain_server: LocalServer, tls: ssl.SSLC
         sandbox.kill()
 
 
+def test_one_connection_keeps_every_check(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
+    sandbox = Sandbox.create(timeout=120, lifecycle={"on_timeout": "pause", "auto_resume": True},
+                             network={"allow_public_traffic": False, "mask_request_host": "localhost:${PORT}"})
+    try:
+        token = {"e2b-traffic-access-token": sandbox.traffic_access_token}
+        start_echo(sandbox, 8080)
+        host = sandbox.get_host(8080)
+        url = "https://" + host
+        assert wait_for(url + "/x", tls, headers=token).text == "localhost:8080 /x"
+        with httpx.Client(verify=tls, timeout=60) as client:  # HTTP/1.1, one keep-alive connection
+            for i in range(20):
+                assert client.get(f"{url}/{i}", headers=token).text == f"localhost:8080 /{i}"
+            # Each request is checked, not only a connection's first one.
+            assert client.get(url + "/x").status_code == 403
+            seen = client.get(url + "/headers", headers={**token, "X-API-Key": domain_server.api_key,
+                                                         "X-Access-Token": "secret", "X-Other": "1"}).json()
+            assert "x-other" in seen
+            assert not {"e2b-traffic-access-token", "x-api-key", "x-access-token"} & set(seen)
+
+            def chunks():
+                yield b"a" * 70_000
+                yield b"b" * 5
+
+            assert client.post(url, content=chunks(), headers=token).text == "70005"
+            assert client.post(url, content=b"c" * 300_000, headers=token).text == "300000"
+            sandbox.pause()
+            # The connection into the sandbox went with the pause: the next request resumes it and opens another.
+            assert client.get(url + "/again", headers=token).text == "localhost:8080 /again"
+        # Pipelined requests are answered in order; a request for another host on the connection is refused.
+        port = int(host.rsplit(":", 1)[1])
+        extra = f"e2b-traffic-access-token: {sandbox.traffic_access_token}\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                tls.wrap_socket(raw, server_hostname=host.split(":")[0]) as conn:
+            conn.sendall(f"GET /p1 HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+                         f"GET /p2 HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+                         f"GET /p3 HTTP/1.1\r\nHost: api.e2b.localhost:{port}\r\n\r\n".encode())
+            received = b""
+            while chunk := conn.recv(65536):
+                received += chunk
+        answers = received.decode().split("HTTP/1.1 ")[1:]
+        assert [a.split("\r\n", 1)[0] for a in answers] == ["200 OK", "200 OK", "421 Misdirected Request"]
+        assert answers[0].endswith("localhost:8080 /p1") and answers[1].endswith("localhost:8080 /p2")
+    finally:
+        sandbox.kill()
+
+
 @pytest.mark.parametrize("mode", ["domain", "url"])
 def test_signed_urls(domain_server: LocalServer, tls: ssl.SSLContext, mode: str) -> None:
     options = {} if mode == "domain" else {"api_url": domain_server.url, "sandbox_url": domain_server.url}
@@ -242,5 +302,121 @@ def test_signed_urls(domain_server: LocalServer, tls: ssl.SSLContext, mode: str)
         assert expired.status_code == 401 and expired.json()["message"] == "signature is already expired"
         tampered = httpx.get(plain.replace("signed.txt", "other.txt"), verify=tls)
         assert tampered.status_code == 401
+    finally:
+        sandbox.kill()
+
+
+JS_DOMAIN_SMOKE = """
+const { Sandbox } = require('@e2b/code-interpreter');
+(async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 120000 });
+  try {
+    const echo = await sbx.commands.run('echo hi');
+    await sbx.files.write('/home/user/js.txt', 'from node');
+    const read = await sbx.files.read('/home/user/js.txt');
+    const run = await sbx.runCode('6 * 7');
+    await sbx.files.write('/tmp/page/index.html', 'served to node');
+    // Detached by the shell: no command stream stays open to keep node running.
+    await sbx.commands.run('cd /tmp/page && (setsid python3 -m http.server 8000 >/dev/null 2>&1 &)');
+    const url = 'https://' + sbx.getHost(8000) + '/index.html';
+    let answer;
+    for (let i = 0; i < 150; i++) {
+      answer = await fetch(url);
+      if (answer.status !== 502) break;
+      await new Promise(resolve => setTimeout(resolve, 200));
+    }
+    console.log(JSON.stringify({ apiUrl: sbx.connectionConfig.apiUrl, stdout: echo.stdout, read, text: run.text,
+                                 host: sbx.getHost(8000), status: answer.status, body: await answer.text(),
+                                 id: sbx.sandboxId }));
+  } finally {
+    await sbx.kill();
+  }
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+def test_the_js_sdk_works_with_only_the_domain(domain_server: LocalServer) -> None:
+    https_port = os.environ["E2B_DOMAIN"].rsplit(":", 1)[1]
+    env = {"E2B_DOMAIN": os.environ["E2B_DOMAIN"], "E2B_API_KEY": domain_server.api_key,
+           "NODE_EXTRA_CA_CERTS": str(domain_server.home / "tls" / "ca.pem")}
+    out = run_js(JS_DOMAIN_SMOKE, env)
+    assert isinstance(out, dict)
+    assert out["apiUrl"] == f"https://api.e2b.localhost:{https_port}"
+    assert (out["stdout"], out["read"], out["text"]) == ("hi\n", "from node", "42")
+    assert out["host"] == f"8000-{out['id']}.e2b.localhost:{https_port}"
+    assert (out["status"], out["body"]) == (200, "served to node")
+    listed = httpx.get(domain_server.url + "/v2/sandboxes", headers={"X-API-Key": domain_server.api_key}).json()
+    assert out["id"] not in [s["sandboxID"] for s in listed]  # killed
+
+
+# A page that needs two more requests to the same sandbox: a script that fills it in, and an image.
+BROWSER_PAGE = """<!doctype html>
+<html><head><title>from the sandbox</title><script src="/app.js" defer></script></head>
+<body><p id="out">not run</p><img id="dot" src="/dot.svg" alt="dot"></body></html>
+"""
+BROWSER_SCRIPT = """document.getElementById("out").textContent = "script ran on " + location.host;"""
+BROWSER_IMAGE = """<svg xmlns="http://www.w3.org/2000/svg" width="7" height="5"><rect width="7" height="5"/></svg>"""
+
+
+def nss_trusting(home: Path, ca: Path) -> Path:
+    """A home directory whose NSS database (what Chromium trusts on Linux) trusts the authority `ca`."""
+    db = home / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-A", "-t", "C,,", "-n", "e2b-local", "-i", str(ca)],
+                   check=True, capture_output=True)
+    return home
+
+
+def test_chromium_loads_a_sandbox_page_over_https(domain_server: LocalServer, tls: ssl.SSLContext,
+                                                   tmp_path: Path) -> None:
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(chromium) or shutil.which("certutil") is None:
+        pytest.skip("needs Debian's chromium and certutil (apt install chromium libnss3-tools)")
+    trusting = nss_trusting(tmp_path / "trusting", domain_server.home / "tls" / "ca.pem")
+    untrusting = tmp_path / "untrusting"
+    untrusting.mkdir()
+    sandbox = Sandbox.create(timeout=120)
+    try:
+        sandbox.files.write_files([{"path": "/tmp/site/index.html", "data": BROWSER_PAGE},
+                                   {"path": "/tmp/site/app.js", "data": BROWSER_SCRIPT},
+                                   {"path": "/tmp/site/dot.svg", "data": BROWSER_IMAGE}])
+        sandbox.commands.run("cd /tmp/site && python3 -m http.server 8000", background=True, timeout=0)
+        host = sandbox.get_host(8000)
+        assert wait_for(f"https://{host}/", tls).status_code == 200
+        with playwright_sync.sync_playwright() as p:
+            def launch(home: Path, *args: str):
+                # As root Chromium's own sandbox cannot start; the pages are ours, served from loopback.
+                return p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", *args],
+                                         env={**os.environ, "HOME": str(home)})
+
+            # HTTP/2 as the browser picks it, and HTTP/1.1 (served by another path of the listener).
+            for args, protocol in (((), "h2"), (("--disable-http2",), "http/1.1")):
+                browser = launch(trusting, *args)
+                try:
+                    page = browser.new_page()
+                    seen: list[str] = []
+                    page.on("requestfinished", lambda request, seen=seen: seen.append(request.url))
+                    answer = page.goto(f"https://{host}/")
+                    assert answer is not None and answer.status == 200
+                    details = answer.security_details()
+                    assert details is not None and details.get("issuer", "").startswith(ca.AUTHORITY_NAME)
+                    playwright_sync.expect(page.locator("#out")).to_have_text(f"script ran on {host}")
+                    page.wait_for_function("document.getElementById('dot').complete")
+                    assert page.evaluate("document.getElementById('dot').naturalWidth") == 7
+                    assert page.title() == "from the sandbox"
+                    assert {f"https://{host}/app.js", f"https://{host}/dot.svg"} <= set(seen)
+                    used = page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+                    assert used == protocol
+                finally:
+                    browser.close()
+            # Without the authority in the browser's trust the same page is refused: the chain is what counts.
+            browser = launch(untrusting)
+            try:
+                with pytest.raises(playwright_sync.Error, match="ERR_CERT_AUTHORITY_INVALID"):
+                    browser.new_page().goto(f"https://{host}/")
+            finally:
+                browser.close()
     finally:
         sandbox.kill()

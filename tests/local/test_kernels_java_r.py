@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import JS_PROJECT
+from conftest import run_js
 from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
@@ -214,15 +211,4 @@ const { Sandbox } = require('@e2b/code-interpreter');
 
 
 def test_js_sdk_runs_r_and_java(e2b_server) -> None:
-    project = JS_PROJECT
-    if shutil.which("node") is None or not (project / "node_modules/@e2b/code-interpreter").is_dir():
-        pytest.skip("no JS SDK in tests/js (install.sh --test installs it with Node 20.18+)")
-    script = project / f"e2b-local-kernels-{os.getpid()}.cjs"
-    script.write_text(JS_SMOKE)
-    try:
-        out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, **e2b_server.env}, cwd=project)
-    finally:
-        script.unlink()
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"r": "[1] 6", "java": "/tmp", "error": "ERROR"}
+    assert run_js(JS_SMOKE, e2b_server.env, timeout=300) == {"r": "[1] 6", "java": "/tmp", "error": "ERROR"}

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
-from conftest import JS_PROJECT
+from conftest import run_js
 from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
 
@@ -122,15 +119,4 @@ const { Sandbox } = require('@e2b/code-interpreter');
 
 
 def test_js_sdk_smoke(e2b_server) -> None:
-    project = JS_PROJECT
-    if shutil.which("node") is None or not (project / "node_modules/@e2b/code-interpreter").is_dir():
-        pytest.skip("no JS SDK in tests/js (install.sh --test installs it with Node 20.18+)")
-    script = project / f"e2b-local-smoke-{os.getpid()}.cjs"
-    script.write_text(JS_SMOKE)
-    try:
-        out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=180,
-                             env={**os.environ, **e2b_server.env}, cwd=project)
-    finally:
-        script.unlink()
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"languages": ["javascript", "python"], "text": "42"}
+    assert run_js(JS_SMOKE, e2b_server.env) == {"languages": ["javascript", "python"], "text": "42"}

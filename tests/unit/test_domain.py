@@ -67,3 +67,33 @@ def test_a_signed_link_names_the_sandbox_whose_token_signed_it() -> None:
                           "signature_expiration": 5})
     assert signed_by(records, "POST", expiring.encode()) == "s2"
     assert signed_by(records, "GET", b"path=/a&signature=v1_nope") is None
+
+
+def test_relay_takes_plain_requests_and_refuses_ambiguous_framing() -> None:
+    from e2b_local.control.domain.http1 import parse_request
+
+    request = parse_request(b"POST /a?b=1 HTTP/1.1\r\nHost: 8080-x.e2b.localhost\r\nContent-Length: 5\r\n"
+                            b"X-API-Key: k\r\nExpect: 100-continue\r\n\r\n")
+    assert request is not None
+    assert (request.method, request.target, request.host, request.length) == (b"POST", b"/a?b=1",
+                                                                             b"8080-x.e2b.localhost", 5)
+    assert request.expects_continue and request.keep_alive and not request.chunked and request.upgrade is None
+    upgrade = parse_request(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n"
+                            b"Upgrade: websocket\r\n\r\n")
+    assert upgrade is not None and upgrade.upgrade == b"websocket"
+    old = parse_request(b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
+    assert old is not None and not old.keep_alive
+    chunked = parse_request(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert chunked is not None and chunked.chunked
+    # What a relay must not guess at: the ASGI server answers these (or the relay refuses them).
+    for head in (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                 b"GET / HTTP/1.1\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",
+                 b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+                 b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"):
+        assert parse_request(head) is None, head

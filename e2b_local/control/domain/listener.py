@@ -1,8 +1,10 @@
 """The HTTPS listener of domain mode: HTTP/1.1 and HTTP/2 (ALPN) on loopback, beside the plain port.
 
-It runs in the server's own event loop (Hypercorn: the plain port's server has no HTTP/2), and
-serves the same application; the application's startup and shutdown belong to the plain port's
-server, so this one is answered them without passing them on.
+It runs in the server's own event loop and accepts the TLS connections itself. An HTTP/1.1 connection
+to a sandbox port is served by the relay (`relay.Http1Relay`), the hot path of a sandbox URL; every
+other connection (the API, the agent's ports, HTTP/2) is handed to Hypercorn's connection handler
+(the plain port's server has no HTTP/2), which serves the same application. The application's startup
+and shutdown belong to the plain port's server.
 """
 
 from __future__ import annotations
@@ -10,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 
-from hypercorn.asyncio import serve
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
-from starlette.types import ASGIApp, Receive, Scope, Send
+from hypercorn.utils import wrap_app
+from starlette.types import ASGIApp
 
 from e2b_local.control.domain.ca import TlsFiles
+from e2b_local.control.domain.inbound import Inbound
+from e2b_local.control.domain.relay import Http1Relay
 
 log = logging.getLogger("e2b_local")
-# As on the plain port: idle connections outlive the SDK's own pool (300 s).
-KEEP_ALIVE_SECONDS = 330
 # Streams (background commands, watches) never end by themselves: do not wait long on them.
 GRACEFUL_SECONDS = 2
 
@@ -29,14 +32,16 @@ GRACEFUL_SECONDS = 2
 class HttpsListener:
     """Serves `app` over TLS on 127.0.0.1 and ::1 at `port` (both: `*.localhost` resolves to either)."""
 
-    def __init__(self, app: ASGIApp, files: TlsFiles, port: int) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, files: TlsFiles, port: int, relay: Http1Relay | None = None) -> None:
+        self.app = wrap_app(app, 0, "asgi")
+        self.relay_serve = relay.serve if relay is not None else None
         self.config = Config()
         self.port = port
         self._sockets: list[socket.socket] = []
         self.config.certfile = str(files.server_cert)
         self.config.keyfile = str(files.server_key)
-        self.config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+        # As on the plain port: idle connections outlive the SDK's own pool (300 s).
+        self.config.keep_alive_timeout = 330
         self.config.graceful_timeout = GRACEFUL_SECONDS
         self.config.include_server_header = False
         self.config.accesslog = None
@@ -44,21 +49,23 @@ class HttpsListener:
         # Large uploads and long streams are the sandbox's business, as on the plain port.
         self.config.h11_max_incomplete_size = 64 * 1024
         self.config.websocket_max_message_size = 64 * 1024 * 1024
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._context = WorkerContext(None)
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[Inbound] = set()
 
-    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        await self.app(scope, receive, send)
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a connection's task until it ends (and cancel it on stop)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def serve_asgi(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection with Hypercorn's handler (HTTP/1.1 or HTTP/2) and the application."""
+        await TCPServer(self.app, asyncio.get_running_loop(), self.config, self._context, {}, reader, writer)
 
     def _listen(self, family: socket.AddressFamily, address: str) -> None:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP spelled out: asyncio turns Nagle off only on accepted sockets that carry it.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -76,18 +83,30 @@ class HttpsListener:
         """Bind the sockets (raising if the port is taken) and start serving."""
         self._listen(socket.AF_INET, "127.0.0.1")
         self._listen(socket.AF_INET6, "::1")
-        # Hypercorn takes the descriptors it is given and closes them itself: it gets copies.
-        self.config.bind = [f"fd://{os.dup(sock.fileno())}" for sock in self._sockets]
-        self._task = asyncio.create_task(serve(self._app, self.config, shutdown_trigger=self._stop.wait,
-                                               mode="asgi"))
+        context = self.config.create_ssl_context()
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            self._servers.append(await loop.create_server(
+                lambda: Inbound(self), sock=sock, ssl=context, backlog=1024,
+                ssl_handshake_timeout=self.config.ssl_handshake_timeout))
+            log.info("Running on https://%s:%d", *sock.getsockname()[:2])
 
     async def stop(self) -> None:
         """Stop serving, closing open connections after a short grace period."""
-        self._stop.set()
-        if self._task is not None:
-            # Hypercorn waits for open connections to finish; an idle keep-alive one may never do so.
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, GRACEFUL_SECONDS + 1)
+        for server in self._servers:
+            server.close()
+        await self._context.terminated.set()  # Hypercorn's handlers close their idle connections
+        for inbound in list(self.connections):
+            inbound.close()
+        if self._tasks:
+            # A stream may never finish by itself: what is still running after the grace period is cancelled.
+            _, pending = await asyncio.wait(set(self._tasks), timeout=GRACEFUL_SECONDS)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(BaseException):
+                    await task
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+        self._servers.clear()

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from e2b_local.control import auth
@@ -57,6 +59,10 @@ class PortUpstream(AgentUpstream):
         reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
         return Connection(reader, writer)
 
+    async def connection(self) -> Connection:
+        """An idle connection if one is still open, else a new one (ConnectionRefusedError when nothing listens)."""
+        return await self._connect()
+
     async def _connect(self) -> Connection:
         while self._idle:
             conn = self._idle.pop()
@@ -76,32 +82,67 @@ def _wants_html(scope: Scope) -> bool:
     return b"text/html" in accept
 
 
-async def _answer(scope: Scope, receive: Receive, send: Send, title: str, message: str,
-                  body: dict[str, Any]) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1011, "reason": message[:120]})
-        return
-    if _wants_html(scope):
-        page = (f"<!doctype html><html><head><title>{html.escape(title)}</title></head>"
-                f"<body><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></body></html>")
-        response: Any = HTMLResponse(page, status_code=502)
-    else:
-        response = JSONResponse({"code": 502, "message": message, **body}, status_code=502)
-    await response(scope, receive, send)
+@dataclass(frozen=True)
+class ProxyError:
+    """One of the proxy's own 502 answers: a title (for a browser's page), a message, and the JSON's fields."""
+
+    title: str
+    message: str
+    fields: dict[str, Any]
+
+    def render(self, wants_html: bool) -> tuple[bytes, bytes]:
+        """The body and its content type: an HTML page for a browser, else E2B's JSON error."""
+        if wants_html:
+            page = (f"<!doctype html><html><head><title>{html.escape(self.title)}</title></head>"
+                    f"<body><h1>{html.escape(self.title)}</h1><p>{html.escape(self.message)}</p></body></html>")
+            return page.encode(), b"text/html; charset=utf-8"
+        body = {"code": 502, "message": self.message, **self.fields}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), b"application/json"
 
 
-async def not_found(scope: Scope, receive: Receive, send: Send, sandbox_id: str, paused: bool = False) -> None:
+def sandbox_not_found(sandbox_id: str, paused: bool = False) -> ProxyError:
     """E2B's answer for a sandbox that does not exist (or no longer runs)."""
     message = f"The sandbox {sandbox_id} was not found"
     if paused:
         message += " running: it is paused (resume it with Sandbox.connect)"
-    await _answer(scope, receive, send, "Sandbox Not Found", message, {"sandboxId": sandbox_id})
+    return ProxyError("Sandbox Not Found", message, {"sandboxId": sandbox_id})
+
+
+def closed_port(sandbox_id: str, port: int) -> ProxyError:
+    """E2B's answer when the sandbox runs but nothing listens on the port."""
+    message = f"The sandbox {sandbox_id} is running but there is no service running on port {port}"
+    return ProxyError("Closed Port Error", message, {"sandboxId": sandbox_id, "port": port})
+
+
+def broken_off(sandbox_id: str, port: int, exc: BaseException) -> ProxyError:
+    """The answer when the service on the port broke off the request before answering."""
+    message = f"The sandbox {sandbox_id} is running but the service on port {port} broke off the request"
+    return ProxyError("Bad Gateway", f"{message} ({exc or type(exc).__name__})",
+                      {"sandboxId": sandbox_id, "port": port})
+
+
+def forbidden_message(missing: bool) -> str:
+    """Why a sandbox that does not allow public traffic refused a request."""
+    return ("the sandbox does not allow public traffic: send its traffic access token in the "
+            "e2b-traffic-access-token header") if missing else "invalid traffic access token"
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, error: ProxyError) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1011, "reason": error.message[:120]})
+        return
+    body, content_type = error.render(_wants_html(scope))
+    await Response(body, status_code=502, media_type=content_type.decode())(scope, receive, send)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send, sandbox_id: str, paused: bool = False) -> None:
+    """E2B's answer for a sandbox that does not exist (or no longer runs)."""
+    await _answer(scope, receive, send, sandbox_not_found(sandbox_id, paused))
 
 
 async def port_closed(scope: Scope, receive: Receive, send: Send, sandbox_id: str, port: int) -> None:
     """E2B's answer when the sandbox runs but nothing listens on the port."""
-    message = f"The sandbox {sandbox_id} is running but there is no service running on port {port}"
-    await _answer(scope, receive, send, "Closed Port Error", message, {"sandboxId": sandbox_id, "port": port})
+    await _answer(scope, receive, send, closed_port(sandbox_id, port))
 
 
 class HostRouter:
@@ -140,7 +181,7 @@ class HostRouter:
         if upstream is None or top is None:
             await not_found(scope, receive, send, sandbox_id, self.fleet.is_paused(sandbox_id))
             return
-        pool = self._pool(sandbox_id, port, top.fd)
+        pool = self.pool(sandbox_id, port, top.fd)
         host = headers.get(b"host", b"")
         if mask := network.get("maskRequestHost"):
             host = str(mask).replace("${PORT}", str(port)).encode()
@@ -160,11 +201,10 @@ class HostRouter:
             if not self.fleet.is_running(sandbox_id):
                 await not_found(scope, receive, send, sandbox_id)
                 return
-            message = f"The sandbox {sandbox_id} is running but the service on port {port} broke off the request"
-            await _answer(scope, receive, send, "Bad Gateway", f"{message} ({exc or type(exc).__name__})",
-                          {"sandboxId": sandbox_id, "port": port})
+            await _answer(scope, receive, send, broken_off(sandbox_id, port, exc))
 
-    def _pool(self, sandbox_id: str, port: int, pidfd: int) -> PortUpstream:
+    def pool(self, sandbox_id: str, port: int, pidfd: int) -> PortUpstream:
+        """The keep-alive connections to a port of the sandbox whose first process `pidfd` refers to."""
         pool = self._pools.get((sandbox_id, port))
         if pool is None or pool.pidfd != pidfd:
             if pool is not None:
@@ -176,12 +216,10 @@ class HostRouter:
 
     @staticmethod
     async def _forbidden(scope: Scope, receive: Receive, send: Send, missing: bool) -> None:
-        message = ("the sandbox does not allow public traffic: send its traffic access token in the "
-                   "e2b-traffic-access-token header") if missing else "invalid traffic access token"
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "forbidden"})
             return
-        await JSONResponse({"code": 403, "message": message}, status_code=403)(scope, receive, send)
+        await JSONResponse({"code": 403, "message": forbidden_message(missing)}, status_code=403)(scope, receive, send)
 
     async def _websocket(self, pool: PortUpstream, scope: Scope, receive: Receive, send: Send, target: str,
                          headers: list[tuple[bytes, bytes]], host: bytes, sandbox_id: str) -> None:
