@@ -28,7 +28,6 @@ apt-get update -qq
 # (domain mode's e2b.localhost) to loopback (its install enables it).
 apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns nftables mmdebstrap libseccomp2 ca-certificates \
     util-linux e2fsprogs iproute2 python3-venv skopeo umoci libnss-myhostname >/dev/null
-# The test suite starts a container registry on loopback for the image pulls it tests.
 if [ -n "$extras" ]; then
     # The test suite starts a container registry on loopback for the image pulls it tests, and drives
     # Debian's chromium for the browser tests (through Playwright: no browser download); certutil
