@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,21 +164,34 @@ def stop_server(server: LocalServer) -> None:
         server.process.wait()
 
 
-@pytest.fixture(scope="session")
-def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """One e2b-local server for the whole session, with the SDK's environment pointed at it."""
-    server = start_server(tmp_path_factory.mktemp("e2b-local-home"))
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
+@contextlib.contextmanager
+def exported(values: Mapping[str, str | None]) -> Iterator[None]:
+    """`values` in os.environ (None: removed) until the block ends, then the variables as they were."""
+    saved = {key: os.environ.get(key) for key in values}
     try:
-        yield server
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
     finally:
-        stop_server(server)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def e2b_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """One e2b-local server for the whole session, with the SDK's environment pointed at it."""
+    server = start_server(tmp_path_factory.mktemp("e2b-local-home"))
+    try:
+        with exported(server.env):
+            yield server
+    finally:
+        stop_server(server)
 
 
 @pytest.fixture

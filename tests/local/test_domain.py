@@ -17,7 +17,15 @@ from e2b import AsyncSandbox, Sandbox
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from e2b_local.control.domain import ca
-from tests.conftest import LocalServer, _free_port, fresh_sdk_transports, run_js, start_server, stop_server
+from tests.conftest import (
+    LocalServer,
+    _free_port,
+    exported,
+    fresh_sdk_transports,
+    run_js,
+    start_server,
+    stop_server,
+)
 
 # How long a server started in a sandbox may take to listen.
 LISTEN_DEADLINE = 30.0
@@ -47,7 +55,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 """
-DOMAIN_VARIABLES = ("E2B_DOMAIN", "E2B_API_KEY", "SSL_CERT_FILE", "E2B_API_URL", "E2B_SANDBOX_URL")
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +62,15 @@ def domain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSer
     """A server in domain mode, with the environment holding only E2B_DOMAIN, the key and the trust file."""
     https_port = _free_port()
     server = start_server(tmp_path_factory.mktemp("e2b-domain-home"), env={"E2B_LOCAL_HTTPS_PORT": str(https_port)})
-    saved = {k: os.environ.get(k) for k in DOMAIN_VARIABLES}
-    for name in ("E2B_API_URL", "E2B_SANDBOX_URL"):
-        os.environ.pop(name, None)
-    os.environ.update({"E2B_DOMAIN": f"e2b.localhost:{https_port}", "E2B_API_KEY": server.api_key,
-                       "SSL_CERT_FILE": str(server.home / "tls" / "ca-bundle.pem")})
-    fresh_sdk_transports()
+    domain_env = {"E2B_DOMAIN": f"e2b.localhost:{https_port}", "E2B_API_KEY": server.api_key,
+                  "SSL_CERT_FILE": str(server.home / "tls" / "ca-bundle.pem"), "E2B_API_URL": None,
+                  "E2B_SANDBOX_URL": None}
     try:
-        yield server
+        with exported(domain_env):
+            fresh_sdk_transports()
+            yield server
     finally:
         stop_server(server)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         fresh_sdk_transports()
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LocalServer, start_server, stop_server
+from conftest import LocalServer, exported, start_server, stop_server
 from e2b import Sandbox, Volume
 from e2b.exceptions import (
     AuthenticationException,
@@ -29,8 +28,6 @@ class Servers:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.server = start_server(home, env=SERVER_ENV)
-        self.saved = {k: os.environ.get(k) for k in self.server.env}
-        os.environ.update(self.server.env)
 
     def restart(self) -> LocalServer:
         port = int(self.server.url.rsplit(":", 1)[1])
@@ -41,18 +38,15 @@ class Servers:
 
     def close(self) -> None:
         stop_server(self.server)
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     found = Servers(tmp_path_factory.mktemp("e2b-local-volumes"))
     try:
-        yield found
+        # A restart keeps the port and the key: the environment stays right for the whole module.
+        with exported(found.server.env):
+            yield found
     finally:
         found.close()
 
