@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from e2b import (
+    AsyncSandbox,
+    AsyncTemplate,
     BuildException,
     Sandbox,
     Template,
@@ -21,7 +23,7 @@ from e2b import (
 )
 
 from e2b_local.isolation.cgroups import CGROUP_ROOT, CPU_PERIOD_US, PARENT, WORKLOAD, unified_has_controllers
-from tests.conftest import LocalServer, our_cgroups, server_prefix, start_server, stop_server
+from tests.conftest import LocalServer, our_cgroups, run_js, server_prefix, start_server, stop_server
 from tests.local.nethost import namespaced_host
 from tests.local.sandbox_helpers import registry_key
 
@@ -697,3 +699,49 @@ def test_warm_sandboxes_of_custom_templates_are_bounded_and_go_with_the_server(t
     finally:
         if not stopped:
             stop_server(srv)
+
+
+async def test_async_builder_builds_and_creates(server: LocalServer) -> None:
+    template = (AsyncTemplate().from_template("base").set_envs({"BUILT_BY": "async"})
+                .run_cmd("echo async-built $BUILT_BY > /home/user/marker.txt").set_workdir("/home/user"))
+    lines, on_logs = _logs()
+    info = await AsyncTemplate.build(template, "async-built:v1", cpu_count=1, memory_mb=512, on_build_logs=on_logs,
+                                     **server.sdk)
+    assert info.name == "async-built:v1" and "v1" in info.tags
+    assert lines, "the build streamed no log entry"
+    assert await AsyncTemplate.exists("async-built", **server.sdk)
+    sbx = await AsyncSandbox.create("async-built:v1", **server.sdk)
+    try:
+        # The build's environment is not the sandbox's (set_envs is build time only).
+        result = await sbx.commands.run("cat marker.txt; echo ${BUILT_BY:-unset}")
+        assert result.stdout == "async-built async\nunset\n"
+    finally:
+        await sbx.kill()
+
+
+JS_TEMPLATE = """
+const { Sandbox, Template } = require("e2b");
+(async () => {
+  const template = Template().fromTemplate("base").setEnvs({ BUILT_BY: "node" })
+    .runCmd("echo node-built $BUILT_BY > /home/user/marker.txt");
+  const logs = [];
+  const info = await Template.build(template, "node-built:v1",
+                                    { cpuCount: 1, memoryMB: 512, onBuildLogs: (e) => logs.push(e.message) });
+  const exists = await Template.exists("node-built");
+  const sbx = await Sandbox.create("node-built:v1");
+  try {
+    const run = await sbx.commands.run("cat /home/user/marker.txt; echo ${BUILT_BY:-unset}");
+    console.log(JSON.stringify({ name: info.name, tags: info.tags, logs: logs.length, exists, stdout: run.stdout }));
+  } finally {
+    await sbx.kill();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_js_builder_builds_and_creates(server: LocalServer) -> None:
+    out = run_js(JS_TEMPLATE, server.env, timeout=600)
+    assert isinstance(out, dict)
+    assert out["name"] == "node-built:v1" and "v1" in out["tags"]
+    assert out["logs"] > 0 and out["exists"] is True
+    assert out["stdout"] == "node-built node\nunset\n"
