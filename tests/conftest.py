@@ -99,6 +99,7 @@ class LocalServer:
     api_key: str
     home: Path
     process: subprocess.Popen[bytes]
+    https_port: int  # domain mode's listener
 
     @property
     def env(self) -> dict[str, str]:
@@ -127,6 +128,7 @@ def start_server(home: Path, port: int | None = None, env: dict[str, str] | None
     env = {**os.environ, "E2B_LOCAL_HOME": str(home), "E2B_LOCAL_ROOTFS": ROOTFS_CACHE,
            # Each test server has a domain-mode port of its own: several run at once on one machine.
            "E2B_LOCAL_HTTPS_PORT": str(_free_port()), **(env or {})}
+    https_port = int(env["E2B_LOCAL_HTTPS_PORT"])
     log = open(home / "server.log", "ab")  # noqa: SIM115 - kept open for the server's lifetime
     proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
                             stdout=log, stderr=log, env=env, start_new_session=True)
@@ -145,7 +147,7 @@ def start_server(home: Path, port: int | None = None, env: dict[str, str] | None
         proc.kill()
         raise RuntimeError("e2b-local did not start in time")
     api_key = (home / "api-key").read_text().strip()
-    return LocalServer(url, api_key, home, proc)
+    return LocalServer(url, api_key, home, proc, https_port)
 
 
 def stop_server(server: LocalServer) -> None:

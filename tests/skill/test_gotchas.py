@@ -257,7 +257,7 @@ def test_gotcha_16_names_that_do_not_exist(e2b_server) -> None:
 
 
 def test_gotcha_17_mcp_catalogue_keys_are_exact() -> None:
-    """Cloud-only (the MCP gateway): the SDK's catalogue types fix the key names."""
+    """The SDK's catalogue types fix the key names (githubOfficial itself runs on E2B cloud only)."""
     from e2b.sandbox.mcp import McpServer
 
     servers = typing.get_type_hints(McpServer)
@@ -267,8 +267,8 @@ def test_gotcha_17_mcp_catalogue_keys_are_exact() -> None:
 
 
 def test_gotcha_18_envs_reach_every_process_secrets_do_not(sandbox) -> None:
-    """Local part: a value passed with envs= is readable by any code in the sandbox. The Secret API
-    (cloud-only) is checked against the installed SDK."""
+    """A value passed with envs= is readable by any code in the sandbox; what a sandbox holds of a
+    secret is only its placeholder."""
     result = sandbox.commands.run("cat /proc/self/environ | tr '\\0' '\\n' | grep ^TOKEN=", envs={"TOKEN": "t0k"})
     assert result.stdout == "TOKEN=t0k\n"
     from e2b import Secret

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from skill.snippets import SKILL_MD, python_blocks, runnable_python_blocks
+from skill.snippets import SKILL_MD, Block, python_blocks, snippet_runs
 
 # Generous: some snippets wait for a metrics sample (E2B samples every 5 s) or install a package.
 SNIPPET_TIMEOUT = 240
@@ -32,19 +35,52 @@ RUNNER = (
 )
 
 
+RUNS = snippet_runs(python_blocks()) + snippet_runs(python_blocks([SKILL_MD]))
+
+
 @pytest.fixture(scope="module")
 def snippet_env(e2b_server) -> dict[str, str]:
+    """What `eval "$(e2b-local env)"` leaves a user's shell with, and the data directory."""
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     env.update(e2b_server.env, E2B_LOCAL_HOME=str(e2b_server.home))
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 
 
-@pytest.mark.parametrize("block", runnable_python_blocks() + [b for b in python_blocks([SKILL_MD])
-                                                                 if not b.cloud_only], ids=lambda b: b.id)
-def test_snippet_runs(block, snippet_env: dict[str, str], tmp_path: Path) -> None:
-    script = tmp_path / "snippet.py"
-    script.write_text(block.code)
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(script)], cwd=tmp_path, env=snippet_env,
-                          capture_output=True, text=True, timeout=SNIPPET_TIMEOUT)
-    assert proc.returncode == 0, f"{block.id} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+@pytest.fixture(scope="module")
+def domain_env(e2b_server, snippet_env: dict[str, str]) -> dict[str, str]:
+    """The same after `eval "$(e2b-local env --domain)"` instead: E2B_DOMAIN and the trust settings."""
+    env = {k: v for k, v in snippet_env.items() if k not in e2b_server.env}
+    printed = subprocess.run([sys.executable, "-m", "e2b_local", "env", "--domain", "--json"], check=True,
+                             env={**env, "E2B_LOCAL_HTTPS_PORT": str(e2b_server.https_port)},
+                             capture_output=True, text=True)
+    env.update(json.loads(printed.stdout))
+    return env
+
+
+@pytest.fixture
+def templates_left_behind(e2b_server) -> Iterator[None]:
+    """Deletes the templates a run built, so that the next run builds them again under the same names."""
+
+    def template_ids() -> set[str]:
+        listed = httpx.get(e2b_server.url + "/templates", headers={"X-API-Key": e2b_server.api_key}, timeout=30)
+        listed.raise_for_status()
+        return {t["templateID"] for t in listed.json()}
+
+    before = template_ids()
+    yield
+    for template_id in template_ids() - before:
+        httpx.delete(f"{e2b_server.url}/templates/{template_id}", headers={"X-API-Key": e2b_server.api_key},
+                     timeout=60).raise_for_status()
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda run: "+".join([run[0].id, *(str(b.line) for b in run[1:])]))
+def test_snippet_runs(run: list[Block], snippet_env: dict[str, str], domain_env: dict[str, str],
+                      templates_left_behind: None, tmp_path: Path) -> None:
+    for block in run:
+        script = tmp_path / "snippet.py"
+        script.write_text(block.code)
+        proc = subprocess.run([sys.executable, "-c", RUNNER, str(script)], cwd=tmp_path,
+                              env=domain_env if block.domain_mode else snippet_env,
+                              capture_output=True, text=True, timeout=SNIPPET_TIMEOUT)
+        assert proc.returncode == 0, f"{block.id} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"

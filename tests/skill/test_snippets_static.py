@@ -1,5 +1,5 @@
 """Static checks of the code in SKILL.md and references/: it compiles, binds to the installed SDK,
-cleans up its sandboxes, marks what needs E2B cloud, and avoids the known traps of older examples.
+cleans up its sandboxes, carries the markers it needs, and avoids the known traps of older examples.
 
 Running the snippets against e2b-local is a separate test suite; these checks need no server.
 """
@@ -17,7 +17,8 @@ import pytest
 
 from . import sdk_calls
 from .snippets import (
-    CLOUD_ONLY_MARKER,
+    DOMAIN_MODE_MARKER,
+    MARKERS,
     SCRIPTS,
     SKILL_MD,
     Block,
@@ -26,16 +27,16 @@ from .snippets import (
     python_blocks,
     reference_files,
     runnable_python_blocks,
+    snippet_runs,
 )
 
 ALL_DOCS = [SKILL_MD, *reference_files()]
 ALL_PYTHON = python_blocks(ALL_DOCS)
 
-# Features that only E2B cloud offers: a snippet using them must carry the cloud-only marker.
-CLOUD_FEATURES = {
-    "mcp=": "MCP gateway",
-    "get_host(": "public sandbox URLs",
-    "get_mcp_url": "MCP gateway",
+# Sandbox HTTPS addresses: on e2b-local a snippet using them runs in domain mode and carries its marker.
+DOMAIN_MODE_FEATURES = {
+    "get_host(": "sandbox URLs",
+    "get_mcp_url": "the MCP gateway's URL",
 }
 
 # Names and forms that are wrong or removed in the pinned SDK (see the SDK errata).
@@ -71,7 +72,9 @@ def _ids(blocks: list[Block]) -> list[str]:
 
 def test_there_are_snippets_of_both_kinds() -> None:
     assert len(runnable_python_blocks()) >= 40
-    assert len(cloud_only_python_blocks()) >= 5
+    assert len(cloud_only_python_blocks()) >= 3
+    assert any(b.domain_mode for b in runnable_python_blocks())
+    assert any(len(run) > 1 for run in snippet_runs(python_blocks()))
 
 
 @pytest.mark.parametrize("block", ALL_PYTHON, ids=_ids(ALL_PYTHON))
@@ -118,9 +121,10 @@ def test_mcp_examples_use_catalogue_names() -> None:
 
 
 @pytest.mark.parametrize("block", runnable_python_blocks(), ids=_ids(runnable_python_blocks()))
-def test_runnable_snippet_needs_no_cloud_feature(block: Block) -> None:
-    for needle, feature in CLOUD_FEATURES.items():
-        assert needle not in block.code, f"{block.id} uses {feature}: mark it {CLOUD_ONLY_MARKER}"
+def test_runnable_snippet_that_needs_domain_mode_is_marked(block: Block) -> None:
+    for needle, feature in DOMAIN_MODE_FEATURES.items():
+        if needle in block.code:
+            assert block.domain_mode, f"{block.id} uses {feature}: mark it {DOMAIN_MODE_MARKER}"
 
 
 @pytest.mark.parametrize("block", runnable_python_blocks(), ids=_ids(runnable_python_blocks()))
@@ -166,12 +170,16 @@ def test_runnable_snippet_defines_every_name(block: Block, tmp_path: Path) -> No
     assert result.returncode == 0, f"{block.id}: {result.stdout}"
 
 
-def test_cloud_only_marker_sits_directly_above_a_python_fence() -> None:
+def test_markers_sit_directly_above_a_python_fence() -> None:
     for path in ALL_DOCS:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
-            if line.strip() == CLOUD_ONLY_MARKER:
-                assert i + 1 < len(lines) and lines[i + 1].startswith("```python"), f"{path.name}:{i + 1}"
+            if line.strip() in MARKERS:
+                below = i + 1
+                while below < len(lines) and lines[below].strip() in MARKERS:
+                    below += 1
+                assert below < len(lines) and lines[below].startswith("```python"), f"{path.name}:{i + 1}"
+        snippet_runs(python_blocks([path]))  # a continuing block follows a runnable one
 
 
 def test_skill_md_snippet_is_runnable() -> None:
