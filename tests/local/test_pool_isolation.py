@@ -206,12 +206,13 @@ def observe(kind: str, server: LocalServer, sandbox: Sandbox, key: str, mark: st
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Observed]]]:
     """PER_KIND observed sandboxes of each kind: "pooled" and "fresh"."""
-    pool_server = start_server(tmp_path_factory.mktemp("e2b-pooled"))
-    fresh_server = start_server(tmp_path_factory.mktemp("e2b-unpooled"), env={"E2B_LOCAL_POOL_SIZE": "0"})
+    servers: list[LocalServer] = []
     sandboxes: list[Sandbox] = []
     try:
+        servers.append(start_server(tmp_path_factory.mktemp("e2b-pooled")))
+        servers.append(start_server(tmp_path_factory.mktemp("e2b-unpooled"), env={"E2B_LOCAL_POOL_SIZE": "0"}))
         out: dict[str, list[Observed]] = {"pooled": [], "fresh": []}
-        for kind, server in (("pooled", pool_server), ("fresh", fresh_server)):
+        for kind, server in zip(("pooled", "fresh"), servers, strict=True):
             for _ in range(PER_KIND):
                 sandbox, key, mark = create(server, kind == "pooled")
                 sandboxes.append(sandbox)
@@ -220,8 +221,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, lis
     finally:
         for sandbox in sandboxes:
             sandbox.kill()
-        stop_server(pool_server)
-        stop_server(fresh_server)
+        for server in servers:
+            stop_server(server)
 
 
 def each(observed: dict[str, list[Observed]]) -> list[Observed]:
