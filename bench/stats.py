@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -22,9 +23,14 @@ def measure(fn: Callable[[], object], repeat: int, warmup: int = 2,
     return samples
 
 
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The sample at `fraction` (0-1) of sorted `ordered`, nearest rank: no interpolation between samples."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * fraction) - 1))]
+
+
 def summary(samples: list[float]) -> dict[str, float]:
-    """Median, 90th percentile and minimum, in milliseconds, rounded for reading."""
+    """Median, 90th and 95th percentiles, minimum and maximum, in milliseconds, rounded for reading."""
     ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-    return {"p50_ms": round(statistics.median(ordered), 2), "p90_ms": round(p90, 2),
-            "min_ms": round(ordered[0], 2), "n": len(ordered)}
+    return {"p50_ms": round(statistics.median(ordered), 2), "p90_ms": round(percentile(ordered, 0.9), 2),
+            "p95_ms": round(percentile(ordered, 0.95), 2), "min_ms": round(ordered[0], 2),
+            "max_ms": round(ordered[-1], 2), "n": len(ordered)}

@@ -66,7 +66,8 @@ def main() -> None:
 
 def interpreter_listener() -> socket.socket:
     """The code interpreter's own port inside the sandbox, where E2B's server listens (0.0.0.0:49999)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # TCP by name, so that asyncio turns Nagle's algorithm off on its connections (see cli._bind).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", CODE_INTERPRETER_PORT))
     sock.listen(128)

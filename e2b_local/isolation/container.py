@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -163,7 +164,7 @@ class Container:
         variables for the agent's own start.
         """
         self.cgroup.create(limits)
-        loader = elf_interpreter(base_layer / "usr/bin/python3")
+        loader = _loader(base_layer)
         triplet = machine_multiarch()
         library_path = ":".join(f"{BASE_MOUNT}{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
@@ -234,6 +235,13 @@ class Container:
     def alive(self) -> bool:
         """Whether the sandbox's tracked top process still runs (and its cgroup holds processes)."""
         return self.top is not None and self.top.alive() and bool(self.cgroup.pids())
+
+
+@functools.cache
+def _loader(base_layer: Path) -> str:
+    # A base layer's path names its recipe, and the loader its Python asks for follows from the recipe:
+    # read once per layer, not with every launch.
+    return elf_interpreter(base_layer / "usr/bin/python3")
 
 
 def _optional_str(path: Path | None) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from e2b_local.control.fleet.records import Booted, new_id
+from e2b_local.control.fleet.records import Booted, agent_client, new_id
 from e2b_local.control.fleet.scheduling import Priority, Workers
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import AGENT_START_TIMEOUT, Container
@@ -34,9 +34,7 @@ async def agent_ready(container: Container) -> None:
     Its socket accepts connections as soon as the launcher has bound it, before the agent's own
     start (most of a boot's work) is done.
     """
-    transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
-    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox",
-                                 timeout=AGENT_START_TIMEOUT) as client:
+    async with agent_client(container, timeout=AGENT_START_TIMEOUT) as client:
         try:
             (await client.get("/health")).raise_for_status()
         except httpx.HTTPError:

@@ -55,7 +55,11 @@ class WarmPool:
         self.booter = booter
         self.size = size
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Boots under way for each template's pool.
+        self._booting: dict[str, set[asyncio.Task[None]]] = {t: set() for t in TEMPLATES}
+        # Pool boots at once, over all templates: half the boot slots, so that creates never wait for
+        # a slot behind a drained pool's refills.
+        self.parallel = max(1, booter.workers.boot_slots.size // 2)
         self.templates = templates if size > 0 else 0
         # Least recently created from first.
         self.slots: OrderedDict[PoolSpec, _Slot] = OrderedDict()
@@ -63,28 +67,38 @@ class WarmPool:
 
     # -- built-in templates ------------------------------------------------------------------------
     def refill(self, template: str) -> None:
-        """Start topping up `template`'s pool in the background, unless that is under way."""
+        """Start topping up `template`'s pool in the background: one boot for each sandbox missing
+        (and not booting already), as many at once as `parallel` allows."""
         if self.size <= 0 or (not self.booter.rootfs.is_built(template) and template != BASE_TEMPLATE):
             return
         # Gateway sandboxes are rare and start their servers after create anyway: none waits idle.
         if template == MCP_GATEWAY_TEMPLATE:
             return
-        task = self._tasks.get(template)
-        if task is None or task.done():
-            self._tasks[template] = asyncio.create_task(self._refill_loop(template))
+        booting = self._booting[template]
+        missing = self.size - len(self.pool[template]) - len(booting)
+        under_way = sum(len(tasks) for tasks in self._booting.values())
+        for _ in range(min(missing, self.parallel - under_way)):
+            booting.add(asyncio.create_task(self._boot_one(template)))
 
     def refill_all(self) -> None:
         for template in TEMPLATES:
             self.refill(template)
 
-    async def _refill_loop(self, template: str) -> None:
-        while len(self.pool[template]) < self.size:
-            try:
-                booted = await self.booter.boot(template, internet=True, priority=Priority.POOL)
-            except Exception:
-                log.exception("could not pre-start a %s sandbox", template)
-                return
+    async def _boot_one(self, template: str) -> None:
+        try:
+            booted = await self.booter.boot(template, internet=True, priority=Priority.POOL)
+        except Exception:
+            log.exception("could not pre-start a %s sandbox", template)
+            booted = None
+        finally:
+            self._booting[template].discard(asyncio.current_task())  # type: ignore[arg-type]
+        if booted is not None:
             self.pool[template].append(booted)
+        # The boots `parallel` held back; after a failure, not this template's (its next create tries
+        # again), so that a template that cannot boot is not retried in a loop.
+        for other in TEMPLATES:
+            if booted is not None or other != template:
+                self.refill(other)
 
     async def take(self, template: str, internet: bool) -> Booted:
         """A booted sandbox of `template`: a pooled one when it fits and still runs, else a fresh boot."""
@@ -178,8 +192,9 @@ class WarmPool:
     # -- shutdown ----------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop refilling (sandboxes still booting are the booter's to discard on shutdown)."""
-        for task in self._tasks.values():
-            task.cancel()
+        for booting in self._booting.values():
+            for task in list(booting):
+                task.cancel()
         for slot in self.slots.values():
             slot.closed = True
             if slot.task is not None:

@@ -39,6 +39,7 @@ class BootSlots:
     """A counting semaphore whose waiters are served by priority, then in order of arrival."""
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self._free = size
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 import e2b_local.control.templates.agent_rpc as agent_rpc
+from e2b_local.control.fleet.records import agent_client
 from e2b_local.control.fleet.sandboxes import Fleet
 from e2b_local.control.registry import DEFAULT_USER, DEFAULT_WORKDIR
 from e2b_local.control.templates.layers import LayerStore, cache_key
@@ -360,8 +361,7 @@ class Builder:
         # Without the egress authority: the step's files become a layer, shared beyond this server.
         booted = await fleet.booter.boot(build.base_template, internet=True, layers=layers, trust=False)
         container = booted.container
-        transport = httpx.AsyncHTTPTransport(uds=container.connect_path())
-        client = httpx.AsyncClient(transport=transport, base_url="http://sandbox", timeout=None)
+        client = agent_client(container)
         try:
             await work(client)
             if not capture:
