@@ -88,8 +88,9 @@ def _as_owner(owner: int, gid: int) -> Any:
 
 
 def _socket_as(owner: int, gid: int) -> socket.socket:
+    # TCP by name, so that asyncio turns Nagle off on the dial as on the sandbox's side of the relay.
     with _as_owner(owner, gid):
-        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 
 
 def _proc_address(address: tuple[str, int]) -> str:
