@@ -196,7 +196,7 @@ def test_websocket_echo_through_the_sandbox_url(domain_server: LocalServer, tls:
         sandbox.commands.run("PYTHONPATH=/home/user/lib python3 /tmp/ws.py", background=True)
         host = sandbox.get_host(8765)
         assert wait_for(f"https://{host}", tls).status_code != 502
-        with connect(f"wss://{host}/", ssl=tls) as ws:
+        with connect(f"wss://{host}/", ssl=tls, open_timeout=60) as ws:
             ws.send("hello")
             assert ws.recv(timeout=30) == "hello"
             ws.send(b"\x00\x01")
