@@ -18,6 +18,7 @@ import html
 import json
 import logging
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,23 @@ TRAFFIC_TOKEN_HEADER = b"e2b-traffic-access-token"
 # Headers the WebSocket client makes itself for the upstream handshake.
 WEBSOCKET_OWN = HOP_BY_HOP | {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                               b"sec-websocket-protocol", b"content-length"}
+
+
+async def until_one_ends(*pumps: Coroutine[Any, Any, None], quiet: tuple[type[BaseException], ...]) -> None:
+    """Run `pumps` (the two directions of a relayed connection) until one ends, then stop the other.
+
+    What the stopped pumps raise on the way out is ignored when it is one of `quiet`.
+    """
+    tasks = [asyncio.create_task(pump) for pump in pumps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, *quiet):
+                await task
+
 
 
 class PortUpstream(AgentUpstream):
@@ -265,13 +283,7 @@ class HostRouter:
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": code if code != 1005 else 1000})
 
-        tasks = [asyncio.create_task(to_sandbox()), asyncio.create_task(to_client())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await until_one_ends(to_sandbox(), to_client(), quiet=(ConnectionClosed, OSError))
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                    await task
             await upstream.close()

@@ -15,7 +15,6 @@ host on the same connection is answered 421 (Misdirected Request), as for HTTP/2
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
@@ -43,6 +42,7 @@ from e2b_local.control.domain.ports import (
     closed_port,
     forbidden_message,
     sandbox_not_found,
+    until_one_ends,
 )
 from e2b_local.control.fleet.upstream import IDLE_SECONDS, MAX_HEAD, MAX_IDLE, READ_SIZE, UpstreamError
 from e2b_local.control.registry import SandboxRecord
@@ -356,14 +356,7 @@ class Http1Relay:
             if request.chunked:
                 await self._copy_chunked_request(client, peer)
             else:
-                remaining = request.length
-                while remaining:
-                    data = await client.read(min(remaining, READ_SIZE))
-                    if not data:
-                        raise Closed
-                    remaining -= len(data)
-                    peer.write(data)
-                    await peer.drain()
+                await _copy_exact(client, peer, request.length)
         except Closed:
             peer.close()
             client.on_lost = None
@@ -437,14 +430,7 @@ class Http1Relay:
                 peer.write(b"\r\n")
                 await peer.drain()
                 return
-            remaining = size + 2
-            while remaining:
-                data = await client.read(min(remaining, READ_SIZE))
-                if not data:
-                    raise Closed
-                remaining -= len(data)
-                peer.write(data)
-                await peer.drain()
+            await _copy_exact(client, peer, size + 2)
 
     @staticmethod
     async def _copy_response(client: Inbound, peer: PortPeer, out: bytes, framing: Framing) -> None:
@@ -489,6 +475,18 @@ class Http1Relay:
             raise Closed
 
 
+async def _copy_exact(client: Inbound, peer: PortPeer, length: int) -> None:
+    """Copy exactly `length` bytes of the client's request body into the sandbox (Closed if it ends first)."""
+    remaining = length
+    while remaining:
+        data = await client.read(min(remaining, READ_SIZE))
+        if not data:
+            raise Closed
+        remaining -= len(data)
+        peer.write(data)
+        await peer.drain()
+
+
 async def _tunnel(client: Inbound, peer: PortPeer) -> None:
     """Copy bytes both ways until either side closes (an upgraded connection: WebSocket frames)."""
 
@@ -502,13 +500,7 @@ async def _tunnel(client: Inbound, peer: PortPeer) -> None:
             client.write(data)
             await client.drain()
 
-    tasks = [asyncio.create_task(to_sandbox()), asyncio.create_task(to_client())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_one_ends(to_sandbox(), to_client(), quiet=(Closed, OSError))
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Closed, OSError):
-                await task
         peer.close()
