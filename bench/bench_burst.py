@@ -45,7 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_code_interpreter import TEMPLATE, direct_round_trips
+from bench_code_interpreter import KERNEL_HELPERS, TEMPLATE, direct_round_trips
 from bench_core import run_floor
 from bench_pause import cgroup_of, pairs
 from local_server import local_server
@@ -77,26 +77,12 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork",
 # Runs inside the sandbox as the default user: starts a kernel from the template's python3 spec with
 # jupyter_client (imports already done, as in a running agent), and times it until it answers, then
 # until its first execute("1+1") has replied and gone idle. Prints [[ready_ms, first_reply_ms], ...].
-KERNEL_START_SCRIPT = r"""
-import asyncio, json, sys, tempfile, time
-from jupyter_client.manager import AsyncKernelManager
-
+KERNEL_START_SCRIPT = KERNEL_HELPERS + r"""
 async def once():
     started = time.perf_counter()
-    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=tempfile.mkdtemp() + "/k")
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
+    km, kc = await start_kernel()
     ready = time.perf_counter()
-    msg_id = kc.execute("1+1")
-    while True:
-        msg = await kc.get_iopub_msg()
-        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
-            break
-    while (await kc.get_shell_msg())["parent_header"].get("msg_id") != msg_id:
-        pass
+    await execute(kc, "1+1")
     done = time.perf_counter()
     kc.stop_channels()
     await km.shutdown_kernel(now=True)

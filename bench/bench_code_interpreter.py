@@ -32,30 +32,40 @@ TARGET_CREATE_FIRST_RUN_MS = 300
 POOL_REFILL_WAIT = 3.0
 TEMPLATE = "code-interpreter-v1"
 
-# Runs inside the sandbox as the default user: starts a kernel from the template's python3 spec the
-# standard jupyter_client way (KernelManager, ipc transport, AsyncKernelClient) and times
-# execute("1+1") until the kernel reports idle and its reply arrived, as the agent does.
-DIRECT_SCRIPT = r"""
+# Runs inside the sandbox (the start of the scripts below): a kernel from the template's python3 spec,
+# started the standard jupyter_client way (KernelManager, ipc transport, AsyncKernelClient), and one
+# execute() waited for until the kernel reports idle and its reply arrived, as the agent does.
+KERNEL_HELPERS = r"""
 import asyncio, json, sys, tempfile, time
 from jupyter_client.manager import AsyncKernelManager
 
-async def main(repeat, warmup):
+async def start_kernel():
     km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=tempfile.mkdtemp() + "/k")
     await km.start_kernel()
     kc = km.client()
     kc.start_channels()
     await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+async def execute(kc, code):
+    msg_id = kc.execute(code)
+    while True:
+        msg = await kc.get_iopub_msg()
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            break
+    while (await kc.get_shell_msg())["parent_header"].get("msg_id") != msg_id:
+        pass
+"""
+
+# Times execute("1+1") round trips on one kernel; prints the durations in ms.
+DIRECT_SCRIPT = KERNEL_HELPERS + r"""
+async def main(repeat, warmup):
+    km, kc = await start_kernel()
     samples = []
     for i in range(warmup + repeat):
         started = time.perf_counter()
-        msg_id = kc.execute("1+1")
-        while True:
-            msg = await kc.get_iopub_msg()
-            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"):
-                break
-        while (await kc.get_shell_msg())["parent_header"].get("msg_id") != msg_id:
-            pass
+        await execute(kc, "1+1")
         if i >= warmup:
             samples.append((time.perf_counter() - started) * 1000)
     kc.stop_channels()
