@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -82,6 +83,20 @@ def fresh_sdk_transports() -> None:
 def server_prefix(home: Path) -> str:
     """The key prefix of a server's sandbox directories and cgroups (as the fleet derives it)."""
     return "k" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:6] + "-"
+
+
+def cgroup_processes(pattern: str) -> set[int]:
+    """Host pids of the processes whose /proc/<pid>/cgroup matches `pattern` (a regular expression)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/cgroup").read_text()
+            except OSError:
+                continue
+            if re.search(pattern, text, re.M):
+                found.add(int(entry))
+    return found
 
 
 def our_cgroups(prefix: str) -> set[str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from conftest import our_cgroups, server_prefix
+from conftest import cgroup_processes, our_cgroups, server_prefix
 from e2b import Sandbox
 
 # The acceptance criterion of the project: 200 create/kill cycles.
@@ -20,16 +21,7 @@ CONCURRENCY = 4
 
 def our_processes(prefix: str) -> set[int]:
     """Host pids of processes in any of this server's sandbox cgroups."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                text = Path(f"/proc/{entry}/cgroup").read_text()
-            except OSError:
-                continue
-            if f"/e2b-local/{prefix}" in text:
-                found.add(int(entry))
-    return found
+    return cgroup_processes(re.escape(f"/e2b-local/{prefix}"))
 
 
 def zombies_of(pid: int) -> list[int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LocalServer, start_server, stop_server
+from conftest import LocalServer, cgroup_processes, start_server, stop_server
 from e2b_code_interpreter import Sandbox
 
 from local.sandbox_helpers import registry_key
@@ -139,18 +139,9 @@ def host_namespaces() -> dict[str, str]:
         return {k: os.readlink(f"/proc/self/ns/{k}") for k in os.listdir("/proc/self/ns")}
 
 
-def host_processes(key: str) -> list[int]:
+def host_processes(key: str) -> set[int]:
     """Host pids of every process in the sandbox's cgroups."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                text = Path(f"/proc/{entry}/cgroup").read_text()
-            except OSError:
-                continue
-            if re.search(rf"/e2b-local/{re.escape(key)}(/|$)", text, re.M):
-                pids.append(int(entry))
-    return pids
+    return cgroup_processes(rf"/e2b-local/{re.escape(key)}(/|$)")
 
 
 def host_view(pid: int) -> tuple[list[str], list[str]] | None:
