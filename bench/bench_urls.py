@@ -7,7 +7,7 @@ keep-alive client of the same kind (http.client on both sides). Both are measure
 alternating rounds. Prints JSON.
 
 examples:
-  python bench/bench_urls.py                  # 3 rounds of 200 round trips
+  python bench/bench_urls.py                  # 5 rounds of 200 round trips
   python bench/bench_urls.py --rounds 5 --repeat 500
 """
 
@@ -72,7 +72,7 @@ def _client(host: str, port: int, context: ssl.SSLContext | None) -> tuple[http.
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=200)
     args = parser.parse_args()
     from e2b import Sandbox
