@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import e2b_local
 from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.disk import SandboxDisk
+from e2b_local.isolation.forkserver import ForkServer
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
 from e2b_local.isolation.tracking import TrackedProcess
@@ -26,6 +25,8 @@ from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_MOUNT
 log = logging.getLogger("e2b_local")
 # How long a freshly launched agent may take to listen on its socket.
 AGENT_START_TIMEOUT = 30.0
+# Every launch of this process goes through one fork server (see `forkserver`).
+LAUNCHER = ForkServer()
 
 
 @dataclass
@@ -179,14 +180,7 @@ class Container:
         )
         spec_file = self.directory / "launch.json"
         spec_file.write_text(spec.to_json())
-        result = subprocess.run(
-            [sys.executable, "-m", "e2b_local.isolation.launcher", str(spec_file)],
-            capture_output=True, text=True, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": str(Path(e2b_local.__file__).parent.parent)},
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"sandbox launch failed: {result.stderr.strip()[-2000:]}")
-        pids = json.loads(result.stdout)
+        pids = LAUNCHER.launch(spec_file)
         if self.top is not None:
             self.top.close()
         self.top = TrackedProcess.adopt(pids["pid"], self.key)

@@ -1,7 +1,8 @@
 """Start one sandbox: user, mount and network namespaces, the overlay root, then bubblewrap.
 
-Run as a separate process by the server (`python -m e2b_local.isolation.launcher SPEC`), so that
-the sandbox is no child of the server's threads and outlives a restart of the server. Steps:
+Run in a process of its own, forked for each sandbox by the fork server (`forkserver`) or started as
+`python -m e2b_local.isolation.launcher SPEC`, so that the sandbox is no child of the server's
+threads and outlives a restart of the server. Steps:
 
 1. join the sandbox's cgroups (everything started from here on is limited and accounted there);
 2. bind the agent's listening socket in the sandbox's host-only directory (the server connects
