@@ -26,6 +26,8 @@ DEFAULT_VOLUME_MB = 10240
 DEFAULT_MAX_PIDS = 1024
 # Pre-started sandboxes kept per template, so that create returns at once.
 DEFAULT_POOL_SIZE = 1
+# How far the warm pool of a built-in template may grow while creates ask for more (see fleet/pool.py).
+DEFAULT_POOL_MAX = 10
 # Custom templates that keep one pre-started sandbox each: the ones created from most recently.
 DEFAULT_TEMPLATE_POOL = 2
 # Template builds at once (each step boots a sandbox; the others wait), how long a template's ready
@@ -73,6 +75,9 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_POOL_SIZE", "pool_size", str(DEFAULT_POOL_SIZE),
                 "pre-started sandboxes per built-in template, so create returns at once (0: none, for custom "
                 "templates too)"),
+    SettingInfo("E2B_LOCAL_POOL_MAX", "pool_max", str(DEFAULT_POOL_MAX),
+                "how far a built-in template's pool grows while creates come in bursts (within a quarter of the "
+                "available memory; back to E2B_LOCAL_POOL_SIZE 30 s after they stop)"),
     SettingInfo("E2B_LOCAL_TEMPLATE_POOL", "template_pool", str(DEFAULT_TEMPLATE_POOL),
                 "custom templates, the ones created from last, that keep one pre-started sandbox each (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
@@ -216,6 +221,7 @@ class Settings:
     volume_mb: int = DEFAULT_VOLUME_MB
     max_pids: int = DEFAULT_MAX_PIDS
     pool_size: int = DEFAULT_POOL_SIZE
+    pool_max: int = DEFAULT_POOL_MAX
     template_pool: int = DEFAULT_TEMPLATE_POOL
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
     log_requests: bool = False
@@ -269,6 +275,7 @@ class Settings:
             volume_mb=number("E2B_LOCAL_VOLUME_MB", DEFAULT_VOLUME_MB, lambda n: n >= 16, "an integer of at least 16"),
             max_pids=number("E2B_LOCAL_MAX_PIDS", DEFAULT_MAX_PIDS, lambda n: n >= 1, positive),
             pool_size=number("E2B_LOCAL_POOL_SIZE", DEFAULT_POOL_SIZE, lambda n: n >= 0, "a non-negative integer"),
+            pool_max=number("E2B_LOCAL_POOL_MAX", DEFAULT_POOL_MAX, lambda n: n >= 0, "a non-negative integer"),
             template_pool=number("E2B_LOCAL_TEMPLATE_POOL", DEFAULT_TEMPLATE_POOL, lambda n: n >= 0,
                                  "a non-negative integer"),
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,

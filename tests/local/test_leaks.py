@@ -6,11 +6,13 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from conftest import cgroup_processes, our_cgroups, server_prefix
+import pytest
+from conftest import LocalServer, cgroup_processes, our_cgroups, server_prefix, start_server, stop_server
 from e2b import Sandbox
 
 # The acceptance criterion of the project: 200 create/kill cycles.
@@ -73,26 +75,37 @@ def settled(server, prefix: str, timeout: float = 60) -> dict[str, object]:
     return previous
 
 
-def test_create_kill_cycles_leak_nothing(e2b_server) -> None:
-    prefix = server_prefix(e2b_server.home)
-    headers = {"X-API-Key": e2b_server.api_key}
-    before = settled(e2b_server, prefix)
+@pytest.fixture(scope="module")
+def leak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server of its own whose warm pool keeps its size (a burst would grow it for a while), so
+    that what exists before the cycles and after them compares one to one."""
+    server = start_server(tmp_path_factory.mktemp("leaks"), env={"E2B_LOCAL_POOL_MAX": "1"})
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def test_create_kill_cycles_leak_nothing(leak_server: LocalServer) -> None:
+    prefix = server_prefix(leak_server.home)
+    headers = {"X-API-Key": leak_server.api_key}
+    before = settled(leak_server, prefix)
     def cycle(i: int) -> None:
-        with httpx.Client(base_url=e2b_server.url, headers=headers, timeout=120) as client:
+        with httpx.Client(base_url=leak_server.url, headers=headers, timeout=120) as client:
             created = client.post("/v2/sandboxes", json={"templateID": "base", "metadata": {"cycle": str(i)}})
             assert created.status_code == 201, created.text
             sandbox_id = created.json()["sandboxID"]
             if i % 50 == 0:  # now and then, make the sandbox do some work before it goes
-                sandbox = Sandbox.connect(sandbox_id)
+                sandbox = Sandbox.connect(sandbox_id, **leak_server.sdk)
                 sandbox.commands.run("sleep 30 &  echo busy > /tmp/busy", user="root")
             assert client.delete(f"/sandboxes/{sandbox_id}").status_code == 204
 
     # Several clients at once, as a busy CI job would create them; the machine's cores bound the speed.
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
         list(pool.map(cycle, range(CYCLES)))
-    with httpx.Client(base_url=e2b_server.url, headers=headers) as client:
+    with httpx.Client(base_url=leak_server.url, headers=headers) as client:
         assert client.get("/v2/sandboxes", params={"metadata": "cycle=0"}).json() == []
-    after = settled(e2b_server, prefix)
+    after = settled(leak_server, prefix)
     assert after["zombies"] == []
     # Warm-pool sandboxes are replaced along the way: compare what exists, not which one it is.
     assert after["cgroups"] == after["sandbox dirs"]

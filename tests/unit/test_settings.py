@@ -17,7 +17,7 @@ def test_defaults_and_home(tmp_path: Path) -> None:
     assert settings.home == (SYSTEM_HOME if os.geteuid() == 0 else tmp_path.resolve() / "e2b-local")
     assert settings.port == DEFAULT_PORT
     assert (settings.cpu_count, settings.memory_mb, settings.disk_mb, settings.max_pids) == (2, 1024, 10240, 1024)
-    assert settings.pool_size == 1 and settings.boot_concurrency >= 1
+    assert settings.pool_size == 1 and settings.pool_max == 10 and settings.boot_concurrency >= 1
     assert (settings.build_concurrency, settings.ready_timeout, settings.pull_timeout) == (2, 120, 600)
     assert settings.paths.rootfs == settings.home / "rootfs"
     assert settings.volume_mb == 10240 and settings.paths.volumes == settings.home / "volumes"
@@ -55,7 +55,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "E2B_LOCAL_HOME": str(tmp_path / "home"), "E2B_LOCAL_PORT": "50123", "E2B_LOCAL_ROOTFS": str(tmp_path / "fs"),
         "E2B_LOCAL_CPU_COUNT": "1", "E2B_LOCAL_MEMORY_MB": "512", "E2B_LOCAL_DISK_MB": "32",
         "E2B_LOCAL_MAX_PIDS": "64", "E2B_LOCAL_POOL_SIZE": "0", "E2B_LOCAL_BOOT_CONCURRENCY": "2",
-        "E2B_LOCAL_VOLUME_MB": "64", "E2B_LOCAL_TEMPLATE_POOL": "5",
+        "E2B_LOCAL_VOLUME_MB": "64", "E2B_LOCAL_TEMPLATE_POOL": "5", "E2B_LOCAL_POOL_MAX": "7",
         "E2B_LOCAL_LOG_REQUESTS": "1",
         "E2B_LOCAL_BUILD_CONCURRENCY": "3", "E2B_LOCAL_READY_TIMEOUT": "5", "E2B_LOCAL_PULL_TIMEOUT": "30",
     })
@@ -63,6 +63,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.paths.rootfs == tmp_path / "fs"
     assert (settings.cpu_count, settings.memory_mb, settings.disk_mb, settings.max_pids) == (1, 512, 32, 64)
     assert (settings.pool_size, settings.boot_concurrency, settings.template_pool) == (0, 2, 5)
+    assert settings.pool_max == 7
     assert settings.volume_mb == 64
     assert settings.log_requests is True
     assert (settings.build_concurrency, settings.ready_timeout, settings.pull_timeout) == (3, 5, 30)
@@ -82,6 +83,7 @@ def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
     ("E2B_LOCAL_DISK_MB", "-1", "E2B_LOCAL_DISK_MB must be a positive integer, got '-1'"),
     ("E2B_LOCAL_MAX_PIDS", "many", "E2B_LOCAL_MAX_PIDS must be a positive integer, got 'many'"),
     ("E2B_LOCAL_POOL_SIZE", "-1", "E2B_LOCAL_POOL_SIZE must be a non-negative integer, got '-1'"),
+    ("E2B_LOCAL_POOL_MAX", "many", "E2B_LOCAL_POOL_MAX must be a non-negative integer, got 'many'"),
     ("E2B_LOCAL_VOLUME_MB", "8", "E2B_LOCAL_VOLUME_MB must be an integer of at least 16, got '8'"),
     ("E2B_LOCAL_BOOT_CONCURRENCY", "0", "E2B_LOCAL_BOOT_CONCURRENCY must be a positive integer, got '0'"),
     ("E2B_LOCAL_LOG_REQUESTS", "yes", "E2B_LOCAL_LOG_REQUESTS must be 0 or 1, got 'yes'"),

@@ -1,9 +1,15 @@
 """The warm pool: sandboxes pre-started so that create returns at once.
 
-Built-in templates keep `size` each. Custom templates keep one each, for the few created from most
-recently (a bounded set, least recently used out first), keyed by everything their boot depends on:
-their layers and their CPU and memory limits. A custom template's sandbox goes when the template is
-rebuilt or deleted (see `forget` and `drop`), or when others push it out.
+Built-in templates keep `size` each, and more while creates come in bursts: a template's pool holds
+as many as were created from it within the last `DEMAND_WINDOW` seconds, up to `max_size` and to what
+a share of the machine's available memory holds, so that a burst like the last one (a test suite, an
+agent fanning out) finds its sandboxes booted. Once creates stop, the sandboxes beyond `size` go
+(`_trim`), so that an idle server holds no more than its base pool.
+
+Custom templates keep one each, for the few created from most recently (a bounded set, least recently
+used out first), keyed by everything their boot depends on: their layers and their CPU and memory
+limits. A custom template's sandbox goes when the template is rebuilt or deleted (see `forget` and
+`drop`), or when others push it out.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +29,27 @@ from e2b_local.isolation.cgroups import Limits
 from e2b_local.protocol import BASE_TEMPLATE, MCP_GATEWAY_TEMPLATE, TEMPLATES
 
 log = logging.getLogger("e2b_local")
+
+# How far back creates count towards a pool's size, and how often a pool grown past its size is
+# checked for sandboxes that recent creates no longer call for.
+DEMAND_WINDOW = 30.0
+TRIM_INTERVAL = 5.0
+# A pool grows by at most what this share of the machine's available memory holds, counting this
+# much per sandbox (an idle code-interpreter sandbox uses about 70 MiB).
+MEMORY_SHARE = 0.25
+SANDBOX_MEMORY = 128 << 20
+
+
+def memory_available() -> int:
+    """The machine's available memory in bytes (MemAvailable), 0 when it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 @dataclass(frozen=True)
@@ -47,13 +75,18 @@ class _Slot:
 class WarmPool:
     """Booted sandboxes with internet access, refilled as they are taken.
 
-    `size` per built-in template (0: no pool at all); one for each of the `templates` custom
-    templates created from most recently (0: none for custom templates).
+    `size` per built-in template (0: no pool at all), up to `max_size` while creates come in bursts;
+    one for each of the `templates` custom templates created from most recently (0: none for custom
+    templates).
     """
 
-    def __init__(self, booter: Booter, size: int, templates: int = 0) -> None:
+    def __init__(self, booter: Booter, size: int, templates: int = 0, max_size: int = 0) -> None:
         self.booter = booter
         self.size = size
+        self.max_size = max(size, max_size)
+        # When each recent create from a built-in template asked the pool (oldest first).
+        self._demand: dict[str, deque[float]] = {t: deque() for t in TEMPLATES}
+        self._trimmer: asyncio.Task[None] | None = None
         self.pool: dict[str, list[Booted]] = {t: [] for t in TEMPLATES}
         # Boots under way for each template's pool.
         self._booting: dict[str, set[asyncio.Task[None]]] = {t: set() for t in TEMPLATES}
@@ -66,6 +99,20 @@ class WarmPool:
         self._disposals: set[asyncio.Task[None]] = set()
 
     # -- built-in templates ------------------------------------------------------------------------
+    def target(self, template: str) -> int:
+        """How many sandboxes of `template` the pool keeps now: `size`, more after a burst of creates."""
+        if self.size <= 0:
+            return 0
+        demand = self._demand[template]
+        horizon = time.monotonic() - DEMAND_WINDOW
+        while demand and demand[0] < horizon:
+            demand.popleft()
+        wanted = min(self.max_size, max(self.size, len(demand)))
+        if wanted > self.size:
+            room = int(memory_available() * MEMORY_SHARE) // SANDBOX_MEMORY
+            wanted = min(wanted, self.size + room)
+        return wanted
+
     def refill(self, template: str) -> None:
         """Start topping up `template`'s pool in the background: one boot for each sandbox missing
         (and not booting already), as many at once as `parallel` allows."""
@@ -75,7 +122,7 @@ class WarmPool:
         if template == MCP_GATEWAY_TEMPLATE:
             return
         booting = self._booting[template]
-        missing = self.size - len(self.pool[template]) - len(booting)
+        missing = self.target(template) - len(self.pool[template]) - len(booting)
         under_way = sum(len(tasks) for tasks in self._booting.values())
         for _ in range(min(missing, self.parallel - under_way)):
             booting.add(asyncio.create_task(self._boot_one(template)))
@@ -102,6 +149,9 @@ class WarmPool:
 
     async def take(self, template: str, internet: bool) -> Booted:
         """A booted sandbox of `template`: a pooled one when it fits and still runs, else a fresh boot."""
+        self._demand[template].append(time.monotonic())
+        if 0 < self.size < self.max_size and self._trimmer is None:
+            self._trimmer = asyncio.create_task(self._trim())
         if internet and self.pool[template]:
             booted = self.pool[template].pop(0)
             self.refill(template)
@@ -111,6 +161,23 @@ class WarmPool:
         booted = await self.booter.boot(template, internet)
         self.refill(template)
         return booted
+
+    async def _trim(self) -> None:
+        """While some pool may hold more than `size`: destroy what recent creates no longer call for."""
+        try:
+            while True:
+                await asyncio.sleep(TRIM_INTERVAL)
+                for template in TEMPLATES:
+                    pool = self.pool[template]
+                    surplus = len(pool) - self.target(template)
+                    # The longest-waiting go first, on the teardown threads.
+                    doomed, pool[:] = pool[:max(surplus, 0)], pool[max(surplus, 0):]
+                    for booted in doomed:
+                        self.booter.workers.discard(booted.container.destroy, f"pooled sandbox {booted.container.key}")
+                if not any(self._demand.values()) and all(len(p) <= self.size for p in self.pool.values()):
+                    return
+        finally:
+            self._trimmer = None
 
     # -- custom templates --------------------------------------------------------------------------
     async def take_custom(self, spec: PoolSpec) -> Booted:
@@ -192,6 +259,8 @@ class WarmPool:
     # -- shutdown ----------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop refilling (sandboxes still booting are the booter's to discard on shutdown)."""
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         for booting in self._booting.values():
             for task in list(booting):
                 task.cancel()

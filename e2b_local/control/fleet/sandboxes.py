@@ -90,7 +90,7 @@ class Fleet:
         self.workers = Workers(settings.boot_concurrency)
         self.booter = Booter(self.container, key_prefix, self.rootfs, compiled_filter(paths.home / "seccomp.bpf"),
                              self.limits, self.disk_mb, self.workers)
-        self.pool = WarmPool(self.booter, settings.pool_size, settings.template_pool)
+        self.pool = WarmPool(self.booter, settings.pool_size, settings.template_pool, settings.pool_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         # The egress proxy's port on the host's loopback (set by the server before start; 0: none).
