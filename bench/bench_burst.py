@@ -439,11 +439,13 @@ def main() -> int:
     floors = measure_floors(store.ensure_base(),
                             compiled_filter(Path(tempfile.gettempdir()) / "e2b-bench-seccomp.bpf"), args.repeat)
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-burst-"))
-    with local_server(pool_size=1, home=home, extra_env={"E2B_LOCAL_POOL_MAX": str(args.pool_max)}) as settings:
+    with local_server(pool_size=1, home=home, extra_env={"E2B_LOCAL_POOL_MAX": str(args.pool_max)},
+                      remove=True) as settings:
         burst = bursts(settings, home, args.pool_max)
     # The rest on a pool that keeps its size: a grown pool would count in the machine's memory figures.
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-burst-"))
-    with local_server(pool_size=1, home=home, extra_env={"E2B_LOCAL_POOL_MAX": "1"}) as settings:
+    with local_server(pool_size=1, home=home, extra_env={"E2B_LOCAL_POOL_MAX": "1"},
+                      remove=True) as settings:
         one = one_sandbox(settings, home, args.contexts, args.repeat)
         idle = idle_curve(settings, home, args.idle, max(1, args.step)) if args.idle > 0 else None
     cold = cold_creates(args.cold)

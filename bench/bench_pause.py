@@ -70,7 +70,7 @@ def main() -> int:
     template = "code-interpreter-v1" if RootfsStore(Settings.from_environ().paths.rootfs).is_built(
         "code-interpreter-v1") else "base"
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-"))
-    with local_server(pool_size=1, home=home) as settings:
+    with local_server(pool_size=1, home=home, remove=True) as settings:
         sandbox = Sandbox.create(template, timeout=3600, **settings)
         try:
             sandbox.commands.run("true")  # the agent (and kernel) fully up before measuring

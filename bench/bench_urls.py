@@ -79,7 +79,7 @@ def main() -> int:
 
     https_port = _free_port()
     home = Path(tempfile.mkdtemp(prefix="e2b-bench-urls-"))
-    with local_server(home=home, extra_env={"E2B_LOCAL_HTTPS_PORT": str(https_port)}) as sdk:
+    with local_server(home=home, extra_env={"E2B_LOCAL_HTTPS_PORT": str(https_port)}, remove=True) as sdk:
         sandbox = Sandbox.create(timeout=600, **sdk)
         clients: dict[str, tuple[http.client.HTTPConnection, dict]] = {}
         try:

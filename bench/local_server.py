@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,12 +23,15 @@ START_TIMEOUT = 900.0
 
 @contextmanager
 def local_server(pool_size: int = 1, home: Path | None = None,
-                 extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+                 extra_env: dict[str, str] | None = None, remove: bool | None = None) -> Iterator[dict[str, str]]:
     """A server with its own data directory (sharing the root filesystem cache); yields SDK settings.
 
     `home` is that data directory when the caller wants to look into it; a fresh one by default.
-    `extra_env` adds settings (`E2B_LOCAL_*`) to the server's environment.
+    `extra_env` adds settings (`E2B_LOCAL_*`) to the server's environment. The data directory is
+    removed once the server has stopped (`remove`; by default when it was made here), unless the run
+    failed: then its server log is kept for reading.
     """
+    remove = home is None if remove is None else remove
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -39,6 +43,7 @@ def local_server(pool_size: int = 1, home: Path | None = None,
         proc = subprocess.Popen([sys.executable, "-m", "e2b_local", "serve", "--port", str(port)],
                                 stdout=log, stderr=log, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    failed = True
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -51,6 +56,11 @@ def local_server(pool_size: int = 1, home: Path | None = None,
                 raise RuntimeError(f"e2b-local did not start; see {home / 'bench-server.log'}")
             time.sleep(0.2)
         yield {"api_url": url, "sandbox_url": url, "api_key": (home / "api-key").read_text().strip()}
+        failed = False
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if failed:
+            print(f"local_server: the server's data directory is kept: {home}", file=sys.stderr)
+        elif remove:
+            shutil.rmtree(home, ignore_errors=True)
