@@ -220,6 +220,9 @@ def serve(settings: Settings, port: int) -> int:
         build(paths)
         config = uvicorn.Config(
             Server(settings, api_key), log_level="warning", log_config=None, access_log=settings.log_requests,
+            # The standard loop even where uvloop is installed (uvicorn would pick it): the HTTPS relay's
+            # protocols rely on asyncio's own transports.
+            loop="asyncio",
             timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
             # Streams (background commands, watches) never end by themselves: do not wait on them.
             timeout_graceful_shutdown=2)
