@@ -32,7 +32,7 @@ from e2b_local.control.services.webhooks import Deliveries
 from e2b_local.control.snapshots import Snapshots
 from e2b_local.control.templates import TemplateService
 from e2b_local.control.volumes import Volumes
-from e2b_local.isolation.container import become_subreaper
+from e2b_local.isolation.reaping import become_subreaper
 from e2b_local.protocol import ENVD_PORT
 from e2b_local.settings import Settings
 

@@ -7,7 +7,6 @@ import functools
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.forkserver import ForkServer
 from e2b_local.isolation.launcher import LaunchSpec
+from e2b_local.isolation.reaping import reap_children
 from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
 from e2b_local.isolation.tracking import TrackedProcess
 from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_MOUNT
@@ -253,29 +253,3 @@ def copy_tree(source: Path, destination: Path) -> None:
     if result.stdout.strip() != "copied":
         shutil.rmtree(destination, ignore_errors=True)
         raise RuntimeError(f"copying sandbox files failed: {result.stderr.strip()[-1000:]}")
-
-
-def reap_children() -> None:
-    """Collect exited children (sandbox processes are re-parented to the server, a subreaper)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        log.debug("reaped process %d (%s)", pid, _describe(status))
-
-
-def _describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned sandbox processes, so that they are reaped rather than left as zombies."""
-    import ctypes
-
-    PR_SET_CHILD_SUBREAPER = 36
-    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

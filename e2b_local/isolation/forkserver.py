@@ -1,21 +1,20 @@
 """Launches without an interpreter start each: one process imports the launcher once and forks it per sandbox.
 
-Starting `python -m e2b_local.isolation.launcher` for every sandbox costs about 100 ms of CPU (the
-interpreter and its imports) before any of the launcher's own work, on every create that the warm
-pool cannot serve. The fork server is started once, by the first launch of a server process, and
-stays single-threaded: each of its forks is a fresh launcher process with nothing of the server's
-threads, descriptors or locks, and does exactly what `launcher.main` would (in a new session, as
-`start_new_session` gave it). The launcher's own child still executes bubblewrap, so nothing of this
-process reaches a sandbox but what an exec keeps: the descriptors the launcher passes on purpose.
+A fresh interpreter for every sandbox would cost about 100 ms of CPU (Python's start and the
+launcher's imports) before any of the launcher's own work, on every create that the warm pool cannot
+serve. The fork server is started once, by the first launch of a server process, and stays
+single-threaded: each of its forks is a fresh launcher process with nothing of the server's threads,
+descriptors or locks, and runs `launcher.launch` in a new session of its own. The launcher's own
+child still executes bubblewrap, so nothing of this process reaches a sandbox but what an exec keeps:
+the descriptors the launcher passes on purpose.
 
 Requests come over a Unix socket pair from the server: the path of a launch spec, with the write
 end of a pipe for the answer, one JSON object (the launcher's pids, or `{"error": ...}`). The fork
-server exits when the server's end of the pair closes.
+server exits when the server's end of the pair closes (when the server's process ends).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import e2b_local
 from e2b_local.isolation.launcher import LaunchSpec, launch
+from e2b_local.isolation.reaping import reap_children
 
 # A launch spec's path, as one datagram.
 MAX_REQUEST = 4096
@@ -79,13 +79,6 @@ class ForkServer:
                     if attempt:
                         raise
 
-    def close(self) -> None:
-        """Let the fork server go (it exits when it sees the socket closed)."""
-        with self._lock:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-
 
 def _start() -> socket.socket:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -101,12 +94,6 @@ def _start() -> socket.socket:
 
 
 # -- the fork server's process ---------------------------------------------------------------------
-def _reap(*_: object) -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-
-
 def _launch_one(spec_file: str, answer: int) -> None:
     """In a fork: one launcher run, its answer written to `answer`; never returns."""
     code = 1
@@ -129,7 +116,7 @@ def _launch_one(spec_file: str, answer: int) -> None:
 def serve(requests: socket.socket) -> None:
     """Fork a launcher for each request until the server's end of `requests` closes."""
     # Forks that have answered exit at once; collected as they do, so that none stays a zombie.
-    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGCHLD, lambda *_: reap_children())
     while True:
         try:
             request, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 1)

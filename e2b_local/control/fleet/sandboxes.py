@@ -42,7 +42,8 @@ from e2b_local.control.services.events import Events
 from e2b_local.control.services.sandbox_logs import SandboxLogs
 from e2b_local.isolation import idranges
 from e2b_local.isolation.cgroups import Limits
-from e2b_local.isolation.container import Container, reap_children
+from e2b_local.isolation.container import Container
+from e2b_local.isolation.reaping import reap_children
 from e2b_local.isolation.rootfs import RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
 from e2b_local.isolation.tracking import TrackedProcess
