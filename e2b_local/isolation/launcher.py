@@ -1,8 +1,7 @@
 """Start one sandbox: user, mount and network namespaces, the overlay root, then bubblewrap.
 
-Run in a process of its own, forked for each sandbox by the fork server (`forkserver`) or started as
-`python -m e2b_local.isolation.launcher SPEC`, so that the sandbox is no child of the server's
-threads and outlives a restart of the server. Steps:
+Run in a process of its own, forked for each sandbox by the fork server (`forkserver`), so that the
+sandbox is no child of the server's threads and outlives a restart of the server. Steps:
 
 1. join the sandbox's cgroups (everything started from here on is limited and accounted there);
 2. bind the agent's listening socket in the sandbox's host-only directory (the server connects
@@ -17,7 +16,7 @@ threads and outlives a restart of the server. Steps:
 5. the child becomes root of its user namespace, drops CAP_NET_ADMIN and CAP_NET_RAW for good, caps
    its open files, and executes bubblewrap, which adds pid, ipc and uts namespaces, private /proc and
    /dev, the seccomp filter, and starts the in-sandbox agent on the inherited socket;
-6. the parent prints `{"pid": ..., "slirp_pid": ...}` and exits.
+6. the parent returns `{"pid": ..., "slirp_pid": ...}` (the fork server's answer) and exits.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import json
 import os
 import resource
 import socket
-import sys
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -338,13 +336,3 @@ def _read_all(fd: int) -> str:
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks).decode(errors="replace")
-
-
-def main() -> None:
-    with open(sys.argv[1]) as f:
-        spec = LaunchSpec(**json.load(f))
-    print(json.dumps(launch(spec)), flush=True)
-
-
-if __name__ == "__main__":
-    main()
