@@ -23,3 +23,10 @@ def registry_key(home: Path, sandbox_id: str) -> str:
     with sqlite3.connect(home / "registry.sqlite3") as db:
         (record,) = db.execute("SELECT record FROM sandboxes WHERE sandbox_id = ?", (sandbox_id,)).fetchone()
     return str(json.loads(record)["key"])
+
+
+def registered_keys(home: Path) -> set[str]:
+    """The keys of every sandbox the server with data directory `home` has created (the other directories
+    in its `sandboxes` are pre-started ones)."""
+    with sqlite3.connect(home / "registry.sqlite3") as db:
+        return {str(json.loads(record)["key"]) for (record,) in db.execute("SELECT record FROM sandboxes")}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 from conftest import cgroup_processes
 from e2b import Sandbox
 
+from local.persistence_helpers import wait_for
 from local.sandbox_helpers import registry_key
 
 FORK_SERVER_MODULE = b"e2b_local.isolation.forkserver"
@@ -46,13 +46,6 @@ def _ppid(pid: int) -> int | None:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
-def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b_server) -> None:
     server_pid = e2b_server.process.pid
     first = Sandbox.create()
@@ -62,7 +55,7 @@ def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b
         assert len(servers) == 1, servers
         fork_server = servers[0]
         # Its forks exit once they have answered, and are collected: no zombie, no child left.
-        _wait_for(lambda: not _children(fork_server), "the fork server still has children")
+        wait_for(lambda: not _children(fork_server), "the fork server's forks to be reaped")
         # Its descriptors: the server's standard streams and its request socket, none of a sandbox's.
         fds = {int(fd): os.readlink(f"/proc/{fork_server}/fd/{fd}") for fd in os.listdir(f"/proc/{fork_server}/fd")}
         beyond_stdio = [target for fd, target in fds.items() if fd > 2]
@@ -86,7 +79,7 @@ def test_a_fork_server_that_died_is_replaced_and_its_sandboxes_live_on(e2b_serve
     try:
         (fork_server,) = _fork_servers(server_pid)
         os.kill(fork_server, 9)
-        _wait_for(lambda: fork_server not in _fork_servers(server_pid), "the fork server did not die")
+        wait_for(lambda: fork_server not in _fork_servers(server_pid), "the killed fork server to be gone")
         assert before.commands.run("echo still here").stdout == "still here\n"
         after = Sandbox.create()
         try:

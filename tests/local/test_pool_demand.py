@@ -4,9 +4,7 @@ E2B_LOCAL_POOL_MAX), and once creates stop, it shrinks back to E2B_LOCAL_POOL_SI
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +15,8 @@ from e2b import Sandbox
 
 from e2b_local.control.fleet.pool import DEMAND_WINDOW, TRIM_INTERVAL
 from e2b_local.protocol import AGENT_SOCKET_NAME
-from local.sandbox_helpers import registry_key
+from local.persistence_helpers import wait_for
+from local.sandbox_helpers import registered_keys, registry_key
 
 BURST = 4
 
@@ -32,15 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
         stop_server(server)
 
 
-def _registered(home: Path) -> set[str]:
-    """Keys of the sandboxes the server has created (the others in its directory are pre-started)."""
-    with sqlite3.connect(home / "registry.sqlite3") as db:
-        return {json.loads(record)["key"] for (record,) in db.execute("SELECT record FROM sandboxes")}
-
-
 def pooled_base(home: Path) -> set[str]:
     """Keys of the pre-started base sandboxes whose agent answers (directories nobody has created)."""
-    registered = _registered(home)
+    registered = registered_keys(home)
     found = set()
     for directory in (home / "sandboxes").iterdir():
         if directory.name in registered:
@@ -60,21 +53,14 @@ def pooled_base(home: Path) -> set[str]:
     return found
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 def test_a_burst_grows_the_pool_for_the_next_one_and_it_shrinks_back(server: LocalServer) -> None:
     home = server.home
-    wait_until(lambda: len(pooled_base(home)) == 1, 120, "the base pool did not fill")
+    wait_for(lambda: len(pooled_base(home)) == 1, "the base pool to fill", 120)
     first = [Sandbox.create("base", **server.sdk) for _ in range(BURST)]
     for sandbox in first:
         sandbox.kill()
     # Well within the demand window: the pool keeps as many as the burst asked for.
-    wait_until(lambda: len(pooled_base(home)) >= BURST, DEMAND_WINDOW - 5, "the pool did not grow to the burst")
+    wait_for(lambda: len(pooled_base(home)) >= BURST, "the pool to grow to the burst", DEMAND_WINDOW - 5)
     ready = pooled_base(home)
     assert len(ready) == BURST  # never past E2B_LOCAL_POOL_MAX
     with ThreadPoolExecutor(BURST) as pool:
@@ -86,8 +72,8 @@ def test_a_burst_grows_the_pool_for_the_next_one_and_it_shrinks_back(server: Loc
         for sandbox in second:
             sandbox.kill()
     # Once creates stop, back to E2B_LOCAL_POOL_SIZE; the sandboxes it let go leave nothing behind.
-    wait_until(lambda: len(pooled_base(home)) == 1, DEMAND_WINDOW + 6 * TRIM_INTERVAL + 60,
-               "the pool did not shrink back")
-    wait_until(lambda: our_cgroups(server_prefix(home)) == {d.name for d in (home / "sandboxes").iterdir()}, 30,
-               "cgroups of discarded pool sandboxes are left")
+    wait_for(lambda: len(pooled_base(home)) == 1, "the pool to shrink back",
+             DEMAND_WINDOW + 6 * TRIM_INTERVAL + 60)
+    wait_for(lambda: our_cgroups(server_prefix(home)) == {d.name for d in (home / "sandboxes").iterdir()},
+             "the cgroups of the discarded pool sandboxes to go", 30)
     assert len(list((home / "sandboxes").iterdir())) == 2  # the base pool's one and the code interpreter's
