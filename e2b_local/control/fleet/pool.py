@@ -169,9 +169,9 @@ class WarmPool:
                 await asyncio.sleep(TRIM_INTERVAL)
                 for template in TEMPLATES:
                     pool = self.pool[template]
-                    surplus = len(pool) - self.target(template)
+                    surplus = max(len(pool) - self.target(template), 0)
                     # The longest-waiting go first, on the teardown threads.
-                    doomed, pool[:] = pool[:max(surplus, 0)], pool[max(surplus, 0):]
+                    doomed, pool[:] = pool[:surplus], pool[surplus:]
                     for booted in doomed:
                         self.booter.workers.discard(booted.container.destroy, f"pooled sandbox {booted.container.key}")
                 if not any(self._demand.values()) and all(len(p) <= self.size for p in self.pool.values()):
