@@ -11,7 +11,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import e2b_local
 from e2b_local.isolation import firewall, owners
 from e2b_local.isolation.cgroups import Limits, SandboxCgroup
 from e2b_local.isolation.disk import SandboxDisk
@@ -157,12 +156,13 @@ class Container:
         copy_tree(self.upper, destination)
 
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
-               base_layer: Path, volumes: list[tuple[str, str]] | None = None,
+               base_layer: Path, agent_package: Path, volumes: list[tuple[str, str]] | None = None,
                agent_env: dict[str, str] | None = None) -> ContainerInfo:
         """Start the sandbox's namespaces and its agent; returns once the launcher has finished.
 
-        `volumes`: (host directory, mount point) pairs mounted read-write into the sandbox; `agent_env`:
-        variables for the agent's own start.
+        `agent_package`: the e2b_local the agent runs (see `agent_bundle`); `volumes`: (host directory,
+        mount point) pairs mounted read-write into the sandbox; `agent_env`: variables for the agent's
+        own start.
         """
         self.cgroup.create(limits)
         loader = _loader(base_layer)
@@ -173,7 +173,7 @@ class Container:
             work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),
             log=str(self.agent_log), owner=self.owner(), id_base=self.id_base,
             workload_procs=_optional_str(self.cgroup.workload_procs()),
-            base_layer=str(base_layer), agent_package=str(Path(e2b_local.__file__).parent),
+            base_layer=str(base_layer), agent_package=str(agent_package),
             seccomp_bpf=str(seccomp_file), loader=loader,
             library_path=library_path, hostname=hostname, internet=internet,
             volumes=[[source, target] for source, target in volumes or []], agent_env=dict(agent_env or {}),

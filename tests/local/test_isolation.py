@@ -132,6 +132,30 @@ def test_dangerous_syscalls_are_denied(sbx: Sandbox) -> None:
         assert code != 0, f"{what} should be denied, but `{command}` succeeded: {out}"
 
 
+AGENT_CODE_CHECK = """
+import importlib.util, pathlib, sys
+root = pathlib.Path("/.e2b/agent/e2b_local")
+sources = sorted(root.rglob("*.py"))
+print(len(sources))
+print(sorted(p.name for p in root.iterdir()))
+print([str(p) for p in sources if not pathlib.Path(importlib.util.cache_from_source(str(p))).is_file()])
+"""
+
+
+def test_agent_code_is_the_sandbox_side_only_compiled_and_read_only(sbx: Sandbox) -> None:
+    # The sandbox's python3 is the base layer's, which the agent runs with: its bytecode is what boots use.
+    code, out = run_root(sbx, f"python3 -c '{AGENT_CODE_CHECK}'")
+    assert code == 0, out
+    count, top, uncompiled = out.splitlines()
+    assert int(count) > 20
+    for host_side in ("control", "isolation", "commands", "cli.py", "settings.py"):
+        assert f"'{host_side}'" not in top
+    assert "'agent'" in top and "'interpreter'" in top
+    assert uncompiled == "[]"
+    code, out = run_root(sbx, "touch /.e2b/agent/e2b_local/agent/app.py /.e2b/agent/e2b_local/new.py")
+    assert code != 0 and "Read-only file system" in out
+
+
 def test_sandboxes_cannot_see_each_other(e2b_server, sbx: Sandbox) -> None:
     with Sandbox.create() as other:
         other.commands.run("echo other-secret > /tmp/other-file")

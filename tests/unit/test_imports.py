@@ -87,6 +87,16 @@ def test_protocol_imports_nothing_of_ours() -> None:
     assert GRAPH[f"{PACKAGE}.protocol"] == set()
 
 
+def test_the_agent_bundle_holds_everything_the_sandbox_side_imports() -> None:
+    """Sandboxes see only the bundle's copy of e2b_local (isolation/agent_bundle.py)."""
+    from e2b_local.isolation.agent_bundle import sandbox_sources
+
+    bundled = {_module_name(ROOT / path) for path in sandbox_sources(ROOT) if path.suffix == ".py"}
+    assert {f"{PACKAGE}.agent", f"{PACKAGE}.interpreter.app", f"{PACKAGE}.mcp_gateway"} <= bundled
+    missing = sorted(f"{m} imports {t}" for m in bundled for t in GRAPH[m] if t not in bundled)
+    assert not missing, "\n".join(missing)
+
+
 def cycles(graph: dict[str, set[str]]) -> list[tuple[list[str], list[str]]]:
     """Each knot of modules that import each other (a strongly connected component, found with Tarjan's
     algorithm): its members, and one shortest cycle through the first of them."""

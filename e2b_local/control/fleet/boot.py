@@ -17,6 +17,7 @@ import httpx
 
 from e2b_local.control.fleet.records import Booted, agent_client, new_id
 from e2b_local.control.fleet.scheduling import Priority, Workers
+from e2b_local.isolation.agent_bundle import AgentBundles
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import AGENT_START_TIMEOUT, Container
 from e2b_local.isolation.rootfs import RootfsStore
@@ -49,6 +50,7 @@ class Booter:
         self._container = container
         self.key_prefix = key_prefix
         self.rootfs = rootfs
+        self.agents = AgentBundles(rootfs.directory)
         self.seccomp = seccomp
         self.limits = limits
         self.disk_mb = disk_mb
@@ -70,7 +72,8 @@ class Booter:
         """
         agent_env = {EGRESS_CA_VARIABLE: self.trusted_ca} if trust and self.trusted_ca else {}
         info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
-                                base_layer=layers[-1], volumes=volumes, agent_env=agent_env)
+                                base_layer=layers[-1], agent_package=self.agents.path(layers[-1]),
+                                volumes=volumes, agent_env=agent_env)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,
