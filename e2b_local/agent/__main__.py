@@ -10,6 +10,8 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from uvicorn.config import Config
+from uvicorn.server import Server
 
 from e2b_local.agent import trust
 from e2b_local.agent.app import AgentApp
@@ -19,11 +21,15 @@ from e2b_local.agent.workload import Workload
 from e2b_local.interpreter.app import ships_kernels
 from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT, EGRESS_CA_VARIABLE
 
+# In a sandbox `uvicorn` is a bare package (see launcher.BARE_PACKAGES): its __init__, skipped because it
+# imports the command line (click, the process supervisors), would give uvicorn's own modules these names.
+uvicorn.Config, uvicorn.Server = Config, Server
+
 # Idle connections from the host are kept this long (the host lets them go sooner: upstream.py).
 KEEP_ALIVE_SECONDS = 600
 
 
-class AgentServer(uvicorn.Server):
+class AgentServer(Server):
     """uvicorn without its signal handlers: the agent must handle no signal at all (see `main`)."""
 
     @contextlib.contextmanager
@@ -56,7 +62,7 @@ def main() -> None:
     authority = os.environ.pop(EGRESS_CA_VARIABLE, None)
     if authority:
         state.trust_env = trust.install(authority)
-    config = uvicorn.Config(
+    config = Config(
         AgentApp(state, workload), fd=fd, log_level="warning", access_log=False, lifespan="off",
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
@@ -74,7 +80,7 @@ def interpreter_listener() -> socket.socket:
     return sock
 
 
-async def serve(server: uvicorn.Server) -> None:
+async def serve(server: Server) -> None:
     """Serve requests, waiting for every child (orphans too) as the sandbox's pid 1 must.
 
     In a code-interpreter sandbox the interpreter also answers programs of the sandbox on its port,
@@ -93,8 +99,8 @@ async def serve(server: uvicorn.Server) -> None:
             except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
                 print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
             else:
-                config = uvicorn.Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
-                                        timeout_keep_alive=KEEP_ALIVE_SECONDS)
+                config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
                 servers.append(AgentServer(config).serve(sockets=[listener]))
     try:
         await asyncio.gather(*servers)

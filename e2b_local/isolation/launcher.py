@@ -111,17 +111,21 @@ STAGE_SIZE = "16m"
 STAGE_INODES = 1024
 
 
+# Packages the agent imports modules of, given as bare package objects so that their __init__ does not
+# run: the SDK's imports its whole client (the agent needs only the generated envd modules), uvicorn's
+# its command line. Together they would be about half of the agent's start.
+BARE_PACKAGES = ("e2b", "uvicorn")
+
+
 def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd: int | None) -> list[str]:
     """The bubblewrap invocation that builds the sandbox around the staged root."""
     site_packages = BASE_MOUNT + "/" + AGENT_SITE
     boot = (
         "import runpy, site, sys, types;"
         f"site.addsitedir({site_packages!r});"
-        # The agent needs only the SDK's generated envd modules: a bare package object for `e2b`
-        # skips its __init__, which imports the whole client and doubles the agent's start-up time.
-        "e2b = types.ModuleType('e2b');"
-        f"e2b.__path__ = [{site_packages + '/e2b'!r}];"
-        "sys.modules['e2b'] = e2b;"
+        f"bare = {BARE_PACKAGES!r};"
+        "sys.modules.update((name, types.ModuleType(name)) for name in bare);"
+        f"[setattr(sys.modules[name], '__path__', [{site_packages!r} + '/' + name]) for name in bare];"
         f"sys.path.insert(0, {AGENT_MOUNT!r});"
         "runpy.run_module('e2b_local.agent', run_name='__main__', alter_sys=True)"
     )
