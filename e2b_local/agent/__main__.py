@@ -8,18 +8,23 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.config import Config
 from uvicorn.server import Server
 
 from e2b_local.agent import trust
-from e2b_local.agent.app import AgentApp
+from e2b_local.agent.interpreter_view import InterpreterSandbox
 from e2b_local.agent.reaper import install_reaper, release_reaper
 from e2b_local.agent.state import SandboxState
+from e2b_local.agent.users import Accounts
 from e2b_local.agent.workload import Workload
-from e2b_local.interpreter.app import ships_kernels
+from e2b_local.interpreter.app import InterpreterApp, ships_kernels
 from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT, EGRESS_CA_VARIABLE
+
+if TYPE_CHECKING:
+    from e2b_local.agent.app import AgentApp
 
 # In a sandbox `uvicorn` is a bare package (see launcher.BARE_PACKAGES): its __init__, skipped because it
 # imports the command line (click, the process supervisors), would give uvicorn's own modules these names.
@@ -62,12 +67,29 @@ def main() -> None:
     authority = os.environ.pop(EGRESS_CA_VARIABLE, None)
     if authority:
         state.trust_env = trust.install(authority)
-    config = Config(
-        AgentApp(state, workload), fd=fd, log_level="warning", access_log=False, lifespan="off",
-        # The host keeps connections to the agent open between requests.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
-    )
-    asyncio.run(serve(AgentServer(config)))
+    asyncio.run(start(fd, state, workload))
+
+
+async def start(fd: int, state: SandboxState, workload: Workload) -> None:
+    """Build the agent's services and serve them on `fd`.
+
+    In a code-interpreter sandbox the Python kernel is started first, and the envd services (most of
+    the agent's own start: the SDK's Connect code and protobuf) are imported while it starts, on
+    another CPU: a sandbox's first run_code waits for the kernel, not for the agent.
+    """
+    interpreter = InterpreterApp(InterpreterSandbox(state, Accounts(state), workload))
+    reaper = install_reaper(asyncio.get_running_loop())
+    try:
+        if ships_kernels():
+            await interpreter.prestart()
+        # Imported only now (see above), while the kernel starts.
+        from e2b_local.agent.app import AgentApp
+
+        app = AgentApp(state, workload, interpreter)
+        await app.sudo.start()
+        await serve(app, fd)
+    finally:
+        release_reaper(reaper)
 
 
 def interpreter_listener() -> socket.socket:
@@ -80,32 +102,30 @@ def interpreter_listener() -> socket.socket:
     return sock
 
 
-async def serve(server: Server) -> None:
-    """Serve requests, waiting for every child (orphans too) as the sandbox's pid 1 must.
+async def serve(app: AgentApp, fd: int) -> None:
+    """Serve requests on `fd` until the sandbox ends.
 
     In a code-interpreter sandbox the interpreter also answers programs of the sandbox on its port,
     as on E2B. Being part of pid 1, it cannot be killed from inside; its kernels are replaced when
-    they die (see `interpreter.contexts`).
+    they die (see `interpreter.contexts`). The reaper installed by `start` waits for every child
+    (orphans too), as the sandbox's pid 1 must.
     """
-    reaper = install_reaper(asyncio.get_running_loop())
-    servers = [server.serve()]
-    app = server.config.app
-    if isinstance(app, AgentApp):
-        await app.sudo.start()
-        app.prestart()
-        if ships_kernels():
-            try:
-                listener = interpreter_listener()
-            except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
-                print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
-            else:
-                config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
-                servers.append(AgentServer(config).serve(sockets=[listener]))
-    try:
-        await asyncio.gather(*servers)
-    finally:
-        release_reaper(reaper)
+    config = Config(
+        app, fd=fd, log_level="warning", access_log=False, lifespan="off",
+        # The host keeps connections to the agent open between requests.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
+    )
+    servers = [AgentServer(config).serve()]
+    if ships_kernels():
+        try:
+            listener = interpreter_listener()
+        except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
+            print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
+        else:
+            config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
+                            timeout_keep_alive=KEEP_ALIVE_SECONDS)
+            servers.append(AgentServer(config).serve(sockets=[listener]))
+    await asyncio.gather(*servers)
 
 
 if __name__ == "__main__":

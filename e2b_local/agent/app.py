@@ -23,14 +23,15 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.agent import files
 from e2b_local.agent.connect import CODECS, EnvelopeCheck
 from e2b_local.agent.filesystem import filesystem_app
+from e2b_local.agent.interpreter_view import InterpreterSandbox
 from e2b_local.agent.journal import Journal
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.sudo import SudoBroker
-from e2b_local.agent.users import Accounts, User
+from e2b_local.agent.users import Accounts
 from e2b_local.agent.workload import Workload
 from e2b_local.asgi import read_json_object
-from e2b_local.interpreter.app import InterpreterApp, ships_kernels
+from e2b_local.interpreter.app import InterpreterApp
 from e2b_local.protocol import CODE_INTERPRETER_PORT, JOURNAL_PATH
 
 _INTERPRETER_PORT = str(CODE_INTERPRETER_PORT).encode()
@@ -39,35 +40,12 @@ _INIT_FIELDS = (("sandboxId", "sandbox_id"), ("templateId", "template_id"),
                 ("defaultUser", "default_user"), ("defaultWorkdir", "default_workdir"))
 
 
-class InterpreterSandbox:
-    """The sandbox as the code interpreter sees it (see `interpreter.sandbox.Sandbox`)."""
-
-    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
-        self.state = state
-        self.accounts = accounts
-        self.workload = workload
-
-    def default_account(self) -> User:
-        """The sandbox's default user."""
-        return self.accounts.default()
-
-    def default_workdir(self) -> str | None:
-        """The sandbox's default working directory, if set."""
-        return self.state.default_workdir
-
-    def sandbox_env(self) -> dict[str, str]:
-        """The environment every process of the sandbox gets."""
-        return self.state.sandbox_env()
-
-    def join_workload(self) -> None:
-        """Move the calling child into the workload cgroup."""
-        self.workload.join()
-
-
 class AgentApp:
     """Dispatches by sandbox port and RPC path; one instance per agent."""
 
-    def __init__(self, state: SandboxState | None = None, workload: Workload | None = None) -> None:
+    def __init__(self, state: SandboxState | None = None, workload: Workload | None = None,
+                 interpreter: InterpreterApp | None = None) -> None:
+        """`interpreter`: the code interpreter, when the agent built it first (see `__main__.serve`)."""
         self.state = state if state is not None else SandboxState()
         workload = workload if workload is not None else Workload()
         accounts = Accounts(self.state)
@@ -82,13 +60,8 @@ class AgentApp:
         self.process_rpc = EnvelopeCheck(ProcessASGIApplication(
             ProcessService(self.state, accounts, workload, self.journal), codecs=CODECS))
         self.filesystem_rpc = EnvelopeCheck(filesystem_app(accounts))
-        self.interpreter = InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
+        self.interpreter = interpreter or InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
         self.sudo = SudoBroker(workload)
-
-    def prestart(self) -> None:
-        """In a code-interpreter sandbox, start the Python kernel before the first request needs it."""
-        if ships_kernels():
-            self.interpreter.prestart()
 
     async def health(self, request: Request) -> Response:
         """`GET /health`."""

@@ -47,9 +47,12 @@ class InterpreterApp:
     def __init__(self, sandbox: Sandbox) -> None:
         self.contexts = ContextManager(sandbox)
 
-    def prestart(self) -> None:
-        """Create the default Python and JavaScript contexts, starting Python's kernel now (at the agent's start)."""
-        self.contexts.prestart("python")
+    async def prestart(self) -> None:
+        """Create the default Python and JavaScript contexts, starting Python's kernel now (at the agent's start).
+
+        Returns once the kernel's process is started; the kernel goes on starting in the background.
+        """
+        await self.contexts.prestart("python")
         self.contexts.declare_default("javascript")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

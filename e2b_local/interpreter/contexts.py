@@ -119,9 +119,21 @@ class ContextManager:
             self.defaults[lang.name] = ctx.id
         return ctx
 
-    def prestart(self, language: str = "python") -> None:
-        """Create the language's default context now and start its kernel in the background."""
-        self.spawn(self._prestart(self.declare_default(language)))
+    async def prestart(self, language: str = "python") -> None:
+        """Create the language's default context now and start its kernel in the background.
+
+        Returns once the kernel's process is started (or could not be), so that what the caller does
+        next overlaps the kernel's own start rather than delaying it.
+        """
+        ctx = self.declare_default(language)
+        task = self.spawn(self._prestart(ctx))
+        # The task creates the kernel at its first step, before its first wait.
+        while ctx.kernel is None and not task.done():
+            await asyncio.sleep(0)
+        if ctx.kernel is not None:
+            spawned = asyncio.ensure_future(ctx.kernel.spawned.wait())
+            await asyncio.wait([task, spawned], return_when=asyncio.FIRST_COMPLETED)
+            spawned.cancel()
 
     async def _prestart(self, ctx: Context) -> None:
         try:
@@ -198,11 +210,12 @@ class ContextManager:
         if kernel is not None:
             await kernel.shutdown(*error)
 
-    def spawn(self, coro: object) -> None:
+    def spawn(self, coro: object) -> asyncio.Future[object]:
         """Run a coroutine in the background, keeping a reference until it ends."""
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
 
 def _resolve_cwd(sandbox: Sandbox, cwd: str | None) -> str:

@@ -168,6 +168,8 @@ class Kernel:
         self._watcher: asyncio.Task[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
+        # Set once the process is started (or could not be): see ContextManager.prestart.
+        self.spawned = asyncio.Event()
         self._kill_error: tuple[str, str] | None = None
         self._directory = KERNELS_ROOT / kernel_id
         self._holds = 0
@@ -192,12 +194,15 @@ class Kernel:
         }
         argv = [arg.replace("{connection_file}", str(connection_file)) for arg in self.spec.argv]
         LOG_ROOT.mkdir(parents=True, exist_ok=True)
-        with open(LOG_ROOT / f"{self.id}.log", "ab") as log_file:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd, env=env,
-                user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
-                preexec_fn=self.sandbox.join_workload,
-            )
+        try:
+            with open(LOG_ROOT / f"{self.id}.log", "ab") as log_file:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd,
+                    env=env, user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
+                    preexec_fn=self.sandbox.join_workload,
+                )
+        finally:
+            self.spawned.set()
         self._watcher = asyncio.create_task(self._watch())
         # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while
         # the kernel boots, off the event loop.

@@ -1,0 +1,36 @@
+"""The sandbox as the agent shows it to the code interpreter (see `interpreter.sandbox.Sandbox`).
+
+Apart from `app`, so that the agent can build the interpreter and start its kernel before importing
+the rest of itself (see `__main__.serve`).
+"""
+
+from __future__ import annotations
+
+from e2b_local.agent.state import SandboxState
+from e2b_local.agent.users import Accounts, User
+from e2b_local.agent.workload import Workload
+
+
+class InterpreterSandbox:
+    """The sandbox as the code interpreter sees it (see `interpreter.sandbox.Sandbox`)."""
+
+    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
+        self.state = state
+        self.accounts = accounts
+        self.workload = workload
+
+    def default_account(self) -> User:
+        """The sandbox's default user."""
+        return self.accounts.default()
+
+    def default_workdir(self) -> str | None:
+        """The sandbox's default working directory, if set."""
+        return self.state.default_workdir
+
+    def sandbox_env(self) -> dict[str, str]:
+        """The environment every process of the sandbox gets."""
+        return self.state.sandbox_env()
+
+    def join_workload(self) -> None:
+        """Move the calling child into the workload cgroup."""
+        self.workload.join()
