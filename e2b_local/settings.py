@@ -63,7 +63,8 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_PORT", "port", str(DEFAULT_PORT),
                 "the one port the server listens on (127.0.0.1 only); also --port"),
     SettingInfo("E2B_LOCAL_ROOTFS", "rootfs", "rootfs in the data directory",
-                "cache of built root filesystems, shareable between data directories"),
+                "cache of built root filesystems and of the agent's compiled code, shareable between data "
+                "directories"),
     SettingInfo("E2B_LOCAL_MEMORY_MB", "memory_mb", str(DEFAULT_MEMORY_MB),
                 "memory limit of each sandbox's programs (its agent may use 128 MiB more)"),
     SettingInfo("E2B_LOCAL_CPU_COUNT", "cpu_count", str(DEFAULT_CPU_COUNT), "CPU limit of each sandbox (a CFS quota)"),
