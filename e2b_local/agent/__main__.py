@@ -75,7 +75,7 @@ async def start(fd: int, state: SandboxState, workload: Workload) -> None:
 
     In a code-interpreter sandbox the Python kernel is started first, and the envd services (most of
     the agent's own start: the SDK's Connect code and protobuf) are imported while it starts, on
-    another CPU: a sandbox's first run_code waits for the kernel, not for the agent.
+    another CPU when there is one: a fresh sandbox's first run_code then waits for the kernel alone.
     """
     interpreter = InterpreterApp(InterpreterSandbox(state, Accounts(state), workload))
     reaper = install_reaper(asyncio.get_running_loop())

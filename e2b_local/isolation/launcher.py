@@ -112,8 +112,8 @@ STAGE_INODES = 1024
 
 
 # Packages the agent imports modules of, given as bare package objects so that their __init__ does not
-# run: the SDK's imports its whole client (the agent needs only the generated envd modules), uvicorn's
-# its command line. Together they would be about half of the agent's start.
+# run: the SDK's imports its whole client (the agent needs only the generated envd modules; it would
+# double the agent's start), uvicorn's its command line (click and the process supervisors).
 BARE_PACKAGES = ("e2b", "uvicorn")
 
 
