@@ -115,7 +115,11 @@ class AgentBundles:
 
 
 def _python(base_layer: Path) -> list[str]:
-    """The command that runs the base layer's Python on the host, with the base's own loader and libraries."""
+    """The command that runs the base layer's Python on the host, with the base's own loader and libraries.
+
+    The base layer is e2b-local's own build, read-only to every sandbox (templates' layers lie above
+    it), so this runs nothing that a sandbox or a template wrote.
+    """
     python = base_layer / "usr/bin/python3"
     triplet = machine_multiarch()
     libraries = ":".join(str(base_layer / d) for d in (f"lib/{triplet}", f"usr/lib/{triplet}"))
