@@ -81,7 +81,8 @@ def test_a_fork_server_that_died_is_replaced_and_its_sandboxes_live_on(e2b_serve
         os.kill(fork_server, 9)
         wait_for(lambda: fork_server not in _fork_servers(server_pid), "the killed fork server to be gone")
         assert before.commands.run("echo still here").stdout == "still here\n"
-        after = Sandbox.create()
+        # Without internet access, so that the create launches a sandbox now instead of taking the pooled one.
+        after = Sandbox.create(allow_internet_access=False)
         try:
             assert after.commands.run("echo launched").stdout == "launched\n"
             replaced = _fork_servers(server_pid)
