@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import e2b_local
-from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
+from e2b_local.isolation.rootfs import library_path, python_loader
 from e2b_local.protocol import AGENT_MOUNT
 
 PACKAGE_DIRECTORY = Path(e2b_local.__file__).parent
@@ -46,6 +46,14 @@ def sandbox_sources(package: Path = PACKAGE_DIRECTORY) -> list[Path]:
         paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
         found += [p.relative_to(package) for p in paths if "__pycache__" not in p.parts and p.suffix != ".pyc"]
     return found
+
+
+def copy_sandbox_side(package: Path, target: Path, sources: list[Path] | None = None) -> Path:
+    """Copy the sandbox side of `package` (or `sources` of it) to `target`, keeping modes; returns `target`."""
+    for relative in sources if sources is not None else sandbox_sources(package):
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(package / relative, target / relative)
+    return target
 
 
 class AgentBundles:
@@ -87,10 +95,7 @@ class AgentBundles:
         self.directory.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".build-agent-", dir=self.directory))
         try:
-            package = work / "e2b_local"
-            for relative in sources:
-                (package / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(self.package / relative, package / relative)
+            package = copy_sandbox_side(self.package, work / "e2b_local", sources)
             subprocess.run([*_python(base_layer), "-S", "-c", _COMPILE, str(package), f"{AGENT_MOUNT}/e2b_local"],
                            env={"PYTHONHOME": str(base_layer / "usr")}, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
@@ -120,7 +125,5 @@ def _python(base_layer: Path) -> list[str]:
     The base layer is e2b-local's own build, read-only to every sandbox (templates' layers lie above
     it), so this runs nothing that a sandbox or a template wrote.
     """
-    python = base_layer / "usr/bin/python3"
-    triplet = machine_multiarch()
-    libraries = ":".join(str(base_layer / d) for d in (f"lib/{triplet}", f"usr/lib/{triplet}"))
-    return [str(base_layer) + elf_interpreter(python), "--library-path", libraries, str(python)]
+    root = str(base_layer)
+    return [root + python_loader(base_layer), "--library-path", library_path(root), root + "/usr/bin/python3"]

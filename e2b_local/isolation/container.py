@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ from e2b_local.isolation.disk import SandboxDisk
 from e2b_local.isolation.forkserver import ForkServer
 from e2b_local.isolation.launcher import LaunchSpec
 from e2b_local.isolation.reaping import reap_children
-from e2b_local.isolation.rootfs import elf_interpreter, machine_multiarch
+from e2b_local.isolation.rootfs import library_path, python_loader
 from e2b_local.isolation.tracking import TrackedProcess
 from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_MOUNT
 
@@ -165,17 +164,14 @@ class Container:
         own start.
         """
         self.cgroup.create(limits)
-        loader = _loader(base_layer)
-        triplet = machine_multiarch()
-        library_path = ":".join(f"{BASE_MOUNT}{d}" for d in (f"/lib/{triplet}", f"/usr/lib/{triplet}"))
         spec = LaunchSpec(
             cgroup_key=self.key, lowers=[str(p) for p in layers], upper=str(self.upper),
             work=str(self.work), merged=str(self.directory / "merged"), socket=str(self.socket),
             log=str(self.agent_log), owner=self.owner(), id_base=self.id_base,
             workload_procs=_optional_str(self.cgroup.workload_procs()),
             base_layer=str(base_layer), agent_package=str(agent_package),
-            seccomp_bpf=str(seccomp_file), loader=loader,
-            library_path=library_path, hostname=hostname, internet=internet,
+            seccomp_bpf=str(seccomp_file), loader=python_loader(base_layer),
+            library_path=library_path(BASE_MOUNT), hostname=hostname, internet=internet,
             volumes=[[source, target] for source, target in volumes or []], agent_env=dict(agent_env or {}),
         )
         spec_file = self.directory / "launch.json"
@@ -229,13 +225,6 @@ class Container:
     def alive(self) -> bool:
         """Whether the sandbox's tracked top process still runs (and its cgroup holds processes)."""
         return self.top is not None and self.top.alive() and bool(self.cgroup.pids())
-
-
-@functools.cache
-def _loader(base_layer: Path) -> str:
-    # A base layer's path names its recipe, and the loader its Python asks for follows from the recipe:
-    # read once per layer, not with every launch.
-    return elf_interpreter(base_layer / "usr/bin/python3")
 
 
 def _optional_str(path: Path | None) -> str | None:

@@ -17,6 +17,7 @@ Every file is owned by uid/gid + 100000 on the host, the range that sandbox user
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -529,6 +530,19 @@ def elf_interpreter(binary: Path) -> str:
             size = int.from_bytes(data[off + 32:off + 40], order)
             return data[start:start + size].rstrip(b"\0").decode()
     raise ValueError(f"{binary} has no program interpreter")
+
+
+@functools.cache
+def python_loader(base_layer: Path) -> str:
+    """The dynamic loader the base layer's Python asks for (a path inside the layer)."""
+    # A base layer's path names its recipe, and the loader follows from the recipe: read once per layer.
+    return elf_interpreter(base_layer / "usr/bin/python3")
+
+
+def library_path(root: str) -> str:
+    """The base layer's library directories for its loader's --library-path, the layer being at `root`."""
+    triplet = machine_multiarch()
+    return ":".join(f"{root}/{d}" for d in (f"lib/{triplet}", f"usr/lib/{triplet}"))
 
 
 def machine_multiarch() -> str:

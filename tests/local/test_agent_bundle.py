@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 from conftest import ROOTFS_CACHE
 
-from e2b_local.isolation.agent_bundle import PACKAGE_DIRECTORY, UNUSED_DAYS, AgentBundles, sandbox_sources
+from e2b_local.isolation.agent_bundle import PACKAGE_DIRECTORY, UNUSED_DAYS, AgentBundles, copy_sandbox_side
 from e2b_local.isolation.rootfs import RootfsStore
-
-
-def _copy_sandbox_side(target: Path) -> Path:
-    for relative in sandbox_sources():
-        (target / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PACKAGE_DIRECTORY / relative, target / relative)
-    return target
 
 
 def test_a_bundle_is_made_once_per_sources_and_stale_ones_are_pruned(tmp_path: Path) -> None:
     base = RootfsStore(Path(ROOTFS_CACHE)).ensure_base()
-    package = _copy_sandbox_side(tmp_path / "src" / "e2b_local")
+    package = copy_sandbox_side(PACKAGE_DIRECTORY, tmp_path / "src" / "e2b_local")
     cache = tmp_path / "cache"
 
     first = AgentBundles(cache, package).path(base)
