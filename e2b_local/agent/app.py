@@ -23,7 +23,6 @@ from starlette.types import Receive, Scope, Send
 from e2b_local.agent import files
 from e2b_local.agent.connect import CODECS, EnvelopeCheck
 from e2b_local.agent.filesystem import filesystem_app
-from e2b_local.agent.interpreter_view import InterpreterSandbox
 from e2b_local.agent.journal import Journal
 from e2b_local.agent.process import ProcessService
 from e2b_local.agent.state import SandboxState
@@ -43,11 +42,9 @@ _INIT_FIELDS = (("sandboxId", "sandbox_id"), ("templateId", "template_id"),
 class AgentApp:
     """Dispatches by sandbox port and RPC path; one instance per agent."""
 
-    def __init__(self, state: SandboxState | None = None, workload: Workload | None = None,
-                 interpreter: InterpreterApp | None = None) -> None:
-        """`interpreter`: the code interpreter, when the agent built it first (see `__main__.serve`)."""
-        self.state = state if state is not None else SandboxState()
-        workload = workload if workload is not None else Workload()
+    def __init__(self, state: SandboxState, workload: Workload, interpreter: InterpreterApp) -> None:
+        """`interpreter`: the code interpreter, built before this module is imported (see `__main__.start`)."""
+        self.state = state
         accounts = Accounts(self.state)
         self.journal = Journal()
         self.envd_http = Starlette(routes=[
@@ -60,7 +57,7 @@ class AgentApp:
         self.process_rpc = EnvelopeCheck(ProcessASGIApplication(
             ProcessService(self.state, accounts, workload, self.journal), codecs=CODECS))
         self.filesystem_rpc = EnvelopeCheck(filesystem_app(accounts))
-        self.interpreter = interpreter or InterpreterApp(InterpreterSandbox(self.state, accounts, workload))
+        self.interpreter = interpreter
         self.sudo = SudoBroker(workload)
 
     async def health(self, request: Request) -> Response:

@@ -1,7 +1,7 @@
 """The sandbox as the agent shows it to the code interpreter (see `interpreter.sandbox.Sandbox`).
 
 Apart from `app`, so that the agent can build the interpreter and start its kernel before importing
-the rest of itself (see `__main__.serve`).
+the rest of itself (see `__main__.start`).
 """
 
 from __future__ import annotations
