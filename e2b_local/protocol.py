@@ -42,3 +42,9 @@ AGENT_SOCKET_NAME = "agent.sock"
 # The agent's record of what happened in its sandbox (processes started and ended), which only the
 # control plane reads: the router never forwards it.
 JOURNAL_PATH = "/journal"
+
+# A zygote (a pre-imported agent that is forked for each sandbox) gets its request socket by this
+# variable; each request carries these descriptors, in this order, then the sandbox's cgroup.procs
+# files and, when there is one, the workload's (see e2b_local/zygote).
+ZYGOTE_FD_VARIABLE = "E2B_LOCAL_ZYGOTE_FD"
+ZYGOTE_REQUEST_FDS = ("answer", "spec", "mnt", "net", "user", "listener", "log", "seccomp")

@@ -36,6 +36,9 @@ DEFAULT_BUILD_CONCURRENCY = 2
 DEFAULT_READY_TIMEOUT = 120
 DEFAULT_PULL_TIMEOUT = 600
 # Domain mode: `*.localhost` resolves to loopback (libnss-myhostname), and the HTTPS port sits beside 49980.
+# How sandboxes' agents start (see isolation/launcher.py): forked from a zygote, or executed afresh.
+AGENT_STARTS = ("fork", "exec")
+DEFAULT_AGENT_START = "fork"
 DEFAULT_DOMAIN = "e2b.localhost"
 DEFAULT_HTTPS_PORT = 49443
 DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -82,6 +85,9 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_TEMPLATE_POOL", "template_pool", str(DEFAULT_TEMPLATE_POOL),
                 "custom templates, the ones created from last, that keep one pre-started sandbox each (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
+    SettingInfo("E2B_LOCAL_AGENT_START", "agent_start", DEFAULT_AGENT_START,
+                "how each sandbox's agent starts: fork (from a pre-imported agent, in milliseconds) or exec (a "
+                "fresh one executed by bubblewrap)"),
     SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,
                 "domain mode's domain: https://api.<domain> and https://<port>-<id>.<domain> (resolves to loopback)"),
     SettingInfo("E2B_LOCAL_HTTPS_PORT", "https_port", str(DEFAULT_HTTPS_PORT),
@@ -226,6 +232,7 @@ class Settings:
     template_pool: int = DEFAULT_TEMPLATE_POOL
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
     log_requests: bool = False
+    agent_start: str = DEFAULT_AGENT_START
     build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
     ready_timeout: int = DEFAULT_READY_TIMEOUT
     pull_timeout: int = DEFAULT_PULL_TIMEOUT
@@ -282,6 +289,8 @@ class Settings:
             boot_concurrency=number("E2B_LOCAL_BOOT_CONCURRENCY", default_boot_concurrency(), lambda n: n >= 1,
                                     positive),
             log_requests=bool(number("E2B_LOCAL_LOG_REQUESTS", 0, lambda n: n in (0, 1), "0 or 1")),
+            agent_start=_choice("E2B_LOCAL_AGENT_START", value("E2B_LOCAL_AGENT_START"), AGENT_STARTS,
+                                DEFAULT_AGENT_START),
             build_concurrency=number("E2B_LOCAL_BUILD_CONCURRENCY", DEFAULT_BUILD_CONCURRENCY, lambda n: n >= 1,
                                      positive),
             ready_timeout=number("E2B_LOCAL_READY_TIMEOUT", DEFAULT_READY_TIMEOUT, lambda n: n >= 1, positive),
@@ -318,6 +327,14 @@ def _home(home: str | None, xdg_data_home: str | None, root: bool | None = None,
     if not (system_home / "api-key").exists() and (xdg / "api-key").exists():
         return xdg
     return system_home
+
+
+def _choice(name: str, raw: str | None, choices: tuple[str, ...], default: str) -> str:
+    if raw is None:
+        return default
+    if raw.strip() not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.strip()
 
 
 def _domain(raw: str | None) -> str:

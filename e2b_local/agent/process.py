@@ -31,6 +31,7 @@ from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
 from protobuf import Oneof
 
+from e2b_local import linux
 from e2b_local.agent.connect import request_user
 from e2b_local.agent.journal import Journal
 from e2b_local.agent.state import SandboxState
@@ -206,6 +207,10 @@ async def _readable(fd: int) -> None:
 
 def reset_oom_score() -> None:
     """Undo the agent's protection from out-of-memory kills for a process it starts (in the child)."""
+    # The agent's filesystem identity switches leave it undumpable; an agent forked from a zygote
+    # (whose memory dates from outside the sandbox) then has its /proc files owned by host root, and
+    # so would this child until its exec. Dumpable again, they are its own (the exec decides anew).
+    linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
     with open("/proc/self/oom_score_adj", "r+") as f:
         if f.read().strip() != "0":
             f.seek(0)

@@ -26,7 +26,7 @@ from e2b_local.protocol import AGENT_MOUNT
 
 PACKAGE_DIRECTORY = Path(e2b_local.__file__).parent
 # What of e2b_local runs inside sandboxes (tests/unit/test_imports.py checks that it imports nothing else).
-SANDBOX_SIDE = ("__init__.py", "protocol.py", "asgi.py", "agent", "interpreter", "mcp_gateway")
+SANDBOX_SIDE = ("__init__.py", "protocol.py", "linux.py", "asgi.py", "agent", "interpreter", "mcp_gateway", "zygote")
 # A bundle that no sandbox has been booted with for this long is removed when a new one is made.
 UNUSED_DAYS = 7
 # Never stale, since a bundle's name is the digest of its sources: sandboxes skip the source's stat.

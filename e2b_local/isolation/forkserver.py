@@ -4,9 +4,10 @@ A fresh interpreter for every sandbox would cost about 100 ms of CPU (Python's s
 launcher's imports) before any of the launcher's own work, on every create that the warm pool cannot
 serve. The fork server is started once, by the first launch of a server process, and stays
 single-threaded: each of its forks is a fresh launcher process with nothing of the server's threads,
-descriptors or locks, and runs `launcher.launch` in a new session of its own. The launcher's own
-child still executes bubblewrap, so nothing of this process reaches a sandbox but what an exec keeps:
-the descriptors the launcher passes on purpose.
+descriptors or locks, and runs `launcher.launch` in a new session of its own. Nothing of this
+process reaches a sandbox: the launcher's own child hands the sandbox to a zygote (`zygotes`, which
+this process starts and keeps, one per base layer) or executes bubblewrap, and either passes on only
+the descriptors the launcher means to.
 
 Requests come over a Unix socket pair from the server: the path of a launch spec, with the write
 end of a pipe for the answer, one JSON object (the launcher's pids, or `{"error": ...}`). The fork
@@ -25,8 +26,9 @@ import threading
 from pathlib import Path
 
 import e2b_local
-from e2b_local.isolation.launcher import LaunchSpec, launch
+from e2b_local.isolation.launcher import AGENT_ENV, LaunchSpec, launch, python_command
 from e2b_local.isolation.reaping import reap_children
+from e2b_local.isolation.zygotes import Zygotes
 
 # A launch spec's path, as one datagram.
 MAX_REQUEST = 4096
@@ -94,16 +96,14 @@ def _start() -> socket.socket:
 
 
 # -- the fork server's process ---------------------------------------------------------------------
-def _launch_one(spec_file: str, answer: int) -> None:
+def _launch_one(spec: LaunchSpec, answer: int, zygote: socket.socket | None) -> None:
     """In a fork: one launcher run, its answer written to `answer`; never returns."""
     code = 1
     try:
         # The launcher's own children (bubblewrap's parent, slirp4netns) are waited for as usual.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        with open(spec_file) as f:
-            spec = LaunchSpec(**json.load(f))
-        result: dict[str, object] = dict(launch(spec))
+        result: dict[str, object] = dict(launch(spec, zygote))
         code = 0
     except BaseException as exc:  # the fork must never return into the serving loop
         result = {"error": f"{type(exc).__name__}: {exc}"}
@@ -117,6 +117,7 @@ def serve(requests: socket.socket) -> None:
     """Fork a launcher for each request until the server's end of `requests` closes."""
     # Forks that have answered exit at once; collected as they do, so that none stays a zombie.
     signal.signal(signal.SIGCHLD, lambda *_: reap_children())
+    zygotes = Zygotes()
     while True:
         try:
             request, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, 1)
@@ -132,9 +133,18 @@ def serve(requests: socket.socket) -> None:
             continue
         answer = fds[0]
         os.set_inheritable(answer, False)
+        try:
+            with open(os.fsdecode(request)) as f:
+                spec = LaunchSpec(**json.load(f))
+            zygote = zygotes.get(spec.base_layer, spec.agent_package, python_command(spec, "e2b_local.zygote"),
+                                 AGENT_ENV) if spec.agent_start == "fork" else None
+        except (OSError, ValueError, TypeError) as exc:
+            os.write(answer, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            os.close(answer)
+            continue
         if os.fork() == 0:
             requests.close()
-            _launch_one(os.fsdecode(request), answer)
+            _launch_one(spec, answer, zygote)
         os.close(answer)
 
 

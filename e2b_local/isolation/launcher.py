@@ -1,4 +1,4 @@
-"""Start one sandbox: user, mount and network namespaces, the overlay root, then bubblewrap.
+"""Start one sandbox: user, mount and network namespaces, the overlay root, then its agent.
 
 Run in a process of its own, forked for each sandbox by the fork server (`forkserver`), so that the
 sandbox is no child of the server's threads and outlives a restart of the server. Steps:
@@ -13,16 +13,20 @@ sandbox is no child of the server's threads and outlives a restart of the server
    to that uid, and waits;
 4. the parent maps the child's uids/gids 0-65535 to the host range, attaches slirp4netns (as the
    owner uid) when the sandbox may reach the internet, and lets the child go;
-5. the child becomes root of its user namespace, drops CAP_NET_ADMIN and CAP_NET_RAW for good, caps
-   its open files, and executes bubblewrap, which adds pid, ipc and uts namespaces, private /proc and
-   /dev, the seccomp filter, and starts the in-sandbox agent on the inherited socket;
-6. the parent returns `{"pid": ..., "slirp_pid": ...}` (the fork server's answer) and exits.
+5. the child becomes root of its user namespace, drops CAP_NET_ADMIN and CAP_NET_RAW for good and
+   caps its open files. Then the sandbox's `Assembly` (pid, ipc and uts namespaces, private /proc
+   and /dev, the seccomp filter, the agent as pid 1 on the inherited socket) is made one of two ways:
+   - `fork` (the default): the child hands descriptors of its namespaces to the zygote of the base
+     layer (`zygotes`), whose fork joins them, assembles the sandbox and becomes its agent with
+     every module already imported; the child exits once the agent is assembled;
+   - `exec`: the child executes bubblewrap, which assembles the sandbox and executes a fresh agent;
+6. the parent returns `{"pid": ..., "slirp_pid": ...}` (the fork server's answer) and exits: the pid
+   of the sandbox's top process (the agent when forked, bubblewrap when executed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import resource
@@ -30,17 +34,27 @@ import socket
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from e2b_local import linux
 from e2b_local.isolation import idmap, network
 from e2b_local.isolation.cgroups import SandboxCgroup
-from e2b_local.isolation.mounts import MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, mount
 from e2b_local.isolation.rootfs import AGENT_SITE, HOST_ID_BASE, ID_RANGE
+from e2b_local.linux import (
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    PR_CAPBSET_DROP,
+    PR_SET_SECUREBITS,
+    mount,
+)
 from e2b_local.protocol import AGENT_FD_VARIABLE, AGENT_MOUNT, BASE_MOUNT, RUN_MOUNT, WORKLOAD_FD_VARIABLE
+from e2b_local.zygote.assembly import Assembly, Mount
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-PR_CAPBSET_DROP = 24
-PR_SET_SECUREBITS = 28
 # Changing the effective uid then keeps the capabilities (see _child).
 SECBIT_NO_SETUID_FIXUP = 1 << 2
 # Dropped for everything in the sandbox, root included. CAP_NET_ADMIN: nothing inside needs it
@@ -49,6 +63,7 @@ SECBIT_NO_SETUID_FIXUP = 1 << 2
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 DROPPED_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)
+CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW"}
 # Open files per process inside a sandbox (soft, hard): generous for real work, and with the pids and
 # memory limits a bound on what one sandbox can take of the host's file table.
 OPEN_FILES = (65_536, 65_536)
@@ -76,20 +91,13 @@ class LaunchSpec:
     hostname: str
     internet: bool
     agent_env: dict[str, str] = field(default_factory=dict)
+    # "fork" or "exec" (see step 5 above).
+    agent_start: str = "fork"
     # Volumes: [host directory, mount point in the sandbox], the host directory's owners in the storage range.
     volumes: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _unshare(flags: int) -> None:
-    if _libc.unshare(flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"unshare: {os.strerror(err)}")
 
 
 # Inside the launcher's private mount namespace, a tmpfs holds everything bubblewrap binds in, so that
@@ -102,6 +110,8 @@ STAGE_RUN = STAGE + "/run"
 STAGE_EMPTY = STAGE + "/empty"
 STAGE_VOLUME = STAGE + "/volume{}"
 STAGE_BOOT_ID = STAGE + "/boot_id"
+# Empty: where a zygote's fork assembles the sandbox (see e2b_local/zygote/assembly.py).
+STAGE_SCRATCH = STAGE + "/scratch"
 # The sandbox's sudo, replaced by the agent's shim (see e2b_local/agent/sudo.py).
 SUDO_PATH = "/usr/bin/sudo"
 SUDO_SHIM = "/agent/sudo_shim.py"
@@ -117,60 +127,86 @@ STAGE_INODES = 1024
 BARE_PACKAGES = ("e2b", "uvicorn")
 
 
-def bwrap_command(spec: LaunchSpec, seccomp_fd: int, agent_fd: int, workload_fd: int | None) -> list[str]:
-    """The bubblewrap invocation that builds the sandbox around the staged root."""
+def python_boot(module: str) -> str:
+    """The `python -c` program that runs `module` as __main__ with the agent's import setup."""
     site_packages = BASE_MOUNT + "/" + AGENT_SITE
-    boot = (
+    return (
         "import runpy, site, sys, types;"
         f"site.addsitedir({site_packages!r});"
         f"bare = {BARE_PACKAGES!r};"
         "sys.modules.update((name, types.ModuleType(name)) for name in bare);"
         f"[setattr(sys.modules[name], '__path__', [{site_packages!r} + '/' + name]) for name in bare];"
         f"sys.path.insert(0, {AGENT_MOUNT!r});"
-        "runpy.run_module('e2b_local.agent', run_name='__main__', alter_sys=True)"
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     )
-    env = {
-        "PYTHONHOME": BASE_MOUNT + "/usr",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C.UTF-8",
-        AGENT_FD_VARIABLE: str(agent_fd),
-        **({WORKLOAD_FD_VARIABLE: str(workload_fd)} if workload_fd is not None else {}),
-        **spec.agent_env,
-    }
-    args = [
-        "bwrap",
-        "--bind", STAGE_ROOT, "/",
-        "--ro-bind", STAGE_BASE, BASE_MOUNT,
-        "--ro-bind", STAGE_AGENT, AGENT_MOUNT + "/e2b_local",
-        "--bind", STAGE_RUN, RUN_MOUNT,
-        *[a for index, (_, target) in enumerate(spec.volumes) for a in ("--bind", STAGE_VOLUME.format(index), target)],
-        "--proc", "/proc",
-        "--ro-bind", STAGE_BOOT_ID, BOOT_ID_PATH,
-        "--dev", "/dev",
-        # No setuid program can raise privileges in a sandbox (no_new_privs): sudo asks the agent.
-        *(["--ro-bind", STAGE_AGENT + SUDO_SHIM, SUDO_PATH] if os.path.isfile(STAGE_ROOT + SUDO_PATH) else []),
+
+
+def python_command(spec: LaunchSpec, module: str) -> list[str]:
+    """The base layer's Python running `module`, through the layer's own loader (paths as sandboxes see them)."""
+    return [BASE_MOUNT + spec.loader, "--library-path", spec.library_path,
+            BASE_MOUNT + "/usr/bin/python3", "-S", "-B", "-c", python_boot(module)]
+
+
+# The agent's environment before the launcher's descriptors and the server's variables.
+AGENT_ENV = {
+    "PYTHONHOME": BASE_MOUNT + "/usr",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+
+def assembly_of(spec: LaunchSpec) -> Assembly:
+    """What turns the staged root into the sandbox, for bubblewrap or for a zygote's fork."""
+    volumes = [Mount("bind", target, STAGE_VOLUME.format(index)) for index, (_, target) in enumerate(spec.volumes)]
+    # No setuid program can raise privileges in a sandbox (no_new_privs): sudo asks the agent.
+    sudo = [Mount("ro-bind", SUDO_PATH, STAGE_AGENT + SUDO_SHIM)] if os.path.isfile(STAGE_ROOT + SUDO_PATH) else []
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    open_files = OPEN_FILES if hard == resource.RLIM_INFINITY else tuple(min(v, hard) for v in OPEN_FILES)
+    return Assembly(
+        root=STAGE_ROOT,
+        mounts=[
+            Mount("ro-bind", BASE_MOUNT, STAGE_BASE),
+            Mount("ro-bind", AGENT_MOUNT + "/e2b_local", STAGE_AGENT),
+            Mount("bind", RUN_MOUNT, STAGE_RUN),
+            *volumes,
+            Mount("proc", "/proc"),
+            Mount("ro-bind", BOOT_ID_PATH, STAGE_BOOT_ID),
+            Mount("dev", "/dev"),
+            *sudo,
+        ],
+        hostname=spec.hostname,
+        dropped_caps=list(DROPPED_CAPS),
+        env={**AGENT_ENV, **spec.agent_env},
+        open_files=list(open_files),
+    )
+
+
+def bwrap_command(spec: LaunchSpec, assembly: Assembly, seccomp_fd: int, agent_fd: int,
+                  workload_fd: int | None) -> list[str]:
+    """The bubblewrap invocation that builds the sandbox `assembly` describes and executes its agent."""
+    args = ["bwrap", "--bind", assembly.root, "/"]
+    for item in assembly.mounts:
+        args += [f"--{item.kind}", *([item.source] if item.source else []), item.destination]
+    args += [
         # The agent is the sandbox's pid 1: the kernel then ignores SIGKILL sent to it from inside,
         # so `kill -9 -1` as root in the sandbox cannot take the agent down.
-        "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname,
-        "--cap-add", "ALL", "--cap-drop", "CAP_NET_ADMIN", "--cap-drop", "CAP_NET_RAW",
+        "--unshare-pid", "--as-pid-1", "--unshare-ipc", "--unshare-uts", "--hostname", assembly.hostname,
+        "--cap-add", "ALL", *[a for cap in assembly.dropped_caps for a in ("--cap-drop", CAP_NAMES[cap])],
         "--seccomp", str(seccomp_fd),
         "--new-session",
         "--clearenv",
     ]
+    env = {**assembly.env, AGENT_FD_VARIABLE: str(agent_fd),
+           **({WORKLOAD_FD_VARIABLE: str(workload_fd)} if workload_fd is not None else {})}
     for key, value in env.items():
         args += ["--setenv", key, value]
-    args += [
-        "--chdir", "/",
-        "--", BASE_MOUNT + spec.loader, "--library-path", spec.library_path,
-        BASE_MOUNT + "/usr/bin/python3", "-S", "-B", "-c", boot,
-    ]
-    return args
+    return [*args, "--chdir", assembly.cwd, "--", *python_command(spec, "e2b_local.agent")]
 
 
 def _stage(spec: LaunchSpec) -> None:
     """As host root in a fresh mount namespace: mount the overlay root and stage every other mount."""
-    _unshare(CLONE_NEWNS)
+    linux.unshare(CLONE_NEWNS)
     mount("none", "/", "", MS_REC | MS_PRIVATE, "")
     # Held open so that the staging tmpfs may cover any of these paths (the data directory may be in /tmp).
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in
@@ -182,7 +218,7 @@ def _stage(spec: LaunchSpec) -> None:
 
     # Bounded: /.e2b/run, which sandbox root may write, lives in it (its other entries are mount points).
     mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=755,size={STAGE_SIZE},nr_inodes={STAGE_INODES}")
-    for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY):
+    for path in (STAGE_ROOT, STAGE_BASE, STAGE_AGENT, STAGE_RUN, STAGE_EMPTY, STAGE_SCRATCH):
         os.mkdir(path)
     with open(STAGE_BOOT_ID, "w") as f:
         f.write(f"{uuid.uuid4()}\n")
@@ -221,7 +257,8 @@ def _stage(spec: LaunchSpec) -> None:
         os.close(fd)
 
 
-def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, status_w: int) -> None:
+def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, status_w: int,
+           zygote: socket.socket | None) -> None:
     seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
     os.set_inheritable(seccomp_fd, True)
     listener.set_inheritable(True)
@@ -232,7 +269,11 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
         workload_fd = os.open(spec.workload_procs, os.O_WRONLY)
         os.set_inheritable(workload_fd, True)
     log = os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # A zygote's fork joins the sandbox's cgroups through these (opened as host root, like the above).
+    cgroups = [os.open(d / "cgroup.procs", os.O_WRONLY) for d in SandboxCgroup(spec.cgroup_key).directories()] \
+        if zygote is not None else []
     _stage(spec)
+    mount_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
     # Out-of-memory kills go to the sandbox's programs, never to its agent (which resets this to 0
     # for everything it starts). Needs CAP_SYS_RESOURCE, which some hosts withhold even from root;
     # there the kernel still picks the largest process, which is rarely the agent.
@@ -242,11 +283,10 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
     # kernel's per-user counters of everything inside are charged to it and not to host root, and so
     # that slirp4netns, running as that uid, may join the namespace. The capabilities stay (the
     # securebit) for the rest of this set-up, and the bit is cleared again inside the namespace.
-    if _libc.prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "setting securebits")
+    linux.prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, what="setting securebits")
     os.setresgid(-1, spec.owner, -1)
     os.setresuid(-1, spec.owner, -1)
-    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    linux.unshare(CLONE_NEWUSER | CLONE_NEWNET)
     os.write(ready_w, b"1")
     os.close(ready_w)
     if os.read(go_r, 1) != b"1":
@@ -256,26 +296,53 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
     os.setresuid(0, 0, 0)
     os.setgroups([])
     # Without this, a process inside that changes uid (root -> user) would keep root's capabilities.
-    if _libc.prctl(PR_SET_SECUREBITS, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "clearing securebits")
+    linux.prctl(PR_SET_SECUREBITS, 0, what="clearing securebits")
     network.bring_up_loopback()
     # Out of the bounding set too, so that no later exec (a file with capabilities, say) can regain them.
     for cap in DROPPED_CAPS:
-        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"dropping capability {cap}: {os.strerror(err)}")
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    cap = OPEN_FILES if hard == resource.RLIM_INFINITY else tuple(min(v, hard) for v in OPEN_FILES)
-    resource.setrlimit(resource.RLIMIT_NOFILE, cap)
+        linux.prctl(PR_CAPBSET_DROP, cap, what=f"dropping capability {cap}")
+    assembly = assembly_of(spec)
+    if zygote is not None:
+        namespaces = [mount_ns, *(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY) for kind in ("net", "user"))]
+        agent = _fork_agent(zygote, assembly, [*namespaces, listener.fileno(), log, seccomp_fd], cgroups,
+                            workload_fd)
+        os.write(status_w, f"pid {agent}".encode())
+        os._exit(0)
+    os.close(mount_ns)
+    resource.setrlimit(resource.RLIMIT_NOFILE, tuple(assembly.open_files))
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(log, 1)
     os.dup2(log, 2)
     try:
-        os.execvp("bwrap", bwrap_command(spec, seccomp_fd, listener.fileno(), workload_fd))
+        os.execvp("bwrap", bwrap_command(spec, assembly, seccomp_fd, listener.fileno(), workload_fd))
     except OSError as exc:
         os.write(status_w, f"cannot run bwrap: {exc}".encode())
         os._exit(127)
+
+
+def _fork_agent(zygote: socket.socket, assembly: Assembly, fds: list[int], cgroups: list[int],
+                workload_fd: int | None) -> int:
+    """Ask the zygote for the sandbox's agent (see e2b_local/zygote/spawn.py); the agent's host pid.
+
+    `fds`: the mount, network and user namespaces, the agent's socket, its log and the seccomp
+    filter, in the order of `ZYGOTE_REQUEST_FDS` after the answer and the spec.
+    """
+    spec = os.memfd_create("assembly", os.MFD_CLOEXEC)
+    os.write(spec, json.dumps({"assembly": assembly.to_dict(), "scratch": STAGE_SCRATCH, "cgroups": len(cgroups),
+                               "workload": workload_fd is not None}).encode())
+    answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        socket.send_fds(zygote, [b"agent"], [answer_w, spec, *fds, *cgroups,
+                                             *([workload_fd] if workload_fd is not None else [])])
+    except OSError as exc:
+        raise RuntimeError(f"the agent's zygote is gone: {exc}") from None
+    os.close(answer_w)
+    answer = _read_all(answer_r)
+    pid, _, rest = answer.partition("\n")
+    if not pid.startswith("pid ") or rest:
+        raise RuntimeError(f"the agent's zygote could not start the agent: {rest or pid or 'no answer'}")
+    return int(pid.removeprefix("pid "))
 
 
 def _listen(path: str) -> socket.socket:
@@ -296,13 +363,17 @@ def _listen(path: str) -> socket.socket:
     return listener
 
 
-def launch(spec: LaunchSpec) -> dict[str, int]:
-    """Start the sandbox described by `spec`; return the host pids of bwrap and slirp4netns."""
+def launch(spec: LaunchSpec, zygote: socket.socket | None = None) -> dict[str, int]:
+    """Start the sandbox described by `spec`; return the host pids of its top process and of slirp4netns.
+
+    With `zygote` (the base layer's, for `agent_start="fork"`), the agent is forked by it.
+    """
     SandboxCgroup(spec.cgroup_key).add(os.getpid())
     listener = _listen(spec.socket)
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
-    # Closed by the child's exec (O_CLOEXEC): end of file means bwrap started, text is the child's error.
+    # Closed by the child's exec (O_CLOEXEC): end of file means bwrap started, "pid N" that a zygote's
+    # fork is the agent, other text is the child's error.
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -310,7 +381,7 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
             os.close(ready_r)
             os.close(go_w)
             os.close(status_r)
-            _child(spec, listener, ready_w, go_r, status_w)
+            _child(spec, listener, ready_w, go_r, status_w, zygote)
         except BaseException as exc:  # the child must never return into the parent's code
             with contextlib.suppress(OSError):
                 os.write(status_w, f"{type(exc).__name__}: {exc}".encode())
@@ -328,9 +399,11 @@ def launch(spec: LaunchSpec) -> dict[str, int]:
     slirp_pid = network.attach_slirp4netns(pid, spec.owner, slirp_log) if spec.internet else 0
     os.write(go_w, b"1")
     os.close(go_w)
-    failure = _read_all(status_r)
-    if failure:
-        raise RuntimeError(f"the sandbox failed to start: {failure}")
+    status = _read_all(status_r)
+    if status.startswith("pid "):
+        pid = int(status.removeprefix("pid "))
+    elif status:
+        raise RuntimeError(f"the sandbox failed to start: {status}")
     return {"pid": pid, "slirp_pid": slirp_pid}
 
 

@@ -1,5 +1,6 @@
-"""The fork server that launches sandboxes: every launch goes through it, it holds nothing of a sandbox,
-its sandboxes are none of its children, and a fork server that dies is replaced at the next launch."""
+"""The fork server that launches sandboxes, and its zygotes: every launch goes through it, neither holds
+anything of a sandbox, sandboxes are none of their children, and a fork server or a zygote that dies
+is replaced at the next launch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from local.persistence_helpers import wait_for
 from local.sandbox_helpers import registry_key
 
 FORK_SERVER_MODULE = b"e2b_local.isolation.forkserver"
+ZYGOTE_MODULE = b"'e2b_local.zygote'"
 
 
 def _children(pid: int) -> list[int]:
@@ -23,18 +25,28 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _fork_servers(server_pid: int) -> list[int]:
-    """The server's children that run the fork server (and have not exited)."""
+def _running(parent: int, module: bytes) -> list[int]:
+    """The children of `parent` that run `module` (and have not exited)."""
     found = []
-    for pid in _children(server_pid):
+    for pid in _children(parent):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if FORK_SERVER_MODULE in cmdline and state not in ("Z", "X"):
+        if module in cmdline and state not in ("Z", "X"):
             found.append(pid)
     return found
+
+
+def _fork_servers(server_pid: int) -> list[int]:
+    """The server's children that run the fork server."""
+    return _running(server_pid, FORK_SERVER_MODULE)
+
+
+def _descriptors(pid: int) -> list[str]:
+    """What the descriptors of `pid` beyond its standard streams refer to."""
+    return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd") if int(fd) > 2]
 
 
 def _ppid(pid: int) -> int | None:
@@ -54,12 +66,18 @@ def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b
         servers = _fork_servers(server_pid)
         assert len(servers) == 1, servers
         fork_server = servers[0]
-        # Its forks exit once they have answered, and are collected: no zombie, no child left.
-        wait_for(lambda: not _children(fork_server), "the fork server's forks to be reaped")
-        # Its descriptors: the server's standard streams and its request socket, none of a sandbox's.
-        fds = {int(fd): os.readlink(f"/proc/{fork_server}/fd/{fd}") for fd in os.listdir(f"/proc/{fork_server}/fd")}
-        beyond_stdio = [target for fd, target in fds.items() if fd > 2]
-        assert len(beyond_stdio) == 1 and beyond_stdio[0].startswith("socket:"), fds
+        # Its forks exit once they have answered, and are collected: no zombie, no child left but the
+        # zygote that both sandboxes' agents were forked from.
+        zygotes = _running(fork_server, ZYGOTE_MODULE)
+        assert len(zygotes) == 1, zygotes
+        wait_for(lambda: _children(fork_server) == zygotes, "the fork server's forks to be reaped")
+        # Its descriptors beyond the server's standard streams: its request socket, and its zygote's
+        # socket and pidfd; none of a sandbox's.
+        kinds = sorted(target.split(":")[0] for target in _descriptors(fork_server))
+        assert kinds == ["anon_inode", "socket", "socket"], _descriptors(fork_server)
+        # The zygote's: its request socket alone.
+        assert [t.split(":")[0] for t in _descriptors(zygotes[0])] == ["socket"], _descriptors(zygotes[0])
+        assert not _children(zygotes[0])
         # The sandboxes' processes were handed to the server (a subreaper), not kept by the fork server:
         # in each sandbox's cgroup, every process whose parent is outside it is a child of the server.
         for sandbox in (first, second):
@@ -87,6 +105,26 @@ def test_a_fork_server_that_died_is_replaced_and_its_sandboxes_live_on(e2b_serve
             assert after.commands.run("echo launched").stdout == "launched\n"
             replaced = _fork_servers(server_pid)
             assert len(replaced) == 1 and replaced[0] != fork_server, replaced
+        finally:
+            after.kill()
+    finally:
+        before.kill()
+
+
+def test_a_zygote_that_died_is_replaced_and_its_sandboxes_live_on(e2b_server) -> None:
+    server_pid = e2b_server.process.pid
+    before = Sandbox.create(allow_internet_access=False)
+    try:
+        (fork_server,) = _fork_servers(server_pid)
+        (zygote,) = _running(fork_server, ZYGOTE_MODULE)
+        os.kill(zygote, 9)
+        wait_for(lambda: zygote not in _running(fork_server, ZYGOTE_MODULE), "the killed zygote to be gone")
+        assert before.commands.run("echo still here").stdout == "still here\n"
+        after = Sandbox.create(allow_internet_access=False)
+        try:
+            assert after.commands.run("echo forked").stdout == "forked\n"
+            replaced = _running(fork_server, ZYGOTE_MODULE)
+            assert len(replaced) == 1 and replaced[0] != zygote, replaced
         finally:
             after.kill()
     finally:

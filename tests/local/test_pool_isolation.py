@@ -1,12 +1,14 @@
-"""A sandbox from the warm pool is indistinguishable from one booted for its create.
+"""A sandbox from the warm pool, or whose agent was forked from a zygote, is indistinguishable from a fresh one.
 
-Two servers: one with the warm pool (the default), one with E2B_LOCAL_POOL_SIZE=0. Two
-code-interpreter sandboxes come from each, the pooled ones proved pooled by their directory existing
-before their create. Each is observed from inside (as root, as the default user, from its Python
-kernel) and from the host (its processes' cgroups and descriptors), and the observations of the two
-kinds are compared with each other: namespaces, cgroups, seccomp mode, id maps, capabilities,
-environment, random state and open descriptors. Each server's own id range, data directory and the
-sandbox's own key and id are the only things normalised away.
+Three servers: one with the warm pool (the default), one with E2B_LOCAL_POOL_SIZE=0, both forking
+their agents from a zygote, and one with no pool whose agents are executed afresh by bubblewrap
+(E2B_LOCAL_AGENT_START=exec). Two code-interpreter sandboxes come from each, the pooled ones proved
+pooled by their directory existing before their create. Each is observed from inside (as root, as
+the default user, from its Python kernel) and from the host (its processes' cgroups and
+descriptors), and the observations of the three kinds are compared with each other: namespaces,
+mounts, devices, cgroups, seccomp mode, id maps, capabilities, environment, random state and open
+descriptors. Each server's own id range, data directory and the sandbox's own key and id are the
+only things normalised away, with descriptor numbers and mount and device ids.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ data = {
     "boot_id": read("/proc/sys/kernel/random/boot_id").strip(),
     "hostname": os.uname().nodename,
     "fds": fds("self"),
+    # Without the mount's ids and device numbers (fields 1-3), which are the kernel's to choose.
+    "mounts": [" ".join(line.split()[3:]) for line in read("/proc/self/mountinfo").splitlines()],
+    "dev": sorted([name, oct(os.lstat("/dev/" + name).st_mode),
+                   os.readlink("/dev/" + name) if os.path.islink("/dev/" + name) else ""] for name in os.listdir("/dev")),
 }
 if os.geteuid() == 0:
     data["agent_status"] = status(1)
@@ -122,6 +128,7 @@ class Observed:
         text = text.replace(self.sandbox.sandbox_id[:8], "SANDBOX_ID8")
         text = re.sub(rf"\b{id_base(self.server)}\b", "ID_BASE", text)
         text = UUID_RE.sub("UUID", text)
+        text = re.sub(r"/proc/self/fd/\d+", "/proc/self/fd/N", text)
         return re.sub(r"\[\d+\]", "[]", text)  # socket, pipe and other inode numbers
 
 
@@ -188,6 +195,11 @@ def observe(kind: str, server: LocalServer, sandbox: Sandbox, key: str, mark: st
     seen.root = json.loads(sandbox.commands.run("python3 /tmp/observe.py", user="root").stdout)
     seen.user = json.loads(sandbox.commands.run("python3 /tmp/observe.py", user="user").stdout)
     for pid in host_processes(key):
+        # Bubblewrap's own process (the exec kind's top process) waits for the agent outside the
+        # sandbox's namespaces: it is none of the sandbox's processes, and a forked agent has none.
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap":
+                continue
         view = host_view(pid)
         if view is not None:
             seen.host[pid] = view
@@ -196,14 +208,16 @@ def observe(kind: str, server: LocalServer, sandbox: Sandbox, key: str, mark: st
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Observed]]]:
-    """PER_KIND observed sandboxes of each kind: "pooled" and "fresh"."""
+    """PER_KIND observed sandboxes of each kind: "pooled", "fresh" (both forked) and "exec"."""
     servers: list[LocalServer] = []
     sandboxes: list[Sandbox] = []
     try:
         servers.append(start_server(tmp_path_factory.mktemp("e2b-pooled")))
         servers.append(start_server(tmp_path_factory.mktemp("e2b-unpooled"), env={"E2B_LOCAL_POOL_SIZE": "0"}))
-        out: dict[str, list[Observed]] = {"pooled": [], "fresh": []}
-        for kind, server in zip(("pooled", "fresh"), servers, strict=True):
+        servers.append(start_server(tmp_path_factory.mktemp("e2b-exec"),
+                                    env={"E2B_LOCAL_POOL_SIZE": "0", "E2B_LOCAL_AGENT_START": "exec"}))
+        out: dict[str, list[Observed]] = {"pooled": [], "fresh": [], "exec": []}
+        for kind, server in zip(("pooled", "fresh", "exec"), servers, strict=True):
             for _ in range(PER_KIND):
                 sandbox, key, mark = create(server, kind == "pooled")
                 sandboxes.append(sandbox)
@@ -217,7 +231,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, lis
 
 
 def each(observed: dict[str, list[Observed]]) -> list[Observed]:
-    return observed["pooled"] + observed["fresh"]
+    return [o for kind in observed.values() for o in kind]
 
 
 def same_across_kinds(observed: dict[str, list[Observed]], fact: Any) -> Any:
@@ -246,6 +260,19 @@ def test_namespaces_are_the_same_kinds_and_each_sandbox_has_its_own(observed) ->
     # Within one sandbox, everything is in the same namespaces.
     for o in each(observed):
         assert o.root["ns"] == o.user["ns"] == o.kernel["ns"]
+
+
+# -- mounts and devices ----------------------------------------------------------------------------
+
+def test_mounts_and_devices_are_the_same(observed) -> None:
+    found = same_across_kinds(observed, lambda o: {view: [o.norm(m) for m in seen["mounts"]]
+                                                   for view, seen in (("root", o.root), ("user", o.user))})
+    assert found["root"] == found["user"]
+    assert any(m.startswith("/ / ") for m in found["root"]), found["root"]  # the sandbox's own root
+    devices = same_across_kinds(observed, lambda o: o.root["dev"])
+    assert [name for name, _, _ in devices] == sorted(
+        ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty",
+         "urandom", "zero"])
 
 
 # -- cgroups ---------------------------------------------------------------------------------------

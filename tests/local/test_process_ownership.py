@@ -52,7 +52,7 @@ def cmdline(pid: int) -> str:
 
 def agent_pid(cgroup: SandboxCgroup) -> int:
     """The host pid of the sandbox's agent: the process of its cgroup that is pid 1 inside."""
-    (pid,) = [p for p in cgroup.pids() if ns_pid(p) == 1 and "e2b_local.agent" in cmdline(p)]
+    (pid,) = [p for p in cgroup.pids() if ns_pid(p) == 1]
     return pid
 
 

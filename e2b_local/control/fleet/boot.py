@@ -46,7 +46,7 @@ class Booter:
     """Starts sandboxes: fresh ones on a template, and again on a stopped sandbox's own files."""
 
     def __init__(self, container: Callable[[str], Container], key_prefix: str, rootfs: RootfsStore,
-                 seccomp: Path, limits: Limits, disk_mb: int, workers: Workers) -> None:
+                 seccomp: Path, limits: Limits, disk_mb: int, workers: Workers, agent_start: str = "fork") -> None:
         self._container = container
         self.key_prefix = key_prefix
         self.rootfs = rootfs
@@ -55,6 +55,8 @@ class Booter:
         self.limits = limits
         self.disk_mb = disk_mb
         self.workers = workers
+        # "fork" or "exec": how agents start (see isolation/launcher.py).
+        self.agent_start = agent_start
         self._lock = threading.Lock()
         self._in_flight = 0
         self._unclaimed: set[Container] = set()
@@ -73,7 +75,7 @@ class Booter:
         agent_env = {EGRESS_CA_VARIABLE: self.trusted_ca} if trust and self.trusted_ca else {}
         info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
                                 base_layer=layers[-1], agent_package=self.agents.path(layers[-1]),
-                                volumes=volumes, agent_env=agent_env)
+                                volumes=volumes, agent_env=agent_env, agent_start=self.agent_start)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,

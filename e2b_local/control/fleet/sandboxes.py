@@ -90,7 +90,7 @@ class Fleet:
         self.live: dict[str, Live] = {}
         self.workers = Workers(settings.boot_concurrency)
         self.booter = Booter(self.container, key_prefix, self.rootfs, compiled_filter(paths.home / "seccomp.bpf"),
-                             self.limits, self.disk_mb, self.workers)
+                             self.limits, self.disk_mb, self.workers, settings.agent_start)
         self.pool = WarmPool(self.booter, settings.pool_size, settings.template_pool, settings.pool_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}

@@ -1,0 +1,140 @@
+"""Linux system calls that Python's standard library does not wrap, for both sides of e2b_local.
+
+Namespaces, mounts, capabilities and the seccomp filter: what the launcher uses to stage a sandbox
+on the host, and what a zygote's fork uses to turn itself into a sandbox's agent. Each wrapper raises
+OSError naming what failed. It imports nothing of e2b_local, so either side may use it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+# From <sched.h>.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# From <sys/mount.h>.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# From <linux/prctl.h>, <linux/capability.h> and <linux/seccomp.h>.
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+SECCOMP_MODE_FILTER = 2
+_CAPABILITY_VERSION_3 = 0x20080522
+# A seccomp program is an array of struct sock_filter, 8 bytes each.
+BPF_INSTRUCTION_SIZE = 8
+
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    """mount(2)."""
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode()),
+           f"mount {fstype or source} on {target}")
+
+
+def umount(target: str, flags: int = MNT_DETACH, missing_ok: bool = False) -> None:
+    """umount2(2); with `missing_ok`, nothing mounted at `target` (or no `target`) is not an error."""
+    if _libc.umount2(target.encode(), flags) != 0:
+        err = ctypes.get_errno()
+        if not (missing_ok and err in (errno.EINVAL, errno.ENOENT)):
+            raise OSError(err, f"unmounting {target}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2)."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def setns(fd: int, kind: int) -> None:
+    """setns(2): join the namespace `fd` refers to."""
+    _check(_libc.setns(fd, kind), "setns")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2), which the C library does not wrap."""
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: unknown system call number on {platform.machine()}")
+    _check(_libc.syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> None:
+    """prctl(2) with integer arguments."""
+    _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           what)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def set_capabilities(caps: set[int], last_cap: int) -> None:
+    """Make `caps` this thread's bounding, permitted, effective, inheritable and ambient sets.
+
+    What `bwrap --cap-add` gives a process running as root of its user namespace. The bounding set
+    loses every other capability up to `last_cap` for good.
+    """
+    for cap in range(last_cap + 1):
+        if cap not in caps:
+            prctl(PR_CAPBSET_DROP, cap, what=f"dropping capability {cap}")
+    mask = sum(1 << cap for cap in caps)
+    data = (_CapData * 2)()
+    for index in range(2):
+        word = (mask >> (32 * index)) & 0xFFFFFFFF
+        data[index].effective = data[index].permitted = data[index].inheritable = word
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    for cap in sorted(caps):
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, what=f"raising ambient capability {cap}")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def load_seccomp(program: bytes) -> None:
+    """Set no_new_privs and install the seccomp filter `program` (BPF), as `bwrap --seccomp` does."""
+    if not program or len(program) % BPF_INSTRUCTION_SIZE:
+        raise OSError(errno.EINVAL, "seccomp: the filter is not a whole BPF program")
+    prctl(PR_SET_NO_NEW_PRIVS, 1, what="setting no_new_privs")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // BPF_INSTRUCTION_SIZE, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "loading the seccomp filter")

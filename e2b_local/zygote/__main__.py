@@ -1,0 +1,69 @@
+"""Run a zygote: import the agent once, then fork for each request until the fork server goes away."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+
+from e2b_local.protocol import ZYGOTE_FD_VARIABLE
+from e2b_local.zygote.spawn import spawn
+
+# A request is its descriptors; its text is only a marker (everything else comes in the spec descriptor,
+# read by the fork, so that no sandbox's details ever pass through the zygote's own memory).
+MAX_REQUEST = 16
+MAX_FDS = 32
+
+
+def preload() -> None:
+    """Import everything the agent imports before it serves, so that forks share it."""
+    import e2b_local.agent.__main__
+    import e2b_local.agent.app  # noqa: F401
+
+    # Objects that exist now are never collected: the collector's visits would write to every page
+    # the forks share, and copy them into each one.
+    gc.freeze()
+
+
+def _reap(*_: object) -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(requests: socket.socket) -> None:
+    """Fork a sandbox's agent for each request, until the fork server's end of `requests` closes."""
+    signal.signal(signal.SIGCHLD, _reap)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, MAX_FDS)
+        except InterruptedError:
+            continue
+        except ConnectionError:
+            return
+        if not message:
+            for fd in fds:
+                os.close(fd)
+            return
+        if os.fork() == 0:
+            requests.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            spawn(fds)
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> None:
+    requests = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD_VARIABLE)))
+    requests.set_inheritable(False)
+    preload()
+    serve(requests)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""A zygote's fork: join a sandbox's namespaces and become its agent, pid 1 of the sandbox.
+
+The launcher has made the sandbox's user and network namespaces and a mount namespace holding its
+staged root, as for bubblewrap, and sends descriptors of them with the request (in the order of
+`protocol.ZYGOTE_REQUEST_FDS`). The fork (still host root, in the zygote's namespaces):
+
+1. reads the request's spec, joins the launcher's mount namespace, the sandbox's cgroups and its
+   network and user namespaces, and becomes root of the user namespace, as the launcher's child is;
+2. unshares a pid namespace and forks the agent, whose host pid it answers, then exits;
+3. the agent, pid 1 of that namespace, unshares mount, ipc and uts namespaces and carries out the
+   sandbox's `Assembly` as bubblewrap would (mounts, pivot into the root, hostname, capabilities,
+   session, limits, environment, descriptors, seccomp filter last), closes the answer (end of file
+   there means the sandbox is assembled) and runs the agent's own main.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from typing import NoReturn
+
+from e2b_local import linux
+from e2b_local.protocol import AGENT_FD_VARIABLE, WORKLOAD_FD_VARIABLE, ZYGOTE_REQUEST_FDS
+from e2b_local.zygote.assembly import Assembly, finish, last_capability, mount_all
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.pread(fd, 65536, sum(len(c) for c in chunks)):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fail(answer: int, exc: BaseException) -> NoReturn:
+    with contextlib.suppress(OSError):
+        os.write(answer, f"error {type(exc).__name__}: {exc}".encode())
+    traceback.print_exc()
+    os._exit(1)
+
+
+def spawn(fds: list[int]) -> NoReturn:
+    """In a fork of the zygote: steps 1 and 2 above; never returns."""
+    named = dict(zip(ZYGOTE_REQUEST_FDS, fds, strict=False))
+    answer = named.get("answer", -1)
+    try:
+        if len(fds) < len(ZYGOTE_REQUEST_FDS):
+            raise ValueError(f"a request needs {len(ZYGOTE_REQUEST_FDS)} descriptors, got {len(fds)}")
+        spec = json.loads(_read_all(named["spec"]))
+        extra = fds[len(ZYGOTE_REQUEST_FDS):]
+        cgroups, workload = extra[:spec["cgroups"]], (extra[spec["cgroups"]] if spec["workload"] else None)
+        assembly = Assembly.from_dict(spec["assembly"])
+        linux.setns(named["mnt"], linux.CLONE_NEWNS)
+        for fd in cgroups:
+            os.write(fd, b"0")
+            os.close(fd)
+        # As for a freshly launched agent: out-of-memory kills go to the sandbox's programs (needs
+        # CAP_SYS_RESOURCE, which some hosts withhold even from root).
+        with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-1000")
+        last_cap = last_capability()
+        seccomp = _read_all(named["seccomp"])
+        linux.setns(named["net"], linux.CLONE_NEWNET)
+        linux.setns(named["user"], linux.CLONE_NEWUSER)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.setgroups([])
+        for name in ("spec", "mnt", "net", "user", "seccomp"):
+            os.close(named[name])
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            _become_agent(assembly, spec["scratch"], seccomp, last_cap, answer, named["listener"],
+                          named["log"], workload)
+        os.write(answer, f"pid {pid}\n".encode())
+    except BaseException as exc:  # the fork must never return into the zygote's loop
+        _fail(answer, exc)
+    os._exit(0)
+
+
+def _become_agent(assembly: Assembly, scratch: str, seccomp: bytes, last_cap: int, answer: int,
+                  listener: int, log: int, workload: int | None) -> NoReturn:
+    """Step 3 above, as pid 1 of the sandbox's pid namespace; never returns."""
+    try:
+        linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+        mount_all(assembly, scratch)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        keep = {listener, answer} | ({workload} if workload is not None else set())
+        finish(assembly, seccomp, last_cap, keep)
+        os.environ[AGENT_FD_VARIABLE] = str(listener)
+        if workload is not None:
+            os.environ[WORKLOAD_FD_VARIABLE] = str(workload)
+        os.close(answer)
+    except BaseException as exc:
+        _fail(answer, exc)
+    code = 0
+    try:
+        from e2b_local.agent.__main__ import main
+
+        main()
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+    os._exit(code)
