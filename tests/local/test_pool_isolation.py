@@ -82,7 +82,8 @@ data = {
     # Without the mount's ids and device numbers (fields 1-3), which are the kernel's to choose.
     "mounts": [" ".join(line.split()[3:]) for line in read("/proc/self/mountinfo").splitlines()],
     "dev": sorted([name, oct(os.lstat("/dev/" + name).st_mode),
-                   os.readlink("/dev/" + name) if os.path.islink("/dev/" + name) else ""] for name in os.listdir("/dev")),
+                   os.readlink("/dev/" + name) if os.path.islink("/dev/" + name) else ""]
+                  for name in os.listdir("/dev")),
 }
 if os.geteuid() == 0:
     data["agent_status"] = status(1)
