@@ -37,6 +37,7 @@ MNT_DETACH = 2
 
 # From <linux/prctl.h>, <linux/capability.h> and <linux/seccomp.h>.
 PR_SET_DUMPABLE = 4
+PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_SECUREBITS = 28
 PR_SET_NO_NEW_PRIVS = 38
@@ -105,22 +106,42 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
+def last_capability() -> int:
+    """The highest capability number this kernel knows (the bounding set refuses to read past it)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_READ, ctypes.c_ulong(cap + 1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0)) >= 0:
+        cap += 1
+    return cap
+
+
+def drop_bounding(keep: set[int], last_cap: int) -> None:
+    """Remove every capability up to `last_cap` but `keep` from the bounding set, for good."""
+    for cap in range(last_cap + 1):
+        if cap not in keep:
+            prctl(PR_CAPBSET_DROP, cap, what=f"dropping capability {cap}")
+
+
+def capset(permitted: set[int], inheritable: set[int]) -> None:
+    """Set this thread's permitted and effective sets to `permitted`, its inheritable set to `inheritable`."""
+    permitted_mask, inheritable_mask = (sum(1 << cap for cap in caps) for caps in (permitted, inheritable))
+    data = (_CapData * 2)()
+    for index in range(2):
+        shift = 32 * index
+        data[index].effective = data[index].permitted = (permitted_mask >> shift) & 0xFFFFFFFF
+        data[index].inheritable = (inheritable_mask >> shift) & 0xFFFFFFFF
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
 def set_capabilities(caps: set[int], last_cap: int) -> None:
     """Make `caps` this thread's bounding, permitted, effective, inheritable and ambient sets.
 
     What `bwrap --cap-add` gives a process running as root of its user namespace. The bounding set
     loses every other capability up to `last_cap` for good.
     """
-    for cap in range(last_cap + 1):
-        if cap not in caps:
-            prctl(PR_CAPBSET_DROP, cap, what=f"dropping capability {cap}")
-    mask = sum(1 << cap for cap in caps)
-    data = (_CapData * 2)()
-    for index in range(2):
-        word = (mask >> (32 * index)) & 0xFFFFFFFF
-        data[index].effective = data[index].permitted = data[index].inheritable = word
-    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
-    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    drop_bounding(caps, last_cap)
+    capset(caps, caps)
     for cap in sorted(caps):
         prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, what=f"raising ambient capability {cap}")
 

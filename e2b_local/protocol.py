@@ -48,3 +48,8 @@ JOURNAL_PATH = "/journal"
 # files and, when there is one, the workload's (see e2b_local/zygote).
 ZYGOTE_FD_VARIABLE = "E2B_LOCAL_ZYGOTE_FD"
 ZYGOTE_REQUEST_FDS = ("answer", "spec", "mnt", "net", "user", "listener", "log", "seccomp")
+# The Python kernel's spec in templates that have one (the code interpreter's); kernel zygotes are
+# started for those (see e2b_local/zygote/kernels.py), and the agent hands their channel on by this.
+KERNELSPECS_DIR = "/usr/local/share/jupyter/kernels"
+PYTHON_KERNELSPEC = KERNELSPECS_DIR + "/python3/kernel.json"
+KERNELS_FD_VARIABLE = "E2B_LOCAL_KERNELS_FD"

@@ -21,6 +21,7 @@ from e2b_local.agent.state import SandboxState
 from e2b_local.agent.users import Accounts
 from e2b_local.agent.workload import Workload
 from e2b_local.interpreter.app import InterpreterApp, ships_kernels
+from e2b_local.interpreter.forking import KernelForker
 from e2b_local.protocol import AGENT_FD_VARIABLE, CODE_INTERPRETER_PORT, EGRESS_CA_VARIABLE
 
 if TYPE_CHECKING:
@@ -67,17 +68,17 @@ def main() -> None:
     authority = os.environ.pop(EGRESS_CA_VARIABLE, None)
     if authority:
         state.trust_env = trust.install(authority)
-    asyncio.run(start(fd, state, workload))
+    asyncio.run(start(fd, state, workload, KernelForker.take()))
 
 
-async def start(fd: int, state: SandboxState, workload: Workload) -> None:
+async def start(fd: int, state: SandboxState, workload: Workload, forker: KernelForker) -> None:
     """Build the agent's services and serve them on `fd`.
 
     In a code-interpreter sandbox the Python kernel is started first, and the envd services (most of
     the agent's own start: the SDK's Connect code and protobuf) are imported while it starts, on
     another CPU when there is one: a fresh sandbox's first run_code then waits for the kernel alone.
     """
-    interpreter = InterpreterApp(InterpreterSandbox(state, Accounts(state), workload))
+    interpreter = InterpreterApp(InterpreterSandbox(state, Accounts(state), workload, forker))
     reaper = install_reaper(asyncio.get_running_loop())
     try:
         if ships_kernels():

@@ -9,15 +9,18 @@ from __future__ import annotations
 from e2b_local.agent.state import SandboxState
 from e2b_local.agent.users import Accounts, User
 from e2b_local.agent.workload import Workload
+from e2b_local.interpreter.forking import KernelForker
 
 
 class InterpreterSandbox:
     """The sandbox as the code interpreter sees it (see `interpreter.sandbox.Sandbox`)."""
 
-    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload) -> None:
+    def __init__(self, state: SandboxState, accounts: Accounts, workload: Workload,
+                 forker: KernelForker | None = None) -> None:
         self.state = state
         self.accounts = accounts
         self.workload = workload
+        self.forker = forker or KernelForker(None)
 
     def default_account(self) -> User:
         """The sandbox's default user."""
@@ -34,3 +37,7 @@ class InterpreterSandbox:
     def join_workload(self) -> None:
         """Move the calling child into the workload cgroup."""
         self.workload.join()
+
+    def kernel_forker(self) -> KernelForker:
+        """The channel to the template's kernel zygote (none for an agent executed afresh)."""
+        return self.forker

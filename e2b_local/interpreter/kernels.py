@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2b_local.interpreter.connection import ConnectionInfo
+from e2b_local.interpreter.forking import ForkedProcess
 from e2b_local.interpreter.languages import KernelSpec, Language
 from e2b_local.interpreter.sandbox import Sandbox
 from e2b_local.protocol import KERNELS_ROOT as KERNELS_MOUNT
@@ -158,7 +159,7 @@ class Kernel:
         self.on_exit = on_exit
         self.spec = KernelSpec.load(language.kernel)
         self.env: dict[str, str] = {}
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
         self.client: KernelClient | None = None
         self.waiters: dict[str, Submission] = {}
         self.ready = False
@@ -194,13 +195,21 @@ class Kernel:
         }
         argv = [arg.replace("{connection_file}", str(connection_file)) for arg in self.spec.argv]
         LOG_ROOT.mkdir(parents=True, exist_ok=True)
+        forker = self.sandbox.kernel_forker()
         try:
             with open(LOG_ROOT / f"{self.id}.log", "ab") as log_file:
-                self.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd,
-                    env=env, user=user.uid, group=user.gid, extra_groups=list(user.groups), start_new_session=True,
-                    preexec_fn=self.sandbox.join_workload,
-                )
+                if forker.can_fork(argv, env):
+                    try:
+                        self.proc = await forker.spawn(argv, env, self.cwd, user.uid, user.gid, list(user.groups),
+                                                       log_file.fileno())
+                    except OSError as exc:
+                        log.warning("kernel %s: forking failed, starting it afresh: %s", self.id, exc)
+                if self.proc is None:
+                    self.proc = await asyncio.create_subprocess_exec(
+                        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd,
+                        env=env, user=user.uid, group=user.gid, extra_groups=list(user.groups),
+                        start_new_session=True, preexec_fn=self.sandbox.join_workload,
+                    )
         finally:
             self.spawned.set()
         self._watcher = asyncio.create_task(self._watch())

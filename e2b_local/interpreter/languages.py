@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2b_local.protocol import KERNELSPECS_DIR
+
 # Where the code-interpreter template installs its kernel specs (Jupyter's system-wide data path).
-KERNELS_DIR = Path("/usr/local/share/jupyter/kernels")
+KERNELS_DIR = Path(KERNELSPECS_DIR)
 # The language of a request that names none (E2B's default).
 DEFAULT_LANGUAGE = "python"
 # Other names for the languages: E2B's own (js, ts) and a few obvious ones.

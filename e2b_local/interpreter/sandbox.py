@@ -5,7 +5,10 @@ The interpreter imports nothing of the agent: the agent hands it an object of th
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from e2b_local.interpreter.forking import KernelForker
 
 
 class Account(Protocol):
@@ -49,4 +52,8 @@ class Sandbox(Protocol):
 
     def join_workload(self) -> None:
         """Move the calling process into the sandbox's workload cgroup (in a child, before exec)."""
+        ...
+
+    def kernel_forker(self) -> KernelForker:
+        """The channel to the template's kernel zygote (which may have none)."""
         ...

@@ -16,6 +16,7 @@ server exits when the server's end of the pair closes (when the server's process
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from pathlib import Path
 import e2b_local
 from e2b_local.isolation.launcher import AGENT_ENV, LaunchSpec, launch, python_command
 from e2b_local.isolation.reaping import reap_children
-from e2b_local.isolation.zygotes import Zygotes
+from e2b_local.isolation.zygotes import KERNEL_ENV, Zygotes, agent_root, kernel_command, kernel_root, python_kernel
 
 # A launch spec's path, as one datagram.
 MAX_REQUEST = 4096
@@ -96,14 +97,15 @@ def _start() -> socket.socket:
 
 
 # -- the fork server's process ---------------------------------------------------------------------
-def _launch_one(spec: LaunchSpec, answer: int, zygote: socket.socket | None) -> None:
+def _launch_one(spec: LaunchSpec, answer: int, zygote: socket.socket | None,
+                kernels: socket.socket | None) -> None:
     """In a fork: one launcher run, its answer written to `answer`; never returns."""
     code = 1
     try:
         # The launcher's own children (bubblewrap's parent, slirp4netns) are waited for as usual.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        result: dict[str, object] = dict(launch(spec, zygote))
+        result: dict[str, object] = dict(launch(spec, zygote, kernels))
         code = 0
     except BaseException as exc:  # the fork must never return into the serving loop
         result = {"error": f"{type(exc).__name__}: {exc}"}
@@ -136,15 +138,21 @@ def serve(requests: socket.socket) -> None:
         try:
             with open(os.fsdecode(request)) as f:
                 spec = LaunchSpec(**json.load(f))
-            zygote = zygotes.get(spec.base_layer, spec.agent_package, python_command(spec, "e2b_local.zygote"),
-                                 AGENT_ENV) if spec.agent_start == "fork" else None
+            zygote = kernels = None
+            if spec.agent_start == "fork":
+                zygote = zygotes.get(("agent", spec.base_layer, spec.agent_package),
+                                     python_command(spec, "e2b_local.zygote"), AGENT_ENV,
+                                     functools.partial(agent_root, spec.base_layer, spec.agent_package))
+                if (python := python_kernel(spec.lowers)) is not None:
+                    kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package), kernel_command(python),
+                                          KERNEL_ENV, functools.partial(kernel_root, spec.lowers, spec.agent_package))
         except (OSError, ValueError, TypeError) as exc:
             os.write(answer, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
             os.close(answer)
             continue
         if os.fork() == 0:
             requests.close()
-            _launch_one(spec, answer, zygote)
+            _launch_one(spec, answer, zygote, kernels)
         os.close(answer)
 
 

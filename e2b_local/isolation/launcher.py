@@ -258,7 +258,7 @@ def _stage(spec: LaunchSpec) -> None:
 
 
 def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, status_w: int,
-           zygote: socket.socket | None) -> None:
+           zygote: socket.socket | None, kernels: socket.socket | None) -> None:
     seccomp_fd = os.open(spec.seccomp_bpf, os.O_RDONLY)
     os.set_inheritable(seccomp_fd, True)
     listener.set_inheritable(True)
@@ -305,7 +305,7 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
     if zygote is not None:
         namespaces = [mount_ns, *(os.open(f"/proc/self/ns/{kind}", os.O_RDONLY) for kind in ("net", "user"))]
         agent = _fork_agent(zygote, assembly, [*namespaces, listener.fileno(), log, seccomp_fd], cgroups,
-                            workload_fd)
+                            workload_fd, kernels)
         os.write(status_w, f"pid {agent}".encode())
         os._exit(0)
     os.close(mount_ns)
@@ -322,19 +322,20 @@ def _child(spec: LaunchSpec, listener: socket.socket, ready_w: int, go_r: int, s
 
 
 def _fork_agent(zygote: socket.socket, assembly: Assembly, fds: list[int], cgroups: list[int],
-                workload_fd: int | None) -> int:
+                workload_fd: int | None, kernels: socket.socket | None) -> int:
     """Ask the zygote for the sandbox's agent (see e2b_local/zygote/spawn.py); the agent's host pid.
 
     `fds`: the mount, network and user namespaces, the agent's socket, its log and the seccomp
-    filter, in the order of `ZYGOTE_REQUEST_FDS` after the answer and the spec.
+    filter, in the order of `ZYGOTE_REQUEST_FDS` after the answer and the spec. `kernels`: the
+    template's kernel zygote, which the agent-to-be registers the sandbox with.
     """
     spec = os.memfd_create("assembly", os.MFD_CLOEXEC)
     os.write(spec, json.dumps({"assembly": assembly.to_dict(), "scratch": STAGE_SCRATCH, "cgroups": len(cgroups),
-                               "workload": workload_fd is not None}).encode())
+                               "workload": workload_fd is not None, "kernels": kernels is not None}).encode())
     answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+    extra = [*([workload_fd] if workload_fd is not None else []), *([kernels.fileno()] if kernels is not None else [])]
     try:
-        socket.send_fds(zygote, [b"agent"], [answer_w, spec, *fds, *cgroups,
-                                             *([workload_fd] if workload_fd is not None else [])])
+        socket.send_fds(zygote, [b"agent"], [answer_w, spec, *fds, *cgroups, *extra])
     except OSError as exc:
         raise RuntimeError(f"the agent's zygote is gone: {exc}") from None
     os.close(answer_w)
@@ -363,10 +364,12 @@ def _listen(path: str) -> socket.socket:
     return listener
 
 
-def launch(spec: LaunchSpec, zygote: socket.socket | None = None) -> dict[str, int]:
+def launch(spec: LaunchSpec, zygote: socket.socket | None = None,
+           kernels: socket.socket | None = None) -> dict[str, int]:
     """Start the sandbox described by `spec`; return the host pids of its top process and of slirp4netns.
 
-    With `zygote` (the base layer's, for `agent_start="fork"`), the agent is forked by it.
+    With `zygote` (the base layer's, for `agent_start="fork"`), the agent is forked by it, and with
+    `kernels` (the template's kernel zygote) its Python kernels are too.
     """
     SandboxCgroup(spec.cgroup_key).add(os.getpid())
     listener = _listen(spec.socket)
@@ -381,7 +384,7 @@ def launch(spec: LaunchSpec, zygote: socket.socket | None = None) -> dict[str, i
             os.close(ready_r)
             os.close(go_w)
             os.close(status_r)
-            _child(spec, listener, ready_w, go_r, status_w, zygote)
+            _child(spec, listener, ready_w, go_r, status_w, zygote, kernels)
         except BaseException as exc:  # the child must never return into the parent's code
             with contextlib.suppress(OSError):
                 os.write(status_w, f"{type(exc).__name__}: {exc}".encode())

@@ -1,35 +1,38 @@
-"""The fork server's zygotes: one pre-imported agent per base layer and agent bundle (see e2b_local/zygote).
+"""The fork server's zygotes: pre-imported agents and Python kernels, forked into sandboxes (see e2b_local/zygote).
 
 A fresh agent spends a third of a second of CPU importing its modules, and each keeps a private copy
 of everything it imported. A zygote imports them once; every sandbox's agent is a fork of it, which
 starts in milliseconds and shares those pages with the zygote and its other forks until it writes
 to them.
 
-A zygote runs the base layer's Python as host root, in a mount namespace of its own whose root is a
-tmpfs holding only the base layer and the agent bundle, read-only, at the paths sandboxes see them
-at (so every module's path, and any later import, is the same as in a sandbox), and links to the
-base layer's top directories. It is started on
+An agent zygote (one per base layer and agent bundle) runs the base layer's Python as host root, in
+a mount namespace of its own whose root is a tmpfs holding only the base layer and the agent bundle,
+read-only, at the paths sandboxes see them at (so every module's path, and any later import, is the
+same as in a sandbox), and links to the base layer's top directories. A kernel zygote (one per
+template with an ipykernel) runs the template's Python in a root made of the template's layers. It is started on
 the first launch that needs it, replaced when it has died, and ends when the fork server does (its
 request socket closes). It holds nothing of any sandbox: each request's details go to its fork.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from e2b_local import linux
 from e2b_local.linux import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
-from e2b_local.protocol import AGENT_MOUNT, BASE_MOUNT, ZYGOTE_FD_VARIABLE
+from e2b_local.protocol import AGENT_MOUNT, BASE_MOUNT, PYTHON_KERNELSPEC, ZYGOTE_FD_VARIABLE
 
 # The zygote's root, in its own mount namespace (the mount hides whatever the host has there).
 ROOT = "/tmp"
 # Zygotes kept at once; the least recently used goes when another base layer or bundle needs one.
-MAX_ZYGOTES = 4
+MAX_ZYGOTES = 6
 
 
 @dataclass
@@ -52,28 +55,28 @@ class Zygote:
 
 
 class Zygotes:
-    """The zygotes of one fork server, by (base layer, agent bundle)."""
+    """The zygotes of one fork server, by what they were started for."""
 
     def __init__(self) -> None:
-        self._running: dict[tuple[str, str], Zygote] = {}
+        self._running: dict[tuple[str, ...], Zygote] = {}
 
-    def get(self, base_layer: str, agent_package: str, command: list[str], env: dict[str, str]) -> socket.socket:
-        """The request socket of the zygote for this base layer and bundle, started with `command` if needed."""
-        key = (base_layer, agent_package)
+    def get(self, key: tuple[str, ...], command: list[str], env: dict[str, str],
+            enter_root: Callable[[], None]) -> socket.socket:
+        """The request socket of the zygote for `key`, started if needed (see `start`)."""
         zygote = self._running.pop(key, None)
         if zygote is not None and not zygote.alive():
             zygote.close()
             zygote = None
         if zygote is None:
-            zygote = start(base_layer, agent_package, command, env)
+            zygote = start(command, env, enter_root)
         self._running[key] = zygote  # most recently used last
         while len(self._running) > MAX_ZYGOTES:
             self._running.pop(next(iter(self._running))).close()
         return zygote.requests
 
 
-def start(base_layer: str, agent_package: str, command: list[str], env: dict[str, str]) -> Zygote:
-    """Start a zygote running `command` (the base layer's Python, by its sandbox paths) over these files."""
+def start(command: list[str], env: dict[str, str], enter_root: Callable[[], None]) -> Zygote:
+    """Start a zygote running `command` once `enter_root` has made its mount namespace."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -81,7 +84,7 @@ def start(base_layer: str, agent_package: str, command: list[str], env: dict[str
             ours.close()
             os.setsid()
             os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            _enter_root(base_layer, agent_package)
+            enter_root()
             os.set_inheritable(theirs.fileno(), True)
             os.execve(command[0], command, {**env, ZYGOTE_FD_VARIABLE: str(theirs.fileno())})
         except BaseException:
@@ -92,23 +95,75 @@ def start(base_layer: str, agent_package: str, command: list[str], env: dict[str
     return Zygote(pid, os.pidfd_open(pid), ours)
 
 
-def _enter_root(base_layer: str, agent_package: str) -> None:
-    """In the zygote's process, before its exec: a private mount namespace whose root holds only its files."""
+def _private_tmpfs(paths: list[str]) -> list[int]:
+    """A private mount namespace with a tmpfs at ROOT; descriptors of `paths`, opened before it covers them."""
     linux.unshare(CLONE_NEWNS)
     linux.mount("none", "/", "", MS_REC | MS_PRIVATE, "")
-    # Opened first (in this namespace: a bind's source must be): the data directory may be under
-    # ROOT, which the tmpfs is about to cover.
-    sources = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in (base_layer, agent_package)]
+    # In this namespace (a bind's source must be), and first: the data directory may be under ROOT.
+    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in paths]
     linux.mount("tmpfs", ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    return fds
+
+
+def _bind_read_only(fd: int, target: str) -> None:
+    linux.mount(f"/proc/self/fd/{fd}", target, "", MS_BIND | MS_REC, "")
+    linux.mount("none", target, "", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, "")
+    os.close(fd)
+
+
+def agent_root(base_layer: str, agent_package: str) -> None:
+    """The agent zygote's root: a tmpfs with only the base layer and the bundle, and links to the layer's top."""
+    sources = _private_tmpfs([base_layer, agent_package])
     for source, target in zip(sources, (BASE_MOUNT, AGENT_MOUNT + "/e2b_local"), strict=True):
-        path = ROOT + target
-        os.makedirs(path, mode=0o755)
-        linux.mount(f"/proc/self/fd/{source}", path, "", MS_BIND | MS_REC, "")
-        linux.mount("none", path, "", MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, "")
-        os.close(source)
+        os.makedirs(ROOT + target, mode=0o755)
+        _bind_read_only(source, ROOT + target)
     # The layer's own absolute links (its loader's, say) resolve as in a sandbox, whose root holds the same files.
     for name in os.listdir(ROOT + BASE_MOUNT):
         if not os.path.lexists(ROOT + "/" + name):
             os.symlink(f"{BASE_MOUNT}/{name}", f"{ROOT}/{name}")
     os.chroot(ROOT)
     os.chdir("/")
+
+
+# Inside the kernel zygote's tmpfs: the topmost (empty) layer, with the bundle's mount point, and the root.
+_KERNEL_TOP = ROOT + "/top"
+_KERNEL_ROOT = ROOT + "/root"
+_OLD_ROOT = "/.e2b/oldroot"
+
+
+def kernel_root(lowers: list[str], agent_package: str) -> None:
+    """The kernel zygote's root: the template's layers, read-only, with the bundle at its sandbox path."""
+    *layers, bundle = _private_tmpfs([*lowers, agent_package])
+    for path in (_KERNEL_TOP + AGENT_MOUNT + "/e2b_local", _KERNEL_TOP + _OLD_ROOT, _KERNEL_ROOT):
+        os.makedirs(path, mode=0o755)
+    lowerdir = ":".join([_KERNEL_TOP, *(f"/proc/self/fd/{fd}" for fd in layers)])
+    linux.mount("overlay", _KERNEL_ROOT, "overlay", MS_RDONLY, f"lowerdir={lowerdir}")
+    for fd in layers:
+        os.close(fd)
+    _bind_read_only(bundle, _KERNEL_ROOT + AGENT_MOUNT + "/e2b_local")
+    # A real root (not a chroot), so that the kernel's executable and modules show their template paths.
+    linux.pivot_root(_KERNEL_ROOT, _KERNEL_ROOT + _OLD_ROOT)
+    os.chdir("/")
+    linux.umount(_OLD_ROOT)
+
+
+def python_kernel(lowers: list[str]) -> str | None:
+    """The Python of the template's ipykernel (its kernelspec's), if the template has one."""
+    for layer in lowers:
+        try:
+            with open(layer + PYTHON_KERNELSPEC) as f:
+                return str(json.load(f)["argv"][0])
+        except (FileNotFoundError, ValueError, KeyError, IndexError):
+            continue
+    return None
+
+
+def kernel_command(python: str) -> list[str]:
+    """The kernel zygote's command: the template's Python, our code found at its sandbox path."""
+    boot = (f"import runpy, sys; sys.path.insert(0, {AGENT_MOUNT!r});"
+            "runpy.run_module('e2b_local.zygote.kernels', run_name='__main__', alter_sys=True)")
+    return [python, "-c", boot]
+
+
+# The kernel zygote's environment (a kernel's own is set by its fork).
+KERNEL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}

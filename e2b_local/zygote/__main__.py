@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import signal
 import socket
@@ -16,10 +17,21 @@ MAX_REQUEST = 16
 MAX_FDS = 32
 
 
+# What the agent imports on demand once it serves: uvicorn's protocol and lifespan modules, anyio's
+# asyncio backend (Starlette's), and the kernel client (ZeroMQ, jupyter_client). Imported here, they
+# are shared by every sandbox instead of copied into each.
+ON_DEMAND = ("uvicorn.lifespan.off", "uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
+             "uvicorn.protocols.websockets.auto", "anyio._backends._asyncio", "e2b_local.interpreter.client",
+             "_strptime")
+
+
 def preload() -> None:
-    """Import everything the agent imports before it serves, so that forks share it."""
+    """Import everything the agent imports, so that forks share it."""
     import e2b_local.agent.__main__
     import e2b_local.agent.app  # noqa: F401
+
+    for name in ON_DEMAND:
+        importlib.import_module(name)
 
     # Objects that exist now are never collected: the collector's visits would write to every page
     # the forks share, and copy them into each one.

@@ -158,12 +158,6 @@ def _make_dev(target: str) -> None:
     os.symlink("pts/ptmx", f"{target}/ptmx")
 
 
-def last_capability() -> int:
-    """The highest capability number this kernel knows."""
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
-
-
 def finish(assembly: Assembly, seccomp: bytes, last_cap: int, keep: set[int]) -> None:
     """The last steps, once mounted: hostname, capabilities, session, limits, environment, descriptors, filter.
 

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from conftest import cgroup_processes
 from e2b import Sandbox
+from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from local.persistence_helpers import wait_for
 from local.sandbox_helpers import registry_key
 
 FORK_SERVER_MODULE = b"e2b_local.isolation.forkserver"
 ZYGOTE_MODULE = b"'e2b_local.zygote'"
+KERNEL_ZYGOTE_MODULE = b"'e2b_local.zygote.kernels'"
 
 
 def _children(pid: int) -> list[int]:
@@ -67,17 +69,26 @@ def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b
         assert len(servers) == 1, servers
         fork_server = servers[0]
         # Its forks exit once they have answered, and are collected: no zombie, no child left but the
-        # zygote that both sandboxes' agents were forked from.
+        # zygote that both sandboxes' agents were forked from, and the one of the code interpreter's
+        # kernels (its pool sandbox has one).
         zygotes = _running(fork_server, ZYGOTE_MODULE)
-        assert len(zygotes) == 1, zygotes
-        wait_for(lambda: _children(fork_server) == zygotes, "the fork server's forks to be reaped")
-        # Its descriptors beyond the server's standard streams: its request socket, and its zygote's
+        kernel_zygotes = _running(fork_server, KERNEL_ZYGOTE_MODULE)
+        assert len(zygotes) == 1 and len(kernel_zygotes) == 1, (zygotes, kernel_zygotes)
+        wait_for(lambda: sorted(_children(fork_server)) == sorted(zygotes + kernel_zygotes),
+                 "the fork server's forks to be reaped")
+        # Its descriptors beyond the server's standard streams: its request socket, and each zygote's
         # socket and pidfd; none of a sandbox's.
         kinds = sorted(target.split(":")[0] for target in _descriptors(fork_server))
-        assert kinds == ["anon_inode", "socket", "socket"], _descriptors(fork_server)
-        # The zygote's: its request socket alone.
+        assert kinds == ["anon_inode"] * 2 + ["socket"] * 3, _descriptors(fork_server)
+        # The agent zygote's: its request socket alone.
         assert [t.split(":")[0] for t in _descriptors(zygotes[0])] == ["socket"], _descriptors(zygotes[0])
-        assert not _children(zygotes[0])
+        # The kernel zygote's: its request socket, and for each code-interpreter sandbox its channel,
+        # namespaces, seccomp filter and cgroups (what a kernel of that sandbox joins), nothing else.
+        allowed = (r"anon_inode:\[eventpoll\]|socket:\[\d+\]|(user|mnt|net|ipc|uts|pid):\[\d+\]|.*/seccomp\.bpf"
+                   r"|/sys/fs/cgroup/.*/e2b-local/[^/]+(/work)?/cgroup\.procs")
+        for target in _descriptors(kernel_zygotes[0]):
+            assert re.fullmatch(allowed, target), target
+        assert not _children(zygotes[0]) and not _children(kernel_zygotes[0])
         # The sandboxes' processes were handed to the server (a subreaper), not kept by the fork server:
         # in each sandbox's cgroup, every process whose parent is outside it is a child of the server.
         for sandbox in (first, second):
@@ -124,6 +135,28 @@ def test_a_zygote_that_died_is_replaced_and_its_sandboxes_live_on(e2b_server) ->
         try:
             assert after.commands.run("echo forked").stdout == "forked\n"
             replaced = _running(fork_server, ZYGOTE_MODULE)
+            assert len(replaced) == 1 and replaced[0] != zygote, replaced
+        finally:
+            after.kill()
+    finally:
+        before.kill()
+
+
+def test_a_kernel_zygote_that_died_is_replaced_and_kernels_still_start(e2b_server) -> None:
+    server_pid = e2b_server.process.pid
+    before = CodeSandbox.create(allow_internet_access=False)
+    try:
+        (fork_server,) = _fork_servers(server_pid)
+        (zygote,) = _running(fork_server, KERNEL_ZYGOTE_MODULE)
+        os.kill(zygote, 9)
+        wait_for(lambda: zygote not in _running(fork_server, KERNEL_ZYGOTE_MODULE), "the killed zygote to be gone")
+        # The sandbox it served starts its kernels afresh now.
+        context = before.create_code_context()
+        assert before.run_code("6 * 7", context=context).text == "42"
+        after = CodeSandbox.create(allow_internet_access=False)
+        try:
+            assert after.run_code("6 * 7").text == "42"
+            replaced = _running(fork_server, KERNEL_ZYGOTE_MODULE)
             assert len(replaced) == 1 and replaced[0] != zygote, replaced
         finally:
             after.kill()

@@ -86,6 +86,7 @@ data = {
                   for name in os.listdir("/dev")),
 }
 if os.geteuid() == 0:
+    data["agent_cmdline"] = read("/proc/1/cmdline")
     data["agent_status"] = status(1)
     data["agent_fds"] = fds(1)
 print(json.dumps(data))
@@ -102,6 +103,9 @@ print(_json.dumps({
     "token": _secrets.token_hex(),
     "random": _random.getrandbits(128),
     "session": get_ipython().kernel.session.session,
+    "python": {"executable": __import__("sys").executable, "argv": __import__("sys").argv,
+               "path": __import__("sys").path, "cwd": _os.getcwd(), "flags": repr(__import__("sys").flags)},
+    "cmdline": open("/proc/self/cmdline").read(),
 }))
 """.replace("FIELDS", repr(STATUS_FIELDS))
 
@@ -274,6 +278,18 @@ def test_mounts_and_devices_are_the_same(observed) -> None:
     assert [name for name, _, _ in devices] == sorted(
         ["core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty",
          "urandom", "zero"])
+
+
+def test_agents_and_kernels_were_forked_or_executed_as_their_kind_says(observed) -> None:
+    for o in each(observed):
+        forked = o.kind != "exec"
+        assert ("e2b_local.zygote" in o.root["agent_cmdline"]) == forked, (o.kind, o.root["agent_cmdline"])
+        assert ("e2b_local.zygote.kernels" in o.kernel["cmdline"]) == forked, (o.kind, o.kernel["cmdline"])
+
+
+def test_kernels_run_the_same_python_the_same_way(observed) -> None:
+    found = same_across_kinds(observed, lambda o: {k: o.norm(json.dumps(v)) for k, v in o.kernel["python"].items()})
+    assert json.loads(found["argv"])[1] == "-f"  # ipykernel's launcher, as `python -m` starts it
 
 
 # -- cgroups ---------------------------------------------------------------------------------------

@@ -1,0 +1,252 @@
+"""The kernel zygote: a template's Python with ipykernel and IPython imported, forked for each Python kernel.
+
+Most of a Python kernel's start is importing ipykernel, IPython and ZeroMQ (0.4 s of 0.6 s). The
+kernel zygote does it once per template, and each kernel of each sandbox is a fork that shares those
+pages with it until it writes to them.
+
+It runs the template's own /usr/bin/python3, as host root, in a mount namespace whose root is the
+template's layers (read-only), so that modules have the paths a kernel sees. Two kinds of message:
+
+- on its request socket, from a sandbox's agent-to-be before any code of the sandbox runs: a
+  registration, the sandbox's namespaces, workload cgroup and seccomp filter, with a channel;
+- on a registered channel, from that sandbox's agent: a kernel to start (argv, cwd, environment,
+  user), with a descriptor for the answer and the kernel's log.
+
+Whatever the agent sends, the fork joins only the namespaces the channel was registered with. It
+becomes the requested user of the sandbox with the capabilities, filter and limits a process the
+agent executes would have, and forks twice into the sandbox's pid namespace: the kernel, pid N
+there and a child of the agent once its parent has exited, answers "pid N" and runs as `python -m`
+would have started it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import os
+import resource
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from e2b_local import linux
+from e2b_local.protocol import AGENT_MOUNT, ZYGOTE_FD_VARIABLE
+
+# A registration's descriptors, in order; then the sandbox's cgroup.procs files, and its workload's.
+REGISTRATION_FDS = ("channel", "user", "mnt", "net", "ipc", "uts", "pid", "seccomp")
+NAMESPACES = {"user": linux.CLONE_NEWUSER, "mnt": linux.CLONE_NEWNS, "net": linux.CLONE_NEWNET,
+              "ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS, "pid": linux.CLONE_NEWPID}
+# A kernel request: its JSON, with the answer's and the log's descriptors.
+MAX_MESSAGE = 1 << 20
+# What ipykernel's launcher imports before its app starts (the rest of a kernel's start).
+PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "IPython")
+
+
+@dataclass
+class Registration:
+    """One sandbox's channel and what every kernel it asks for joins."""
+
+    channel: socket.socket
+    fds: dict[str, int]
+    # The cgroup.procs of the sandbox's cgroups, then of its workload cgroup when it has one (v1).
+    cgroups: list[int]
+    open_files: list[int]
+    dropped_caps: list[int]
+
+    def close(self) -> None:
+        """Close the channel and the sandbox's descriptors."""
+        self.channel.close()
+        for fd in [*self.fds.values(), *self.cgroups]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def preload() -> None:
+    """Import what a Python kernel imports, then keep the collector off the shared objects."""
+    for name in PRELOAD:
+        __import__(name)
+    gc.freeze()
+
+
+def serve(requests: socket.socket) -> None:
+    """Register sandboxes and fork their kernels, until the fork server's end of `requests` closes."""
+    signal.signal(signal.SIGCHLD, _reap)
+    selector = selectors.DefaultSelector()
+    selector.register(requests, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is requests:
+                message, fds, _, _ = socket.recv_fds(requests, 4096, len(REGISTRATION_FDS) + 8)
+                if not message:
+                    return
+                registration = _register(message, fds)
+                if registration is not None:
+                    selector.register(registration.channel, selectors.EVENT_READ, registration)
+                continue
+            registration = key.data
+            try:
+                message, fds, _, _ = socket.recv_fds(registration.channel, MAX_MESSAGE, 2)
+            except OSError:
+                message, fds = b"", []
+            if not message:  # the agent is gone
+                selector.unregister(registration.channel)
+                registration.close()
+                continue
+            if os.fork() == 0:
+                requests.close()
+                _spawn(registration, message, fds)
+            for fd in fds:
+                os.close(fd)
+
+
+def _register(message: bytes, fds: list[int]) -> Registration | None:
+    if len(fds) < len(REGISTRATION_FDS):
+        for fd in fds:
+            os.close(fd)
+        return None
+    details = json.loads(message)
+    named = dict(zip(REGISTRATION_FDS, fds, strict=False))
+    channel = socket.socket(fileno=named.pop("channel"))
+    channel.set_inheritable(False)
+    return Registration(channel, named, fds[len(REGISTRATION_FDS):], details["open_files"], details["dropped_caps"])
+
+
+def _reap(*_: object) -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _fail(answer: int, exc: BaseException) -> NoReturn:
+    with contextlib.suppress(OSError):
+        os.write(answer, f"error {type(exc).__name__}: {exc}".encode())
+    traceback.print_exc()
+    os._exit(1)
+
+
+def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoReturn:
+    """In a fork of the zygote: join the sandbox and fork the kernel into its pid namespace; never returns."""
+    answer = fds[0] if fds else -1
+    try:
+        if len(fds) != 2:
+            raise ValueError("a kernel request carries the answer's and the log's descriptors")
+        request = json.loads(message)
+        uid, gid, groups = int(request["uid"]), int(request["gid"]), [int(g) for g in request["groups"]]
+        seccomp = _read_all(registration.fds["seccomp"])
+        last_cap = linux.last_capability()
+        # As host root: the sandbox's cgroups and its workload's (through descriptors host root
+        # opened), then every namespace, the user namespace last; nothing of the sandbox's files is
+        # opened before it.
+        for fd in registration.cgroups:
+            os.write(fd, b"0")
+        for name in ("mnt", "net", "ipc", "uts", "pid", "user"):
+            linux.setns(registration.fds[name], NAMESPACES[name])
+        registration.close()
+        os.setgroups(groups)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        # What a process the agent executes as this user has: no capability but the inheritable
+        # set (the agent's), the same bounding set. Root keeps them all, as the agent's children do.
+        keep = set(range(last_cap + 1)) - set(registration.dropped_caps)
+        linux.drop_bounding(keep, last_cap)
+        linux.capset(keep if uid == 0 else set(), keep)
+        # Forked twice: an orphan goes to the init of its parent's pid namespace, so only a kernel
+        # whose parent is in the sandbox's (and exits) becomes the agent's child.
+        # The middle one is waited for here, so that no exited process of ours is left to anyone else.
+        if (middle := os.fork()) == 0:
+            if os.fork() == 0:
+                _become_kernel(request, answer, fds[1], seccomp, registration.open_files)
+            os._exit(0)
+        os.waitpid(middle, 0)
+    except BaseException as exc:  # the fork must never return into the zygote's loop
+        _fail(answer, exc)
+    os._exit(0)
+
+
+def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: bytes,
+                   open_files: list[int]) -> NoReturn:
+    """The kernel's own process, in the sandbox's pid namespace: set up as `python -m` would start it."""
+    try:
+        argv = request["argv"]
+        if argv[:2] != [sys.executable, "-m"] or len(argv) < 3:
+            raise ValueError(f"only `{sys.executable} -m MODULE` kernels are forked, not {argv[:3]}")
+        os.setsid()
+        resource.setrlimit(resource.RLIMIT_NOFILE, tuple(open_files))
+        # Changing credentials made this process undumpable, which its exec would have undone.
+        linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
+        os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+            if fd not in (0, 1, 2, answer):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        linux.load_seccomp(seccomp)
+        # Reported once the agent is its parent (the first fork, outside this pid namespace, has
+        # exited), so that the agent may wait for it from the start.
+        while os.getppid() != 1:
+            time.sleep(0.0005)
+        os.write(answer, f"pid {os.getpid()}".encode())
+        os.close(answer)
+    except BaseException as exc:
+        _fail(answer, exc)
+    code = 0
+    try:
+        _as_python_m(argv[2], argv[3:])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _as_python_m(module: str, args: list[str]) -> None:
+    """Run `module` with `args` as `python -m` does, in this process as the zygote left it."""
+    import site
+
+    # `-m` puts the working directory first on the path; the zygote's own entries go.
+    sys.path[:] = [os.getcwd(), *(p for p in sys.path if p not in ("", AGENT_MOUNT))]
+    # The user's site directory follows the user's HOME, as at a fresh start.
+    site.USER_BASE = site.USER_SITE = None
+    if site.ENABLE_USER_SITE and os.path.isdir(user_site := site.getusersitepackages()):
+        site.addsitedir(user_site)
+    sys.argv = ["-m", *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.pread(fd, 65536, sum(len(c) for c in chunks)):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def main() -> None:
+    requests = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD_VARIABLE)))
+    requests.set_inheritable(False)
+    preload()
+    serve(requests)
+
+
+if __name__ == "__main__":
+    main()
