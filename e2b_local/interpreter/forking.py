@@ -15,10 +15,6 @@ import warnings
 
 from e2b_local.protocol import KERNELS_FD_VARIABLE
 
-# Variables a Python reads as it starts: a fork has started already, so a kernel asked for with any
-# of them is executed instead.
-STARTUP_PREFIX = "PYTHON"
-
 
 class ForkedProcess:
     """A forked kernel's process, with the parts of asyncio.subprocess.Process that kernels use."""
@@ -60,10 +56,10 @@ class KernelForker:
         channel.set_inheritable(False)
         return cls(channel)
 
-    def can_fork(self, argv: list[str], env: dict[str, str]) -> bool:
-        """Whether this kernel can be forked: a `python -m` kernel whose environment a fork honours."""
-        return (self.channel is not None and len(argv) >= 3 and argv[1] == "-m"
-                and not any(name.startswith(STARTUP_PREFIX) for name in env))
+    def can_fork(self, argv: list[str]) -> bool:
+        """Whether this kernel may be forked: a `python -m` kernel (the zygote checks the rest, and
+        refuses an environment that would have acted at the kernel's start)."""
+        return self.channel is not None and len(argv) >= 3 and argv[1] == "-m"
 
     async def spawn(self, argv: list[str], env: dict[str, str], cwd: str, uid: int, gid: int,
                     groups: list[int], log: int) -> ForkedProcess:

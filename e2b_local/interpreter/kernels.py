@@ -198,7 +198,7 @@ class Kernel:
         forker = self.sandbox.kernel_forker()
         try:
             with open(LOG_ROOT / f"{self.id}.log", "ab") as log_file:
-                if forker.can_fork(argv, env):
+                if forker.can_fork(argv):
                     try:
                         self.proc = await forker.spawn(argv, env, self.cwd, user.uid, user.gid, list(user.groups),
                                                        log_file.fileno())

@@ -29,7 +29,7 @@ from pathlib import Path
 import e2b_local
 from e2b_local.isolation.launcher import AGENT_ENV, LaunchSpec, launch, python_command
 from e2b_local.isolation.reaping import reap_children
-from e2b_local.isolation.zygotes import KERNEL_ENV, Zygotes, agent_root, kernel_command, kernel_root, python_kernel
+from e2b_local.isolation.zygotes import Zygotes, agent_root, kernel_root, python_kernel
 
 # A launch spec's path, as one datagram.
 MAX_REQUEST = 4096
@@ -143,9 +143,10 @@ def serve(requests: socket.socket) -> None:
                 zygote = zygotes.get(("agent", spec.base_layer, spec.agent_package),
                                      python_command(spec, "e2b_local.zygote"), AGENT_ENV,
                                      functools.partial(agent_root, spec.base_layer, spec.agent_package))
-                if (python := python_kernel(spec.lowers)) is not None:
-                    kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package), kernel_command(python),
-                                          KERNEL_ENV, functools.partial(kernel_root, spec.lowers, spec.agent_package))
+                if (kernel := python_kernel(spec.lowers)) is not None:
+                    kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package), kernel.command(),
+                                          kernel.environment(),
+                                          functools.partial(kernel_root, spec.lowers, spec.agent_package))
         except (OSError, ValueError, TypeError) as exc:
             os.write(answer, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
             os.close(answer)

@@ -147,23 +147,33 @@ def kernel_root(lowers: list[str], agent_package: str) -> None:
     linux.umount(_OLD_ROOT)
 
 
-def python_kernel(lowers: list[str]) -> str | None:
-    """The Python of the template's ipykernel (its kernelspec's), if the template has one."""
+@dataclass
+class KernelSpec:
+    """What the kernel zygote of a template starts as: its Python kernel's interpreter and variables."""
+
+    python: str
+    env: dict[str, str]
+
+    def command(self) -> list[str]:
+        """The template's Python, finding our code at its sandbox path."""
+        boot = (f"import runpy, sys; sys.path.insert(0, {AGENT_MOUNT!r});"
+                "runpy.run_module('e2b_local.zygote.kernels', run_name='__main__', alter_sys=True)")
+        return [self.python, "-c", boot]
+
+    def environment(self) -> dict[str, str]:
+        """The zygote's environment: the kernelspec's variables, which modules read as they are imported
+        (a kernel's whole environment is set by its fork)."""
+        return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+                **self.env}
+
+
+def python_kernel(lowers: list[str]) -> KernelSpec | None:
+    """The template's Python kernel (its ipykernel's kernelspec), if it has one."""
     for layer in lowers:
         try:
             with open(layer + PYTHON_KERNELSPEC) as f:
-                return str(json.load(f)["argv"][0])
-        except (FileNotFoundError, ValueError, KeyError, IndexError):
+                spec = json.load(f)
+            return KernelSpec(str(spec["argv"][0]), {str(k): str(v) for k, v in spec.get("env", {}).items()})
+        except (FileNotFoundError, ValueError, KeyError, IndexError, AttributeError):
             continue
     return None
-
-
-def kernel_command(python: str) -> list[str]:
-    """The kernel zygote's command: the template's Python, our code found at its sandbox path."""
-    boot = (f"import runpy, sys; sys.path.insert(0, {AGENT_MOUNT!r});"
-            "runpy.run_module('e2b_local.zygote.kernels', run_name='__main__', alter_sys=True)")
-    return [python, "-c", boot]
-
-
-# The kernel zygote's environment (a kernel's own is set by its fork).
-KERNEL_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}

@@ -32,6 +32,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -46,8 +47,11 @@ NAMESPACES = {"user": linux.CLONE_NEWUSER, "mnt": linux.CLONE_NEWNS, "net": linu
               "ipc": linux.CLONE_NEWIPC, "uts": linux.CLONE_NEWUTS, "pid": linux.CLONE_NEWPID}
 # A kernel request: its JSON, with the answer's and the log's descriptors.
 MAX_MESSAGE = 1 << 20
-# What ipykernel's launcher imports before its app starts (the rest of a kernel's start).
-PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "IPython")
+# What a Python kernel imports: ipykernel's launcher before its app starts, then the app (its
+# debugger's debugpy, IPython's history database, completer and extensions, tornado's queues).
+PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "IPython", "ipykernel.debugger",
+           "IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic", "sqlite3",
+           "tornado.gen", "tornado.platform.asyncio", "tornado.queues")
 
 
 @dataclass
@@ -69,10 +73,45 @@ class Registration:
                 os.close(fd)
 
 
+# Variables that act as a Python starts or as those modules are imported (pydevd's and debugpy's):
+# a kernel whose environment gives them other values than the zygote started with is not forked.
+READ_AT_START = ("PYTHON", "PYDEVD", "DEBUGPY")
+
+
+@dataclass
+class Environment:
+    """What the zygote's start saw of the variables in READ_AT_START, and what its imports set."""
+
+    at_start: dict[str, str]
+    set_by_imports: dict[str, str]
+
+    def check(self, env: dict[str, str]) -> None:
+        """Raise ValueError if a kernel started with `env` would have imported differently."""
+        wanted = {k: v for k, v in env.items() if k.startswith(READ_AT_START) and k not in self.set_by_imports}
+        if wanted != self.at_start:
+            raise ValueError("the kernel's environment sets variables that act at a Python's start")
+
+    def apply(self, env: dict[str, str]) -> None:
+        """Make `env` the environment, with what the imports set where it has nothing of its own."""
+        os.environ.clear()
+        os.environ.update(env)
+        for key, value in self.set_by_imports.items():
+            os.environ.setdefault(key, value)
+
+
+ENVIRONMENT = Environment({}, {})
+
+
 def preload() -> None:
     """Import what a Python kernel imports, then keep the collector off the shared objects."""
+    before = dict(os.environ)
+    ENVIRONMENT.at_start.update((k, v) for k, v in before.items() if k.startswith(READ_AT_START))
     for name in PRELOAD:
         __import__(name)
+    ENVIRONMENT.set_by_imports.update((k, v) for k, v in os.environ.items() if before.get(k) != v)
+    # Forks of a process with threads would lack them: nothing imported may have started one.
+    if threading.active_count() != 1:
+        raise RuntimeError(f"importing the kernel's modules started threads: {threading.enumerate()}")
     gc.freeze()
 
 
@@ -143,6 +182,7 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
         if len(fds) != 2:
             raise ValueError("a kernel request carries the answer's and the log's descriptors")
         request = json.loads(message)
+        ENVIRONMENT.check(request["env"])
         uid, gid, groups = int(request["uid"]), int(request["gid"]), [int(g) for g in request["groups"]]
         seccomp = _read_all(registration.fds["seccomp"])
         last_cap = linux.last_capability()
@@ -189,8 +229,7 @@ def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: byte
         os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        os.environ.clear()
-        os.environ.update(request["env"])
+        ENVIRONMENT.apply(request["env"])
         os.chdir(request["cwd"])
         for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
             if fd not in (0, 1, 2, answer):

@@ -138,6 +138,29 @@ def test_user_site_packages_importable_without_restart(sbx: Sandbox) -> None:
     assert sbx.run_code("import late_module_e2b\nlate_module_e2b.VALUE").text == "installed later"
 
 
+def test_a_new_context_has_the_user_site_directory_on_its_path(sbx: Sandbox) -> None:
+    # A fresh Python puts the user's site directory on its path when it exists as it starts.
+    site_dir = sbx.commands.run("python3 -c 'import site; print(site.getusersitepackages())'").stdout.strip()
+    sbx.commands.run(f"mkdir -p {site_dir}")
+    context = sbx.create_code_context()
+    try:
+        assert sbx.run_code("import site, sys\nsite.getusersitepackages() in sys.path", context=context).text == "True"
+    finally:
+        sbx.remove_code_context(context)
+
+
+def test_pythonpath_of_the_sandbox_reaches_a_new_context(e2b_server) -> None:
+    # Read as a Python starts: a kernel whose environment has it is started afresh, not forked.
+    sandbox = Sandbox.create(envs={"PYTHONPATH": "/tmp/extra-path"})
+    try:
+        sandbox.files.write("/tmp/extra-path/extra_path_module_e2b.py", "VALUE = 'on PYTHONPATH'\n")
+        context = sandbox.create_code_context()
+        execution = sandbox.run_code("import extra_path_module_e2b\nextra_path_module_e2b.VALUE", context=context)
+        assert execution.text == "on PYTHONPATH", execution.error
+    finally:
+        sandbox.kill()
+
+
 def test_runs_as_default_user_in_home(sbx: Sandbox) -> None:
     assert sbx.run_code("import os, getpass\n(getpass.getuser(), os.getcwd())").text == "('user', '/home/user')"
 
