@@ -96,11 +96,12 @@ class Kernels:
     seccomp: int
     cgroups: list[int]
 
-    def register(self, assembly: Assembly, workload: int | None) -> int:
+    def register(self, assembly: Assembly, workload: int | None) -> int | None:
         """Register this process's namespaces (the sandbox's, once assembled) with the kernel zygote.
 
-        Returns the agent's end of the sandbox's channel, through which it asks for kernels. The
-        zygote's request socket is closed: the agent can only ever ask for kernels in its own sandbox.
+        Returns the agent's end of the sandbox's channel, through which it asks for kernels, or None
+        when the zygote is gone (the agent then executes its kernels). The zygote's request socket is
+        closed: the agent can only ever ask for kernels in its own sandbox.
         """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         namespaces = [os.open(f"/proc/self/ns/{kind}", os.O_RDONLY) for kind in REGISTRATION_FDS[1:-1]]
@@ -109,6 +110,10 @@ class Kernels:
             with socket.socket(fileno=self.zygote) as zygote:
                 socket.send_fds(zygote, [details.encode()], [theirs.fileno(), *namespaces, self.seccomp, *self.cgroups,
                                                              *([workload] if workload is not None else [])])
+        except OSError as exc:
+            print(f"e2b-local agent: no kernel zygote, kernels start afresh: {exc}", file=sys.stderr, flush=True)
+            ours.close()
+            return None
         finally:
             for fd in (*namespaces, self.seccomp, *self.cgroups):
                 os.close(fd)
