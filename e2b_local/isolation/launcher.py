@@ -93,6 +93,9 @@ class LaunchSpec:
     agent_env: dict[str, str] = field(default_factory=dict)
     # "fork" or "exec" (see step 5 above).
     agent_start: str = "fork"
+    # Whether the Python kernels may be forked too: only from layers e2b-local built itself, since a
+    # kernel zygote runs the template's own Python as host root (see isolation/zygotes.py).
+    fork_kernels: bool = False
     # Volumes: [host directory, mount point in the sandbox], the host directory's owners in the storage range.
     volumes: list[list[str]] = field(default_factory=list)
 

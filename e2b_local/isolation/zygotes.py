@@ -9,7 +9,10 @@ An agent zygote (one per base layer and agent bundle) runs the base layer's Pyth
 a mount namespace of its own whose root is a tmpfs holding only the base layer and the agent bundle,
 read-only, at the paths sandboxes see them at (so every module's path, and any later import, is the
 same as in a sandbox), and links to the base layer's top directories. A kernel zygote (one per
-template with an ipykernel) runs the template's Python in a root made of the template's layers. It is started on
+template with an ipykernel) runs the template's Python in a root made of the template's layers.
+Both run code of their layers as host root before any fork drops into a sandbox, so zygotes are only
+started on layers e2b-local built itself: the base layer always is one; a custom template's layers
+(whatever its builder or image put in them) never get a kernel zygote, and its kernels are executed. It is started on
 the first launch that needs it, replaced when it has died, and ends when the fork server does (its
 request socket closes). It holds nothing of any sandbox: each request's details go to its fork.
 """

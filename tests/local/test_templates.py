@@ -21,6 +21,7 @@ from e2b import (
     wait_for_file,
     wait_for_port,
 )
+from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from e2b_local.isolation.cgroups import CGROUP_ROOT, CPU_PERIOD_US, PARENT, WORKLOAD, unified_has_controllers
 from tests.conftest import LocalServer, our_cgroups, run_js, server_prefix, start_server, stop_server
@@ -745,3 +746,23 @@ def test_js_builder_builds_and_creates(server: LocalServer) -> None:
     assert out["name"] == "node-built:v1" and "v1" in out["tags"]
     assert out["logs"] > 0 and out["exists"] is True
     assert out["stdout"] == "node-built node\nunset\n"
+
+
+def test_kernels_of_a_custom_template_are_executed_not_forked(server: LocalServer) -> None:
+    # A kernel zygote runs its template's Python as host root: none for layers a template build made,
+    # whose Python (here a .pth file every start of it runs) is the builder's.
+    probe = "echo 'import os; open(\"/tmp/pth-ran\", \"a\").close()'"
+    template = Template().from_template("code-interpreter-v1").run_cmd(
+        f"{probe} > /usr/local/lib/python3.11/dist-packages/zz-probe.pth", user="root")
+    Template.build(template, "custom-kernels", **server.sdk)
+    custom = CodeSandbox.create("custom-kernels", **server.sdk)
+    builtin = CodeSandbox.create("code-interpreter-v1", **server.sdk)
+    try:
+        cmdline = "open('/proc/self/cmdline').read().split(chr(0))"
+        assert "ipykernel_launcher" in custom.run_code(cmdline).text
+        assert "e2b_local.zygote.kernels" in builtin.run_code(cmdline).text
+        # The .pth file ran in the custom template's own kernel, inside the sandbox.
+        assert custom.files.exists("/tmp/pth-ran")
+    finally:
+        custom.kill()
+        builtin.kill()

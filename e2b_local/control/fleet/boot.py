@@ -73,9 +73,13 @@ class Booter:
         `trust`: whether the sandbox adds the egress authority to its trust store.
         """
         agent_env = {EGRESS_CA_VARIABLE: self.trusted_ca} if trust and self.trusted_ca else {}
+        # A kernel zygote runs the template's Python as host root: only on layers built here, never on
+        # a custom template's (whatever its builder put in them).
+        built_here = all(layer.parent == self.rootfs.directory for layer in layers)
         info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
                                 base_layer=layers[-1], agent_package=self.agents.path(layers[-1]),
-                                volumes=volumes, agent_env=agent_env, agent_start=self.agent_start)
+                                volumes=volumes, agent_env=agent_env, agent_start=self.agent_start,
+                                fork_kernels=built_here)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,
