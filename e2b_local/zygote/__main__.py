@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 
-from e2b_local.protocol import ZYGOTE_FD_VARIABLE
+from e2b_local.zygote.forks import reap, request_socket
 from e2b_local.zygote.spawn import spawn
 
 # A request is its descriptors; its text is only a marker (everything else comes in the spec descriptor,
@@ -38,19 +38,9 @@ def preload() -> None:
     gc.freeze()
 
 
-def _reap(*_: object) -> None:
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def serve(requests: socket.socket) -> None:
     """Fork a sandbox's agent for each request, until the fork server's end of `requests` closes."""
-    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGCHLD, reap)
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(requests, MAX_REQUEST, MAX_FDS)
@@ -71,8 +61,7 @@ def serve(requests: socket.socket) -> None:
 
 
 def main() -> None:
-    requests = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD_VARIABLE)))
-    requests.set_inheritable(False)
+    requests = request_socket()
     preload()
     serve(requests)
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from e2b_local import linux
-from e2b_local.protocol import AGENT_MOUNT, ZYGOTE_FD_VARIABLE
+from e2b_local.protocol import AGENT_MOUNT
+from e2b_local.zygote.forks import fail, read_all, reap, request_socket
 
 # A registration's descriptors, in order; then the sandbox's cgroup.procs files, and its workload's.
 REGISTRATION_FDS = ("channel", "user", "mnt", "net", "ipc", "uts", "pid", "seccomp")
@@ -117,7 +118,7 @@ def preload() -> None:
 
 def serve(requests: socket.socket) -> None:
     """Register sandboxes and fork their kernels, until the fork server's end of `requests` closes."""
-    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGCHLD, reap)
     selector = selectors.DefaultSelector()
     selector.register(requests, selectors.EVENT_READ)
     while True:
@@ -158,23 +159,6 @@ def _register(message: bytes, fds: list[int]) -> Registration | None:
     return Registration(channel, named, fds[len(REGISTRATION_FDS):], details["open_files"], details["dropped_caps"])
 
 
-def _reap(*_: object) -> None:
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _fail(answer: int, exc: BaseException) -> NoReturn:
-    with contextlib.suppress(OSError):
-        os.write(answer, f"error {type(exc).__name__}: {exc}".encode())
-    traceback.print_exc()
-    os._exit(1)
-
-
 def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoReturn:
     """In a fork of the zygote: join the sandbox and fork the kernel into its pid namespace; never returns."""
     answer = fds[0] if fds else -1
@@ -184,7 +168,7 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
         request = json.loads(message)
         ENVIRONMENT.check(request["env"])
         uid, gid, groups = int(request["uid"]), int(request["gid"]), [int(g) for g in request["groups"]]
-        seccomp = _read_all(registration.fds["seccomp"])
+        seccomp = read_all(registration.fds["seccomp"])
         last_cap = linux.last_capability()
         # As host root: the sandbox's cgroups and its workload's (through descriptors host root
         # opened), then every namespace, the user namespace last; nothing of the sandbox's files is
@@ -211,7 +195,7 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
             os._exit(0)
         os.waitpid(middle, 0)
     except BaseException as exc:  # the fork must never return into the zygote's loop
-        _fail(answer, exc)
+        fail(answer, exc)
     os._exit(0)
 
 
@@ -243,7 +227,7 @@ def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: byte
         os.write(answer, f"pid {os.getpid()}".encode())
         os.close(answer)
     except BaseException as exc:
-        _fail(answer, exc)
+        fail(answer, exc)
     code = 0
     try:
         _as_python_m(argv[2], argv[3:])
@@ -273,16 +257,8 @@ def _as_python_m(module: str, args: list[str]) -> None:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.pread(fd, 65536, sum(len(c) for c in chunks)):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def main() -> None:
-    requests = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD_VARIABLE)))
-    requests.set_inheritable(False)
+    requests = request_socket()
     preload()
     serve(requests)
 

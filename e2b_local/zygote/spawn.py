@@ -28,21 +28,8 @@ from typing import NoReturn
 from e2b_local import linux
 from e2b_local.protocol import AGENT_FD_VARIABLE, KERNELS_FD_VARIABLE, WORKLOAD_FD_VARIABLE, ZYGOTE_REQUEST_FDS
 from e2b_local.zygote.assembly import Assembly, finish, mount_all
+from e2b_local.zygote.forks import fail, read_all
 from e2b_local.zygote.kernels import REGISTRATION_FDS
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.pread(fd, 65536, sum(len(c) for c in chunks)):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _fail(answer: int, exc: BaseException) -> NoReturn:
-    with contextlib.suppress(OSError):
-        os.write(answer, f"error {type(exc).__name__}: {exc}".encode())
-    traceback.print_exc()
-    os._exit(1)
 
 
 def spawn(fds: list[int]) -> NoReturn:
@@ -52,7 +39,7 @@ def spawn(fds: list[int]) -> NoReturn:
     try:
         if len(fds) < len(ZYGOTE_REQUEST_FDS):
             raise ValueError(f"a request needs {len(ZYGOTE_REQUEST_FDS)} descriptors, got {len(fds)}")
-        spec = json.loads(_read_all(named["spec"]))
+        spec = json.loads(read_all(named["spec"]))
         extra = fds[len(ZYGOTE_REQUEST_FDS):]
         cgroups, rest = extra[:spec["cgroups"]], extra[spec["cgroups"]:]
         workload = rest.pop(0) if spec["workload"] else None
@@ -68,7 +55,7 @@ def spawn(fds: list[int]) -> NoReturn:
         with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
             f.write("-1000")
         last_cap = linux.last_capability()
-        seccomp = _read_all(named["seccomp"])
+        seccomp = read_all(named["seccomp"])
         linux.setns(named["net"], linux.CLONE_NEWNET)
         linux.setns(named["user"], linux.CLONE_NEWUSER)
         os.setresgid(0, 0, 0)
@@ -84,7 +71,7 @@ def spawn(fds: list[int]) -> NoReturn:
                           Kernels(kernels, named["seccomp"], cgroups) if kernels is not None else None)
         os.write(answer, f"pid {pid}\n".encode())
     except BaseException as exc:  # the fork must never return into the zygote's loop
-        _fail(answer, exc)
+        fail(answer, exc)
     os._exit(0)
 
 
@@ -140,7 +127,7 @@ def _become_agent(assembly: Assembly, scratch: str, seccomp: bytes, last_cap: in
             os.environ[KERNELS_FD_VARIABLE] = str(channel)
         os.close(answer)
     except BaseException as exc:
-        _fail(answer, exc)
+        fail(answer, exc)
     code = 0
     try:
         from e2b_local.agent.__main__ import main
