@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from e2b_local import linux
 from e2b_local.protocol import AGENT_MOUNT
-from e2b_local.zygote.forks import fail, read_all, reap, request_socket
+from e2b_local.zygote.forks import fail, read_all, request_socket
 
 # A registration's descriptors, in order; then the sandbox's cgroup.procs files, and its workload's.
 REGISTRATION_FDS = ("channel", "user", "mnt", "net", "ipc", "uts", "pid", "seccomp")
@@ -65,6 +65,10 @@ class Registration:
     cgroups: list[int]
     open_files: list[int]
     dropped_caps: list[int]
+
+    @property
+    def closed(self) -> bool:
+        return self.channel.fileno() < 0
 
     def close(self) -> None:
         """Close the channel and the sandbox's descriptors."""
@@ -117,10 +121,19 @@ def preload() -> None:
 
 
 def serve(requests: socket.socket) -> None:
-    """Register sandboxes and fork their kernels, until the fork server's end of `requests` closes."""
-    signal.signal(signal.SIGCHLD, reap)
+    """Register sandboxes and fork their kernels, until the fork server's end of `requests` closes.
+
+    One request of a channel at a time: the channel is not read again until the fork for its last
+    request has exited, so that no sandbox can keep this process forking for it.
+    """
+    # SIGCHLD wakes the selector through this pipe; exited forks are collected in the loop.
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     selector = selectors.DefaultSelector()
     selector.register(requests, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    busy: dict[int, Registration] = {}  # fork's pid -> the registration it serves
     while True:
         for key, _ in selector.select():
             if key.fileobj is requests:
@@ -131,20 +144,43 @@ def serve(requests: socket.socket) -> None:
                 if registration is not None:
                     selector.register(registration.channel, selectors.EVENT_READ, registration)
                 continue
+            if key.fileobj == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                for pid in _exited():
+                    served = busy.pop(pid, None)
+                    if served is not None and not served.closed:
+                        selector.register(served.channel, selectors.EVENT_READ, served)
+                continue
             registration = key.data
             try:
                 message, fds, _, _ = socket.recv_fds(registration.channel, MAX_MESSAGE, 2)
             except OSError:
                 message, fds = b"", []
+            selector.unregister(registration.channel)
             if not message:  # the agent is gone
-                selector.unregister(registration.channel)
                 registration.close()
                 continue
-            if os.fork() == 0:
+            pid = os.fork()
+            if pid == 0:
                 requests.close()
                 _spawn(registration, message, fds)
+            busy[pid] = registration
             for fd in fds:
                 os.close(fd)
+
+
+def _exited() -> list[int]:
+    """The forks that have exited since the last call, collected."""
+    found = []
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        found.append(pid)
 
 
 def _register(message: bytes, fds: list[int]) -> Registration | None:
@@ -163,6 +199,9 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
     """In a fork of the zygote: join the sandbox and fork the kernel into its pid namespace; never returns."""
     answer = fds[0] if fds else -1
     try:
+        # Nothing of the zygote's signal handling goes on into the kernel.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         if len(fds) != 2:
             raise ValueError("a kernel request carries the answer's and the log's descriptors")
         request = json.loads(message)

@@ -82,10 +82,11 @@ def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b
         assert kinds == ["anon_inode"] * 2 + ["socket"] * 3, _descriptors(fork_server)
         # The agent zygote's: its request socket alone.
         assert [t.split(":")[0] for t in _descriptors(zygotes[0])] == ["socket"], _descriptors(zygotes[0])
-        # The kernel zygote's: its request socket, and for each code-interpreter sandbox its channel,
-        # namespaces, seccomp filter and cgroups (what a kernel of that sandbox joins), nothing else.
-        allowed = (r"anon_inode:\[eventpoll\]|socket:\[\d+\]|(user|mnt|net|ipc|uts|pid):\[\d+\]|.*/seccomp\.bpf"
-                   r"|/sys/fs/cgroup/.*/e2b-local/[^/]+(/work)?/cgroup\.procs")
+        # The kernel zygote's: its request socket and its signals' wake-up pipe, and for each
+        # code-interpreter sandbox its channel, namespaces, seccomp filter and cgroups (what a kernel
+        # of that sandbox joins), nothing else.
+        allowed = (r"anon_inode:\[eventpoll\]|pipe:\[\d+\]|socket:\[\d+\]|(user|mnt|net|ipc|uts|pid):\[\d+\]"
+                   r"|.*/seccomp\.bpf|/sys/fs/cgroup/.*/e2b-local/[^/]+(/work)?/cgroup\.procs")
         for target in _descriptors(kernel_zygotes[0]):
             assert re.fullmatch(allowed, target), target
         assert not _children(zygotes[0]) and not _children(kernel_zygotes[0])
