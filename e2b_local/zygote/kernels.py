@@ -221,10 +221,14 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
         # What a process the agent executes as this user has: no capability but the inheritable
-        # set (the agent's), the same bounding set. Root keeps them all, as the agent's children do.
+        # set (the agent's), the same bounding set. Root keeps them all, ambient ones too, as the
+        # agent's own children do.
         keep = set(range(last_cap + 1)) - set(registration.dropped_caps)
-        linux.drop_bounding(keep, last_cap)
-        linux.capset(keep if uid == 0 else set(), keep)
+        if uid == 0:
+            linux.set_capabilities(keep, last_cap)
+        else:
+            linux.drop_bounding(keep, last_cap)
+            linux.capset(set(), keep)
         # Forked twice: an orphan goes to the init of its parent's pid namespace, so only a kernel
         # whose parent is in the sandbox's (and exits) becomes the agent's child.
         # The middle one is waited for here, so that no exited process of ours is left to anyone else.
