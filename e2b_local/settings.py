@@ -86,8 +86,8 @@ CATALOGUE = (
                 "custom templates, the ones created from last, that keep one pre-started sandbox each (0: none)"),
     SettingInfo("E2B_LOCAL_BOOT_CONCURRENCY", "boot_concurrency", "3 per core", "sandboxes booted at once"),
     SettingInfo("E2B_LOCAL_AGENT_START", "agent_start", DEFAULT_AGENT_START,
-                "how each sandbox's agent starts: fork (from a pre-imported agent, in milliseconds) or exec (a "
-                "fresh one executed by bubblewrap)"),
+                "how sandboxes' agents and Python kernels start: fork (from pre-imported zygotes, in milliseconds) "
+                "or exec (afresh, the agent by bubblewrap)"),
     SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,
                 "domain mode's domain: https://api.<domain> and https://<port>-<id>.<domain> (resolves to loopback)"),
     SettingInfo("E2B_LOCAL_HTTPS_PORT", "https_port", str(DEFAULT_HTTPS_PORT),
