@@ -19,10 +19,12 @@ from e2b import Sandbox, SandboxQuery
 # queued behind the burst's boots would return only once every create queued before it had started,
 # that is with at most this many still pending.
 BOOT_SLOTS = 2
-BURST = 20
+# Long enough that calls land while creates still wait, however fast a boot is (one takes well under
+# 0.1 s of its slot with a forked agent).
+BURST = 40
 # Sandboxes killed during the burst, one every CALL_SPACING seconds from its start.
 VICTIMS = 3
-CALL_SPACING = 1.0
+CALL_SPACING = 0.3
 EXPIRING = 30
 
 
