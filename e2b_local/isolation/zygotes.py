@@ -12,9 +12,13 @@ same as in a sandbox), and links to the base layer's top directories. A kernel z
 template with an ipykernel) runs the template's Python in a root made of the template's layers.
 Both run code of their layers as host root before any fork drops into a sandbox, so zygotes are only
 started on layers e2b-local built itself: the base layer always is one; a custom template's layers
-(whatever its builder or image put in them) never get a kernel zygote, and its kernels are executed. It is started on
-the first launch that needs it, replaced when it has died, and ends when the fork server does (its
-request socket closes). It holds nothing of any sandbox: each request's details go to its fork.
+(whatever its builder or image put in them) never get a kernel zygote, and its kernels are executed.
+
+A zygote is started on the first launch that needs it, replaced when it has died, and ends when the
+fork server does (its request socket closes). An agent zygote holds nothing of any sandbox: each
+request's details go to its fork. A kernel zygote holds, for each sandbox registered with it, what
+that sandbox's kernels join (namespaces, cgroups, seccomp filter) and the channel they are asked for
+through.
 """
 
 from __future__ import annotations
