@@ -11,6 +11,9 @@ import ctypes
 import os
 import struct
 
+from e2b_local import linux
+from e2b_local.linux import CLONE_NEWUSER
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 # The new mount API's system calls have the same numbers on every architecture.
@@ -24,7 +27,6 @@ AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_IDMAP = 0x00100000
-CLONE_NEWUSER = 0x10000000
 
 
 def _fail(what: str) -> OSError:
@@ -45,7 +47,9 @@ def shifting_userns(source: int, target: int, count: int) -> int:
         try:
             os.close(ready_r)
             os.close(done_w)
-            if _libc.unshare(CLONE_NEWUSER) != 0:
+            try:
+                linux.unshare(CLONE_NEWUSER)
+            except OSError:
                 os._exit(1)
             os.write(ready_w, b"1")
             os.read(done_r, 1)

@@ -8,30 +8,22 @@ any connection to the host.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 
-CLONE_NEWNET = 0x40000000
+from e2b_local.linux import CLONE_NEWNET, setns
 
-_libc = ctypes.CDLL(None, use_errno=True)
 # The namespace this process serves from, held open so that every thread can return to it.
 _HOME_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def socket_in(pidfd: int) -> socket.socket:
     """A non-blocking TCP socket in the network namespace of the process `pidfd` refers to."""
-    _setns(pidfd)
+    setns(pidfd, CLONE_NEWNET)
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     finally:
-        _setns(_HOME_NETNS)
+        setns(_HOME_NETNS, CLONE_NEWNET)
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
