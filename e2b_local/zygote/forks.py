@@ -18,15 +18,17 @@ def request_socket() -> socket.socket:
     return requests
 
 
-def reap(*_: object) -> None:
-    """Collect every fork that has exited (a SIGCHLD handler: forks exit once they have answered)."""
+def reap(*_: object) -> list[int]:
+    """Collect every fork that has exited; their pids (a SIGCHLD handler too: forks exit once they have answered)."""
+    found = []
     while True:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return found
         if pid == 0:
-            return
+            return found
+        found.append(pid)
 
 
 def read_all(fd: int) -> bytes:

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from e2b_local import linux
 from e2b_local.protocol import AGENT_MOUNT
-from e2b_local.zygote.forks import fail, read_all, request_socket
+from e2b_local.zygote.forks import fail, read_all, reap, request_socket
 
 # A registration's descriptors, in order; then the sandbox's cgroup.procs files, and its workload's.
 REGISTRATION_FDS = ("channel", "user", "mnt", "net", "ipc", "uts", "pid", "seccomp")
@@ -147,7 +147,7 @@ def serve(requests: socket.socket) -> None:
             if key.fileobj == wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
-                for pid in _exited():
+                for pid in reap():
                     served = busy.pop(pid, None)
                     if served is not None and not served.closed:
                         selector.register(served.channel, selectors.EVENT_READ, served)
@@ -168,19 +168,6 @@ def serve(requests: socket.socket) -> None:
             busy[pid] = registration
             for fd in fds:
                 os.close(fd)
-
-
-def _exited() -> list[int]:
-    """The forks that have exited since the last call, collected."""
-    found = []
-    while True:
-        try:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return found
-        if pid == 0:
-            return found
-        found.append(pid)
 
 
 def _register(message: bytes, fds: list[int]) -> Registration | None:
