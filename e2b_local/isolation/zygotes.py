@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import sys
 import traceback
@@ -33,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from e2b_local import linux
+from e2b_local.isolation.tracking import TrackedProcess
 from e2b_local.linux import CLONE_NEWNS, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
 from e2b_local.protocol import AGENT_MOUNT, BASE_MOUNT, PYTHON_KERNELSPEC, ZYGOTE_FD_VARIABLE
 
@@ -46,19 +46,16 @@ MAX_ZYGOTES = 6
 class Zygote:
     """A running zygote, as its fork server holds it."""
 
-    pid: int
-    pidfd: int
+    process: TrackedProcess
     requests: socket.socket
 
     def alive(self) -> bool:
-        poller = select.poll()
-        poller.register(self.pidfd, select.POLLIN)
-        return not poller.poll(0)
+        return self.process.alive()
 
     def close(self) -> None:
         """Let it go: it exits once no launcher holds its socket either."""
         self.requests.close()
-        os.close(self.pidfd)
+        self.process.close()
 
 
 class Zygotes:
@@ -99,7 +96,7 @@ def start(command: list[str], env: dict[str, str], enter_root: Callable[[], None
             sys.stderr.flush()
         os._exit(127)
     theirs.close()
-    return Zygote(pid, os.pidfd_open(pid), ours)
+    return Zygote(TrackedProcess(pid, os.pidfd_open(pid)), ours)
 
 
 def _private_tmpfs(paths: list[str]) -> list[int]:
