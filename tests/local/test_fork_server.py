@@ -4,8 +4,10 @@ is replaced at the next launch."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import cgroup_processes
@@ -60,6 +62,20 @@ def _ppid(pid: int) -> int | None:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
+def _kill_the_one(find: Callable[[], list[int]], what: str) -> int:
+    """Kill the one process `find` lists and wait until it is gone; its pid."""
+    (pid,) = find()
+    os.kill(pid, 9)
+    wait_for(lambda: pid not in find(), f"the killed {what} to be gone")
+    return pid
+
+
+def _assert_replaced(find: Callable[[], list[int]], killed: int) -> None:
+    """`find` lists one process again, and not the killed one."""
+    replaced = find()
+    assert len(replaced) == 1 and replaced[0] != killed, replaced
+
+
 def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b_server) -> None:
     server_pid = e2b_server.process.pid
     first = Sandbox.create()
@@ -107,16 +123,14 @@ def test_a_fork_server_that_died_is_replaced_and_its_sandboxes_live_on(e2b_serve
     server_pid = e2b_server.process.pid
     before = Sandbox.create()
     try:
-        (fork_server,) = _fork_servers(server_pid)
-        os.kill(fork_server, 9)
-        wait_for(lambda: fork_server not in _fork_servers(server_pid), "the killed fork server to be gone")
+        fork_servers = functools.partial(_fork_servers, server_pid)
+        fork_server = _kill_the_one(fork_servers, "fork server")
         assert before.commands.run("echo still here").stdout == "still here\n"
         # Without internet access, so that the create launches a sandbox now instead of taking the pooled one.
         after = Sandbox.create(allow_internet_access=False)
         try:
             assert after.commands.run("echo launched").stdout == "launched\n"
-            replaced = _fork_servers(server_pid)
-            assert len(replaced) == 1 and replaced[0] != fork_server, replaced
+            _assert_replaced(fork_servers, fork_server)
         finally:
             after.kill()
     finally:
@@ -128,15 +142,13 @@ def test_a_zygote_that_died_is_replaced_and_its_sandboxes_live_on(e2b_server) ->
     before = Sandbox.create(allow_internet_access=False)
     try:
         (fork_server,) = _fork_servers(server_pid)
-        (zygote,) = _running(fork_server, ZYGOTE_MODULE)
-        os.kill(zygote, 9)
-        wait_for(lambda: zygote not in _running(fork_server, ZYGOTE_MODULE), "the killed zygote to be gone")
+        zygotes = functools.partial(_running, fork_server, ZYGOTE_MODULE)
+        zygote = _kill_the_one(zygotes, "zygote")
         assert before.commands.run("echo still here").stdout == "still here\n"
         after = Sandbox.create(allow_internet_access=False)
         try:
             assert after.commands.run("echo forked").stdout == "forked\n"
-            replaced = _running(fork_server, ZYGOTE_MODULE)
-            assert len(replaced) == 1 and replaced[0] != zygote, replaced
+            _assert_replaced(zygotes, zygote)
         finally:
             after.kill()
     finally:
@@ -148,17 +160,15 @@ def test_a_kernel_zygote_that_died_is_replaced_and_kernels_still_start(e2b_serve
     before = CodeSandbox.create(allow_internet_access=False)
     try:
         (fork_server,) = _fork_servers(server_pid)
-        (zygote,) = _running(fork_server, KERNEL_ZYGOTE_MODULE)
-        os.kill(zygote, 9)
-        wait_for(lambda: zygote not in _running(fork_server, KERNEL_ZYGOTE_MODULE), "the killed zygote to be gone")
+        zygotes = functools.partial(_running, fork_server, KERNEL_ZYGOTE_MODULE)
+        zygote = _kill_the_one(zygotes, "kernel zygote")
         # The sandbox it served starts its kernels afresh now.
         context = before.create_code_context()
         assert before.run_code("6 * 7", context=context).text == "42"
         after = CodeSandbox.create(allow_internet_access=False)
         try:
             assert after.run_code("6 * 7").text == "42"
-            replaced = _running(fork_server, KERNEL_ZYGOTE_MODULE)
-            assert len(replaced) == 1 and replaced[0] != zygote, replaced
+            _assert_replaced(zygotes, zygote)
         finally:
             after.kill()
     finally:
