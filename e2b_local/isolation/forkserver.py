@@ -143,7 +143,7 @@ def serve(requests: socket.socket) -> None:
                 zygote = zygotes.get(("agent", spec.base_layer, spec.agent_package),
                                      python_command(spec, "e2b_local.zygote"), AGENT_ENV,
                                      functools.partial(agent_root, spec.base_layer, spec.agent_package))
-                if spec.fork_kernels and (kernel := python_kernel(spec.lowers)) is not None:
+                if spec.fork_kernels and (kernel := python_kernel(tuple(spec.lowers))) is not None:
                     kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package), kernel.command(),
                                           kernel.environment(),
                                           functools.partial(kernel_root, spec.lowers, spec.agent_package))

@@ -23,6 +23,7 @@ through.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -171,7 +172,9 @@ class KernelSpec:
                 **self.env}
 
 
-def python_kernel(lowers: list[str]) -> KernelSpec | None:
+# Layers never change once built (a changed one is a new directory), so each set is read once.
+@functools.lru_cache(maxsize=16)
+def python_kernel(lowers: tuple[str, ...]) -> KernelSpec | None:
     """The template's Python kernel (its ipykernel's kernelspec), if it has one."""
     for layer in lowers:
         try:
