@@ -112,9 +112,9 @@ async def serve(app: AgentApp, fd: int) -> None:
     (orphans too), as the sandbox's pid 1 must.
     """
     config = Config(
-        app, fd=fd, log_level="warning", access_log=False, lifespan="off",
+        app, fd=fd, log_level="warning", access_log=False, lifespan="off", http="httptools",
         # The host keeps connections to the agent open between requests.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS, h11_max_incomplete_event_size=None,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     servers = [AgentServer(config).serve()]
     if ships_kernels():
@@ -123,7 +123,7 @@ async def serve(app: AgentApp, fd: int) -> None:
         except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
             print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
         else:
-            config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off",
+            config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off", http="httptools",
                             timeout_keep_alive=KEEP_ALIVE_SECONDS)
             servers.append(AgentServer(config).serve(sockets=[listener]))
     await asyncio.gather(*servers)
