@@ -35,12 +35,25 @@ uvicorn.Config, uvicorn.Server = Config, Server
 KEEP_ALIVE_SECONDS = 600
 
 
+# How often an agent's server wakes by itself: to refresh its Date header.
+TICK_SECONDS = 1.0
+
+
 class AgentServer(Server):
-    """uvicorn without its signal handlers: the agent must handle no signal at all (see `main`)."""
+    """uvicorn without its signal handlers (the agent must handle no signal at all, see `main`) and
+    without its tenth-of-a-second tick.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn wakes ten times a second to see whether it should stop; an agent never stops (its
+        # sandbox is killed), and five hundred idle sandboxes would wake the machine 10,000 times a
+        # second. Each tick is given a counter uvicorn takes for a whole second (the Date header).
+        while not await self.on_tick(0):
+            await asyncio.sleep(TICK_SECONDS)
 
 
 def drop_signal_handlers() -> None:
@@ -115,6 +128,8 @@ async def serve(app: AgentApp, fd: int) -> None:
         app, fd=fd, log_level="warning", access_log=False, lifespan="off", http="httptools",
         # The host keeps connections to the agent open between requests.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        # The host's server, which answers the client, adds its own: a client would get two of each.
+        date_header=False, server_header=False,
     )
     servers = [AgentServer(config).serve()]
     if ships_kernels():
