@@ -262,6 +262,9 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
     sandbox = Sandbox.create(TEMPLATE, timeout=3600, **settings)
     try:
         run_cell(sandbox)
+        # The pool's replacement for this sandbox boots now: measured alongside, it would be counted
+        # in each figure below.
+        wait_pool_full(home, POOLED)
         out["kernel_ready"], out["kernel_first_reply"] = kernel_starts(sandbox, max(3, contexts))
         for _ in range(contexts):
             context, ms = timed(sandbox.create_code_context)
