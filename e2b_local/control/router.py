@@ -152,9 +152,9 @@ async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: S
         ]})
 
         async def pump() -> None:
-            async for chunk in response.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            async for piece, more in response.pieces():
+                if piece or not more:
+                    await send({"type": "http.response.body", "body": piece, "more_body": more})
             response.release()
 
         if not response.streaming:  # a bounded body: no need to watch for the client leaving

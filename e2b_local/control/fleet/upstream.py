@@ -20,6 +20,8 @@ MAX_IDLE = 8
 READ_SIZE = 64 * 1024
 # Headers longer than this are not a sane agent answer.
 MAX_HEAD = 64 * 1024
+# Nor is a chunk's size line longer than this.
+MAX_CHUNK_LINE = 1024
 # An idle connection is let go well before the agent closes it (its keep-alive is 600 s): reusing one
 # at the moment the agent closes it would fail the request sent on it.
 IDLE_SECONDS = 300.0
@@ -57,22 +59,20 @@ class UpstreamResponse:
         # False when the other side closes the connection after this answer (HTTP/1.0, `connection: close`).
         self.keep_alive = True
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk as the agent sent it."""
+    async def pieces(self) -> AsyncIterator[tuple[bytes, bool]]:
+        """The body as it arrives, with whether more follows: what arrived together is one piece.
+
+        Chunks the agent wrote at once go on as one, and the last goes with the end of the body, so
+        that the client gets one write for them instead of one per chunk and one for the end.
+        """
         conn = self._conn
         if conn is None or self._done:
+            yield b"", False
             return
         reader = conn.reader
         if self._chunked:
-            while True:
-                size_line = await reader.readuntil(b"\r\n")
-                size = int(size_line.split(b";", 1)[0], 16)
-                if size == 0:
-                    while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, if any
-                        pass
-                    break
-                data = await reader.readexactly(size + 2)
-                yield data[:-2]
+            async for piece in self._chunked_pieces(reader):
+                yield piece
         elif self._length is not None:
             remaining = self._length
             while remaining:
@@ -80,13 +80,50 @@ class UpstreamResponse:
                 if not data:
                     raise UpstreamError("the agent closed the connection mid-body")
                 remaining -= len(data)
-                yield data
+                yield data, remaining > 0
         else:
             while data := await reader.read(READ_SIZE):
-                yield data
+                yield data, True
             self.close()
+            yield b"", False
             return
         self._done = True
+
+    async def _chunked_pieces(self, reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, bool]]:
+        buffer = bytearray()
+        payloads: list[bytes] = []
+        while True:
+            while (line_end := buffer.find(b"\r\n")) >= 0:
+                try:
+                    size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
+                except ValueError as exc:
+                    raise UpstreamError(f"malformed chunk from the sandbox agent: {bytes(buffer[:40])!r}") from exc
+                if size == 0:
+                    # The last chunk, then trailers (if any) up to an empty line.
+                    if buffer.startswith(b"\r\n", line_end + 2):
+                        end = line_end + 4
+                    elif (end := buffer.find(b"\r\n\r\n", line_end) + 4) < 4:
+                        break
+                    if len(buffer) > end:  # bytes the agent sent past its answer: this connection is spent
+                        self.keep_alive = False
+                    yield b"".join(payloads), False
+                    return
+                if len(buffer) < line_end + size + 4:
+                    break
+                if buffer[line_end + size + 2:line_end + size + 4] != b"\r\n":
+                    raise UpstreamError("malformed chunk from the sandbox agent: longer than its size")
+                payloads.append(bytes(buffer[line_end + 2:line_end + 2 + size]))
+                del buffer[:line_end + size + 4]
+            else:
+                if len(buffer) > MAX_CHUNK_LINE:
+                    raise UpstreamError("malformed chunk from the sandbox agent: no size line")
+            if payloads:
+                yield b"".join(payloads), True
+                payloads = []
+            data = await reader.read(READ_SIZE)
+            if not data:
+                raise UpstreamError("the agent closed the connection mid-body")
+            buffer += data
 
     def release(self) -> None:
         """Give the connection back for reuse if the exchange completed, else drop it."""
