@@ -34,9 +34,9 @@ class InterpreterSandbox:
         """The environment every process of the sandbox gets."""
         return self.state.sandbox_env()
 
-    def join_workload(self) -> None:
-        """Move the calling child into the workload cgroup."""
-        self.workload.join()
+    def become_workload(self) -> None:
+        """Make the calling child one of the sandbox's programs (see `Workload.enter`)."""
+        self.workload.enter()
 
     def kernel_forker(self) -> KernelForker:
         """The channel to the template's kernel zygote (none for an agent executed afresh)."""

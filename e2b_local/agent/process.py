@@ -31,7 +31,6 @@ from e2b.envd.process import process_pb as pb
 from e2b.envd.process.process_connect import Process
 from protobuf import Oneof
 
-from e2b_local import linux
 from e2b_local.agent.connect import request_user
 from e2b_local.agent.journal import Journal
 from e2b_local.agent.state import SandboxState
@@ -205,18 +204,6 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
-def reset_oom_score() -> None:
-    """Undo the agent's protection from out-of-memory kills for a process it starts (in the child)."""
-    # The agent's filesystem identity switches leave it undumpable; an agent forked from a zygote
-    # (whose memory dates from outside the sandbox) then has its /proc files owned by host root, and
-    # so would this child until its exec. Dumpable again, they are its own (the exec decides anew).
-    linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
-    with open("/proc/self/oom_score_adj", "r+") as f:
-        if f.read().strip() != "0":
-            f.seek(0)
-            f.write("0")
-
-
 def _set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
 
@@ -255,7 +242,7 @@ class ProcessService(Process):
         if not os.path.isdir(cwd):
             raise ConnectError(Code.INVALID_ARGUMENT, f"cwd '{cwd}' does not exist")
         env = {**user.base_env(), **self.state.sandbox_env(), **dict(config.envs)}
-        join_workload = self.workload.join
+        enter_workload = self.workload.enter
         pty = request.pty
         master: int | None = None
         if pty is not None:
@@ -273,9 +260,8 @@ class ProcessService(Process):
             terminal = False
 
         def prepare_child() -> None:
-            # In the child, in this order: the OOM score needs root, the terminal needs the new session.
-            join_workload()
-            reset_oom_score()
+            # In the child, in this order: the cgroup needs root, the terminal needs the new session.
+            enter_workload()
             os.setgroups(list(user.groups))
             os.setgid(user.gid)
             os.setuid(user.uid)

@@ -26,7 +26,6 @@ import socket
 import struct
 from typing import Any
 
-from e2b_local.agent.process import reset_oom_score
 from e2b_local.agent.users import UnknownUserError, User
 from e2b_local.agent.workload import Workload
 from e2b_local.protocol import BASE_MOUNT
@@ -180,11 +179,10 @@ class _Session:
                    SUDO_COMMAND=shlex.join(argv))
         if not os.path.isdir(cwd):
             cwd = target.home if os.path.isdir(target.home) else "/"
-        join_workload = self.workload.join
+        enter_workload = self.workload.enter
 
         def prepare_child() -> None:
-            join_workload()
-            reset_oom_score()
+            enter_workload()
             os.setgroups(list(target.groups))
             os.setgid(target.gid)
             os.setuid(target.uid)

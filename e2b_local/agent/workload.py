@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from e2b_local import linux
 from e2b_local.protocol import WORKLOAD_FD_VARIABLE
 
 
@@ -29,7 +30,21 @@ class Workload:
         os.set_inheritable(fd, False)
         return cls(fd)
 
-    def join(self) -> None:
-        """Move the calling process into the workload cgroup (call in a child, before exec)."""
+    def enter(self) -> None:
+        """Make the calling process one of the sandbox's programs (call in a child, before exec): in
+        the workload cgroup, and without the agent's protection from out-of-memory kills."""
         if self.fd is not None:
             os.write(self.fd, b"0")
+        reset_oom_score()
+
+
+def reset_oom_score() -> None:
+    """Undo the agent's protection from out-of-memory kills for a process it starts (in the child)."""
+    # The agent's filesystem identity switches leave it undumpable; an agent forked from a zygote
+    # (whose memory dates from outside the sandbox) then has its /proc files owned by host root, and
+    # so would this child until its exec. Dumpable again, they are its own (the exec decides anew).
+    linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
+    with open("/proc/self/oom_score_adj", "r+") as f:
+        if f.read().strip() != "0":
+            f.seek(0)
+            f.write("0")

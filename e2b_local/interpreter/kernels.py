@@ -208,7 +208,7 @@ class Kernel:
                     self.proc = await asyncio.create_subprocess_exec(
                         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, cwd=self.cwd,
                         env=env, user=user.uid, group=user.gid, extra_groups=list(user.groups),
-                        start_new_session=True, preexec_fn=self.sandbox.join_workload,
+                        start_new_session=True, preexec_fn=self.sandbox.become_workload,
                     )
         finally:
             self.spawned.set()

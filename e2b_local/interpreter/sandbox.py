@@ -50,8 +50,9 @@ class Sandbox(Protocol):
         """The environment variables every process of the sandbox gets."""
         ...
 
-    def join_workload(self) -> None:
-        """Move the calling process into the sandbox's workload cgroup (in a child, before exec)."""
+    def become_workload(self) -> None:
+        """Make the calling process one of the sandbox's programs (in a child, before exec): in the
+        workload cgroup, and as liable to out-of-memory kills as any other."""
         ...
 
     def kernel_forker(self) -> KernelForker:

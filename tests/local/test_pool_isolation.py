@@ -79,6 +79,7 @@ data = {
     "boot_id": read("/proc/sys/kernel/random/boot_id").strip(),
     "hostname": os.uname().nodename,
     "fds": fds("self"),
+    "oom_score_adj": read("/proc/self/oom_score_adj").strip(),
     # Without the mount's ids and device numbers (fields 1-3), which are the kernel's to choose.
     "mounts": [" ".join(line.split()[3:]) for line in read("/proc/self/mountinfo").splitlines()],
     "dev": sorted([name, oct(os.lstat("/dev/" + name).st_mode),
@@ -89,6 +90,7 @@ if os.geteuid() == 0:
     data["agent_cmdline"] = read("/proc/1/cmdline")
     data["agent_status"] = status(1)
     data["agent_fds"] = fds(1)
+    data["agent_oom_score_adj"] = read("/proc/1/oom_score_adj").strip()
 print(json.dumps(data))
 """.replace("FIELDS", repr(STATUS_FIELDS))
 
@@ -106,6 +108,7 @@ print(_json.dumps({
     "python": {"executable": __import__("sys").executable, "argv": __import__("sys").argv,
                "path": __import__("sys").path, "cwd": _os.getcwd(), "flags": repr(__import__("sys").flags)},
     "cmdline": open("/proc/self/cmdline").read(),
+    "oom_score_adj": open("/proc/self/oom_score_adj").read().strip(),
 }))
 """.replace("FIELDS", repr(STATUS_FIELDS))
 
@@ -336,6 +339,13 @@ def test_id_maps_and_capabilities_are_the_same(observed) -> None:
     found = same_across_kinds(observed, credentials)
     assert found["maps"][0].startswith("0 ID_BASE ")  # sandbox root is the server's range, for both kinds
     assert found["root"]["CapEff"] != found["user"]["CapEff"]
+
+
+def test_everything_but_the_agent_is_liable_to_out_of_memory_kills(observed) -> None:
+    found = same_across_kinds(observed, lambda o: {
+        "root": o.root["oom_score_adj"], "user": o.user["oom_score_adj"], "kernel": o.kernel["oom_score_adj"],
+        "agent": o.root["agent_oom_score_adj"]})
+    assert found["root"] == found["user"] == found["kernel"] == "0", found
 
 
 # -- environment -----------------------------------------------------------------------------------
