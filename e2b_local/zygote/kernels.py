@@ -49,10 +49,12 @@ NAMESPACES = {"user": linux.CLONE_NEWUSER, "mnt": linux.CLONE_NEWNS, "net": linu
 # A kernel request: its JSON, with the answer's and the log's descriptors.
 MAX_MESSAGE = 1 << 20
 # What a Python kernel imports: ipykernel's launcher before its app starts, then the app (its
-# debugger's debugpy, IPython's history database, completer and extensions, tornado's queues).
+# debugger's debugpy, IPython's history database, completer, inspector, logger and extensions,
+# tornado's queues, faulthandler).
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "IPython", "ipykernel.debugger",
-           "IPython.core.completerlib", "IPython.core.debugger", "IPython.extensions.storemagic", "sqlite3",
-           "tornado.gen", "tornado.platform.asyncio", "tornado.queues")
+           "IPython.core.completerlib", "IPython.core.debugger", "IPython.core.logger", "IPython.core.oinspect",
+           "IPython.extensions.storemagic", "IPython.utils.wildcard", "sqlite3", "tornado.gen",
+           "tornado.platform.asyncio", "tornado.queues", "faulthandler")
 
 
 @dataclass
