@@ -270,8 +270,7 @@ class Kernel:
         assert self.client is not None
         content = {"code": code, "silent": silent, "store_history": not silent, "user_expressions": {},
                    "allow_stdin": False, "stop_on_error": not silent}
-        msg = self.client.session.msg("execute_request", content)
-        msg_id = msg["header"]["msg_id"]
+        msg_id, frames = self.client.message("execute_request", content)
         if into is None:
             submission = Submission(self, msg_id)
         else:
@@ -281,7 +280,7 @@ class Kernel:
             submission.put(KernelExit(DIED_ERROR, self.death))
             return submission
         self.waiters[msg_id] = submission
-        self.client.send_message(self.client.shell, msg)
+        self.client.send_frames(self.client.shell, frames)
         return submission
 
     def hold(self) -> None:
@@ -336,10 +335,11 @@ class Kernel:
         """True when the kernel's process is gone or a zombie, even before its exit has been handled."""
         if self.proc is None:
             return False
+        # Without reaping it (WNOWAIT): that is the child watcher's. The kernel is the agent's child,
+        # started by it or, forked, reparented to it (the sandbox's pid 1).
         try:
-            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
-                return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-        except (OSError, IndexError):
+            return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
             return True
 
     async def wait_exited(self) -> None:
