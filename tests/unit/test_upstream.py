@@ -58,6 +58,16 @@ async def test_chunks_written_apart_arrive_apart(tmp_path: Path) -> None:
     assert (b"second", True) in pieces  # not held back until the end came
 
 
+async def test_a_chunk_larger_than_what_has_arrived_goes_on_in_parts(tmp_path: Path) -> None:
+    big = 200_000  # several reads' worth: it is passed on as it comes, not held until complete
+    pieces, reusable = await answer(tmp_path, [CHUNKED_HEAD + b"%x\r\n" % big + b"a" * 1000, b"a" * (big - 1000)
+                                               + b"\r\n0\r\n\r\n"])
+    assert b"".join(p for p, _ in pieces) == b"a" * big
+    assert pieces[0] == (b"a" * 1000, True)
+    assert pieces[-1][1] is False
+    assert reusable
+
+
 async def test_trailers_after_the_last_chunk_are_read_past(tmp_path: Path) -> None:
     pieces, reusable = await answer(tmp_path, [CHUNKED_HEAD + b"2\r\nhi\r\n0\r\nx-trailer: 1\r\n", b"\r\n"])
     assert b"".join(p for p, _ in pieces) == b"hi"

@@ -92,8 +92,29 @@ class UpstreamResponse:
     async def _chunked_pieces(self, reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, bool]]:
         buffer = bytearray()
         payloads: list[bytes] = []
+        left = 0  # of the current chunk's payload, still to come
+        crlf = False  # the CRLF that ends a chunk's payload is next
         while True:
-            while (line_end := buffer.find(b"\r\n")) >= 0:
+            while True:
+                if left:
+                    payloads.append(bytes(buffer[:left]))
+                    taken = len(payloads[-1])
+                    del buffer[:taken]
+                    left -= taken
+                    if left:
+                        break
+                    crlf = True
+                if crlf:
+                    if len(buffer) < 2:
+                        break
+                    if buffer[:2] != b"\r\n":
+                        raise UpstreamError("malformed chunk from the sandbox agent: longer than its size")
+                    del buffer[:2]
+                    crlf = False
+                if (line_end := buffer.find(b"\r\n")) < 0:
+                    if len(buffer) > MAX_CHUNK_LINE:
+                        raise UpstreamError("malformed chunk from the sandbox agent: no size line")
+                    break
                 try:
                     size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
                 except ValueError as exc:
@@ -103,20 +124,16 @@ class UpstreamResponse:
                     if buffer.startswith(b"\r\n", line_end + 2):
                         end = line_end + 4
                     elif (end := buffer.find(b"\r\n\r\n", line_end) + 4) < 4:
+                        if len(buffer) > MAX_HEAD:
+                            raise UpstreamError("malformed trailers from the sandbox agent")
                         break
                     if len(buffer) > end:  # bytes the agent sent past its answer: this connection is spent
                         self.keep_alive = False
                     yield b"".join(payloads), False
                     return
-                if len(buffer) < line_end + size + 4:
-                    break
-                if buffer[line_end + size + 2:line_end + size + 4] != b"\r\n":
-                    raise UpstreamError("malformed chunk from the sandbox agent: longer than its size")
-                payloads.append(bytes(buffer[line_end + 2:line_end + 2 + size]))
-                del buffer[:line_end + size + 4]
-            else:
-                if len(buffer) > MAX_CHUNK_LINE:
-                    raise UpstreamError("malformed chunk from the sandbox agent: no size line")
+                del buffer[:line_end + 2]
+                left = size
+            # What arrived goes on now, a chunk larger than one read in parts: nothing waits for the rest.
             if payloads:
                 yield b"".join(payloads), True
                 payloads = []
