@@ -5,7 +5,7 @@ sandbox's default user with the sandbox's own interpreters:
 
 - `languages`: which languages exist, their kernels, and the snippets that set env vars in each;
 - `connection`: kernels' connection files (Unix socket files, or loopback TCP for Deno);
-- `client`: a lean Jupyter client (ZeroMQ + jupyter_client's Session) for one kernel;
+- `client`: a lean Jupyter client (ZeroMQ, and Jupyter's message framing and signing) for one kernel;
 - `kernels`: starting, watching, interrupting and killing one kernel process;
 - `contexts`: E2B's contexts (one kernel each), the default context per language;
 - `outputs`: Jupyter messages translated into E2B's NDJSON lines;

@@ -213,8 +213,8 @@ class Kernel:
         finally:
             self.spawned.set()
         self._watcher = asyncio.create_task(self._watch())
-        # ZeroMQ and jupyter_client take a noticeable time to import the first time: do it while
-        # the kernel boots, off the event loop.
+        # ZeroMQ takes a noticeable time to import the first time: do it while the kernel boots, off
+        # the event loop.
         module = await asyncio.to_thread(importlib.import_module, "e2b_local.interpreter.client")
         if self.death is not None:
             return

@@ -45,10 +45,9 @@ BASE_PACKAGES = (
     "iproute2", "iputils-ping", "build-essential",
 )
 # The agent's runtime: the SDK's generated Connect server classes, an ASGI server (with httptools' C parser:
-# every request of the sandbox is parsed here), and a Jupyter client.
+# every request of the sandbox is parsed here), and ZeroMQ for its Jupyter client.
 AGENT_REQUIREMENTS = (
-    "e2b==2.63.0", "uvicorn==0.54.0", "httptools==0.9.0", "starlette==1.10.0", "jupyter_client==8.10.0",
-    "pyzmq==27.3.0",
+    "e2b==2.63.0", "uvicorn==0.54.0", "httptools==0.9.0", "starlette==1.10.0", "pyzmq==27.3.0",
 )
 # What the code interpreter template adds on top of base (kernels and the data stack users expect):
 # the data stack at the versions of E2B's code-interpreter template, the Python kernel at versions whose

@@ -18,8 +18,8 @@ MAX_FDS = 32
 
 
 # What the agent imports on demand once it serves: uvicorn's protocol and lifespan modules, anyio's
-# asyncio backend (Starlette's), and the kernel client (ZeroMQ, jupyter_client). Imported here, they
-# are shared by every sandbox instead of copied into each.
+# asyncio backend (Starlette's), and the kernel client (ZeroMQ). Imported here, they are shared by
+# every sandbox instead of copied into each.
 ON_DEMAND = ("uvicorn.lifespan.off", "uvicorn.protocols.http.httptools_impl",
              "uvicorn.protocols.websockets.auto", "anyio._backends._asyncio", "e2b_local.interpreter.client",
              "_strptime")
