@@ -14,9 +14,9 @@ from local.sandbox_helpers import registry_key
 from local.test_process_ownership import agent_pid
 
 # The idle agent's wakeups counted over this long. uvicorn's own loop would wake it ten times a
-# second, each of its two servers: 100 and more here.
+# second: 55 were counted here.
 IDLE_SECONDS = 5.0
-# A wakeup a second for each of the two servers, and a margin for the odd timer of asyncio.
+# A wakeup a second for each of its two servers (10 are counted), and a margin for asyncio's odd timer.
 MOST_WAKEUPS = 3 * IDLE_SECONDS
 
 
