@@ -85,10 +85,14 @@ class KernelClient:
                   "date": date, "version": PROTOCOL_VERSION}
         parts = [json.dumps(header).encode(), b"{}", b"{}",
                  json.dumps(content, ensure_ascii=False, allow_nan=False).encode("utf8", "surrogateescape")]
+        return msg_id, [DELIMITER, self._signature(parts), *parts]
+
+    def _signature(self, parts: list[bytes]) -> bytes:
+        """The HMAC of a message's four JSON parts, as its signature frame carries it."""
         mac = self._mac.copy()
         for part in parts:
             mac.update(part)
-        return msg_id, [DELIMITER, mac.hexdigest().encode(), *parts]
+        return mac.hexdigest().encode()
 
     def send_frames(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         """Send a message's frames (a DEALER queues them without blocking)."""
@@ -121,10 +125,7 @@ class KernelClient:
         if len(frames) < start + 5:
             raise MessageError("truncated message")
         signature, header, parent, metadata, content = frames[start:start + 5]
-        mac = self._mac.copy()
-        for part in (header, parent, metadata, content):
-            mac.update(part)
-        if not hmac.compare_digest(mac.hexdigest().encode(), signature):
+        if not hmac.compare_digest(self._signature([header, parent, metadata, content]), signature):
             raise MessageError("bad signature")
         head = json.loads(header)
         return {"header": head, "msg_type": head["msg_type"], "parent_header": json.loads(parent),
