@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import Config
@@ -124,24 +124,23 @@ async def serve(app: AgentApp, fd: int) -> None:
     they die (see `interpreter.contexts`). The reaper installed by `start` waits for every child
     (orphans too), as the sandbox's pid 1 must.
     """
-    config = Config(
-        app, fd=fd, log_level="warning", access_log=False, lifespan="off", http="httptools",
-        # The host keeps connections to the agent open between requests.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        # The host's server, which answers the client, adds its own: a client would get two of each.
-        date_header=False, server_header=False,
-    )
-    servers = [AgentServer(config).serve()]
+    # No Date or Server header on answers to the host: its server adds its own (a client would get two).
+    servers = [AgentServer(_config(app, fd=fd, date_header=False, server_header=False)).serve()]
     if ships_kernels():
         try:
             listener = interpreter_listener()
         except OSError as exc:  # the host reaches the interpreter through the agent's socket anyway
             print(f"e2b-local agent: cannot listen on port {CODE_INTERPRETER_PORT}: {exc}", flush=True)
         else:
-            config = Config(app.interpreter, log_level="warning", access_log=False, lifespan="off", http="httptools",
-                            timeout_keep_alive=KEEP_ALIVE_SECONDS)
-            servers.append(AgentServer(config).serve(sockets=[listener]))
+            servers.append(AgentServer(_config(app.interpreter)).serve(sockets=[listener]))
     await asyncio.gather(*servers)
+
+
+def _config(app: Any, **options: Any) -> Config:
+    """The settings both of the agent's servers share, and `options`."""
+    # Connections are kept open between requests: the host's, and those of programs in the sandbox.
+    return Config(app, log_level="warning", access_log=False, lifespan="off", http="httptools",
+                  timeout_keep_alive=KEEP_ALIVE_SECONDS, **options)
 
 
 if __name__ == "__main__":
