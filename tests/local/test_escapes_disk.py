@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from conftest import LocalServer, _free_port, start_server, stop_server
 from e2b import NotEnoughSpaceException, Sandbox
 
 from local.sandbox_helpers import registry_key, run_as
+from local.test_process_ownership import wait_until
 
 # Small, so that filling it is quick; ext4's default ratio gives it 4096 inodes.
 DISK_MB = 64
@@ -149,11 +149,8 @@ def test_kill_releases_the_disk_while_other_sandboxes_run(small_disk_server: Loc
         assert not [m for m in host_mounts() if m.startswith(str(directory))]
         # A sandbox the pool boots meanwhile holds a copy of the disk's mount until it has made its own
         # root (as `second` did): the loop device goes with the last copy, moments after the kill.
-        deadline = time.monotonic() + LOOP_RELEASE_SECONDS
-        while (held := [f for f in loop_backing_files() if f.startswith(str(directory))]) and \
-                time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not held
+        assert wait_until(lambda: not [f for f in loop_backing_files() if f.startswith(str(directory))],
+                          LOOP_RELEASE_SECONDS), loop_backing_files()
         assert run_as(second, "echo alive")[1].strip() == "alive"
     finally:
         second.kill()
