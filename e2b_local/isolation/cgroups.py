@@ -214,6 +214,12 @@ class SandboxCgroup:
         cache = stat.get("total_cache", stat.get("cache", 0))
         return Usage(cpu_usage_ns=cpu, mem_used=max(usage - cache, 0), mem_cache=cache)
 
+    def kernel_memory(self) -> int:
+        """Bytes of kernel memory (slab, stacks, page tables) charged to the sandbox's cgroup and those below it."""
+        if self.v2:
+            return _read_kv(self._v2() / "memory.stat").get("kernel", 0)
+        return int((self._v1("memory") / "memory.kmem.usage_in_bytes").read_text())
+
     def oom_kills(self) -> int:
         """How many processes the kernel killed for exceeding the memory limit."""
         try:

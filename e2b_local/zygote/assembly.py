@@ -159,7 +159,7 @@ def _make_dev(target: str) -> None:
 
 
 def finish(assembly: Assembly, seccomp: bytes, last_cap: int, keep: set[int]) -> None:
-    """The last steps, once mounted: hostname, capabilities, session, limits, environment, descriptors, filter.
+    """The last steps, once mounted: hostname, capabilities, session, environment, descriptors, limits, filter.
 
     Every descriptor but `keep` is closed (stdin becomes /dev/null); the seccomp filter comes last,
     since it forbids what the steps before it do.
@@ -170,16 +170,12 @@ def finish(assembly: Assembly, seccomp: bytes, last_cap: int, keep: set[int]) ->
     # files would belong to host root, and its children could not write their own (oom_score_adj).
     linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
     os.setsid()
-    resource.setrlimit(resource.RLIMIT_NOFILE, tuple(assembly.open_files))
     os.environ.clear()
     os.environ.update(assembly.env)
     os.environ["PWD"] = assembly.cwd
     os.chdir(assembly.cwd)
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)
-    keep = keep | {0, 1, 2}
-    for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    linux.close_descriptors_but(keep | {0, 1, 2})
+    resource.setrlimit(resource.RLIMIT_NOFILE, tuple(assembly.open_files))
     linux.load_seccomp(seccomp)

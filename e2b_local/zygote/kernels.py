@@ -239,7 +239,6 @@ def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: byte
         if argv[:2] != [sys.executable, "-m"] or len(argv) < 3:
             raise ValueError(f"only `{sys.executable} -m MODULE` kernels are forked, not {argv[:3]}")
         os.setsid()
-        resource.setrlimit(resource.RLIMIT_NOFILE, tuple(open_files))
         # Changing credentials made this process undumpable, which its exec would have undone.
         linux.prctl(linux.PR_SET_DUMPABLE, 1, what="setting dumpable")
         os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
@@ -247,10 +246,8 @@ def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: byte
         os.dup2(log, 2)
         ENVIRONMENT.apply(request["env"])
         os.chdir(request["cwd"])
-        for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
-            if fd not in (0, 1, 2, answer):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        linux.close_descriptors_but({0, 1, 2, answer})
+        resource.setrlimit(resource.RLIMIT_NOFILE, tuple(open_files))
         linux.load_seccomp(seccomp)
         # Reported once the agent is its parent (the first fork, outside this pid namespace, has
         # exited), so that the agent may wait for it from the start.

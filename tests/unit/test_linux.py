@@ -1,0 +1,44 @@
+"""The system calls a fork makes on its way into a sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from e2b_local import linux
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _still_open_after_closing(keep: list[int]) -> tuple[list[int], list[int]]:
+    """In a fork: open six descriptors, close all but stdio, the answer's and those at `keep` (indexes
+    of the six). Returns (the six, those of them and of stdio still open)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            opened = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+            linux.close_descriptors_but({0, 1, 2, write_end, *(opened[i] for i in keep)})
+            still = [fd for fd in [0, 1, 2, *opened] if _is_open(fd)]
+            os.write(write_end, json.dumps([opened, still]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as answer:
+        opened, still = json.loads(answer.read())
+    os.waitpid(pid, 0)
+    return opened, still
+
+
+@pytest.mark.parametrize("keep", [[], [0], [2, 3], [5], [0, 1, 2, 3, 4, 5]])
+def test_close_descriptors_but_closes_all_but_what_it_is_told_to_keep(keep: list[int]) -> None:
+    opened, still = _still_open_after_closing(keep)
+    assert still == [0, 1, 2, *(opened[i] for i in keep)], f"opened {opened}"
