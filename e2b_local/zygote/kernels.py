@@ -188,6 +188,10 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
     """In a fork of the zygote: join the sandbox and fork the kernel into its pid namespace; never returns."""
     answer = fds[0] if fds else -1
     try:
+        # The sandbox's cgroups and its workload's first (through descriptors host root opened): every
+        # page this fork copies from the zygote is the kernel's, and is charged to the sandbox.
+        for fd in registration.cgroups:
+            os.write(fd, b"0")
         # Nothing of the zygote's signal handling goes on into the kernel.
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -198,11 +202,8 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
         uid, gid, groups = int(request["uid"]), int(request["gid"]), [int(g) for g in request["groups"]]
         seccomp = read_all(registration.fds["seccomp"])
         last_cap = linux.last_capability()
-        # As host root: the sandbox's cgroups and its workload's (through descriptors host root
-        # opened), then every namespace, the user namespace last; nothing of the sandbox's files is
+        # As host root: every namespace, the user namespace last; nothing of the sandbox's files is
         # opened before it.
-        for fd in registration.cgroups:
-            os.write(fd, b"0")
         for name in ("mnt", "net", "ipc", "uts", "pid", "user"):
             linux.setns(registration.fds[name], NAMESPACES[name])
         registration.close()

@@ -4,8 +4,8 @@ The launcher has made the sandbox's user and network namespaces and a mount name
 staged root, as for bubblewrap, and sends descriptors of them with the request (in the order of
 `protocol.ZYGOTE_REQUEST_FDS`). The fork (still host root, in the zygote's namespaces):
 
-1. reads the request's spec, joins the launcher's mount namespace, the sandbox's cgroups and its
-   network and user namespaces, and becomes root of the user namespace, as the launcher's child is;
+1. reads the request's spec, joins the sandbox's cgroups, the launcher's mount namespace and the
+   sandbox's network and user namespaces, and becomes root of the user namespace, as the launcher's child is;
 2. unshares a pid namespace and forks the agent, whose host pid it answers, then exits;
 3. the agent, pid 1 of that namespace, unshares mount, ipc and uts namespaces and carries out the
    sandbox's `Assembly` as bubblewrap would (mounts, pivot into the root, hostname, capabilities,
@@ -44,12 +44,14 @@ def spawn(fds: list[int]) -> NoReturn:
         cgroups, rest = extra[:spec["cgroups"]], extra[spec["cgroups"]:]
         workload = rest.pop(0) if spec["workload"] else None
         kernels = rest.pop(0) if spec.get("kernels") else None
-        assembly = Assembly.from_dict(spec["assembly"])
-        linux.setns(named["mnt"], linux.CLONE_NEWNS)
+        # As soon as this fork knows them: every page it copies from the zygote from here on is the
+        # agent's, and is charged to the sandbox.
         for fd in cgroups:
             os.write(fd, b"0")
             if kernels is None:
                 os.close(fd)
+        assembly = Assembly.from_dict(spec["assembly"])
+        linux.setns(named["mnt"], linux.CLONE_NEWNS)
         # As for a freshly launched agent: out-of-memory kills go to the sandbox's programs (needs
         # CAP_SYS_RESOURCE, which some hosts withhold even from root).
         with contextlib.suppress(PermissionError), open("/proc/self/oom_score_adj", "w") as f:
