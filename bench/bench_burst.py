@@ -60,10 +60,11 @@ from e2b_local.settings import Settings
 
 BACK_TO_BACK = 20
 CONCURRENT = 10
-# The issue's targets (milliseconds, megabytes, a ratio).
+# The issue's targets (milliseconds, MiB, a ratio). Its 25 MB per idle sandbox (a thousand in 24 GB)
+# is 23.84 MiB, the unit every memory figure here is in.
 TARGETS = {"back_to_back_p50_ms": 30, "back_to_back_p95_ms": 100, "concurrent_wall_ms": 600,
            "no_pool_base_ms": 150, "no_pool_create_and_first_run_code_ms": 250, "create_code_context_ms": 100,
-           "run_code_ratio": 1.25, "idle_memory_per_sandbox_mb": 25, "idle_run_code_ms": 50,
+           "run_code_ratio": 1.25, "idle_memory_per_sandbox_mib": round(25e6 / 2**20, 2), "idle_run_code_ms": 50,
            "idle_sandboxes": 500}
 # The figures the issue measured for what is to stay where it is (a quiet 2-core machine).
 KEEP_MS = {"commands_run_true": 7.8, "pause": 5.5, "resume": 3.9}
@@ -120,7 +121,7 @@ def figure(value: float, floor: float | None, floor_is: str | None, target: floa
     return out
 
 
-def memory_available_mb() -> float:
+def memory_available_mib() -> float:
     """The machine's MemAvailable, in MiB."""
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -203,7 +204,7 @@ def run_cell(sandbox: Any, code: str = "1+1", expected: str | None = "2") -> Non
         raise RuntimeError(f"unexpected result of {code!r}: {execution}")
 
 
-def cgroup_memory_mb(keys: list[str]) -> tuple[float, float]:
+def cgroup_memory_mib(keys: list[str]) -> tuple[float, float]:
     """The summed (usage without page cache, usage with it) of these sandboxes' cgroups, in MiB."""
     used = cache = 0
     for key in keys:
@@ -289,7 +290,7 @@ def idle_curve(settings: dict[str, str], home: Path, count: int, step: int) -> d
     from e2b_code_interpreter import Sandbox
 
     wait_pool_full(home, POOLED)
-    baseline_mb = memory_available_mb()
+    baseline_mib = memory_available_mib()
     idle: list[Any] = []
     curve: list[dict[str, Any]] = []
     creates: list[float] = []
@@ -306,16 +307,16 @@ def idle_curve(settings: dict[str, str], home: Path, count: int, step: int) -> d
             # The pool as full as at the baseline, so that the drop is the idle sandboxes' own.
             wait_pool_full(home, POOLED)
             time.sleep(1.0)
-            used_mb, with_cache_mb = cgroup_memory_mb([cgroup_of(home, s.sandbox_id).key for s in idle])
-            drop_mb = baseline_mb - memory_available_mb()
+            used_mib, with_cache_mib = cgroup_memory_mib([cgroup_of(home, s.sandbox_id).key for s in idle])
+            drop_mib = baseline_mib - memory_available_mib()
             n = len(idle)
-            curve.append({"sandboxes": n, "memory_available_drop_mb": round(drop_mb, 1),
-                          "memory_available_drop_per_sandbox_mb": round(drop_mb / n, 1),
-                          "cgroup_used_per_sandbox_mb": round(used_mb / n, 1),
-                          "cgroup_used_with_page_cache_per_sandbox_mb": round(with_cache_mb / n, 1),
+            curve.append({"sandboxes": n, "memory_available_drop_mib": round(drop_mib, 1),
+                          "memory_available_drop_per_sandbox_mib": round(drop_mib / n, 1),
+                          "cgroup_used_per_sandbox_mib": round(used_mib / n, 1),
+                          "cgroup_used_with_page_cache_per_sandbox_mib": round(with_cache_mib / n, 1),
                           "create_ms": summary(creates), "first_cell_ms": summary(cells)})
-            say(f"  {n} idle: {curve[-1]['cgroup_used_per_sandbox_mb']} MiB each (cgroups), "
-                f"{curve[-1]['memory_available_drop_per_sandbox_mb']} MiB each (MemAvailable)")
+            say(f"  {n} idle: {curve[-1]['cgroup_used_per_sandbox_mib']} MiB each (cgroups), "
+                f"{curve[-1]['memory_available_drop_per_sandbox_mib']} MiB each (MemAvailable)")
             creates, cells = [], []
         time.sleep(2.0)
         run_code = [timed(run_cell, sandbox)[1] for sandbox in idle]
@@ -401,11 +402,11 @@ def report(floors: dict[str, Any], burst: dict[str, list[float]], one: dict[str,
         out["idle_sandboxes"] = {
             "count": {"value": last["sandboxes"], "target": TARGETS["idle_sandboxes"],
                       "meets_target": last["sandboxes"] >= TARGETS["idle_sandboxes"]},
-            "memory_per_sandbox_cgroups_mb": figure(
-                last["cgroup_used_per_sandbox_mb"], None, None, TARGETS["idle_memory_per_sandbox_mb"],
-                with_page_cache_mb=last["cgroup_used_with_page_cache_per_sandbox_mb"]),
-            "memory_per_sandbox_memavailable_mb": figure(last["memory_available_drop_per_sandbox_mb"], None, None,
-                                                         TARGETS["idle_memory_per_sandbox_mb"]),
+            "memory_per_sandbox_cgroups_mib": figure(
+                last["cgroup_used_per_sandbox_mib"], None, None, TARGETS["idle_memory_per_sandbox_mib"],
+                with_page_cache_mib=last["cgroup_used_with_page_cache_per_sandbox_mib"]),
+            "memory_per_sandbox_memavailable_mib": figure(last["memory_available_drop_per_sandbox_mib"], None, None,
+                                                         TARGETS["idle_memory_per_sandbox_mib"]),
             "run_code_each_at_end_p50": figure(runs["p50_ms"], direct_ms, "a direct jupyter_client round trip", limit),
             "run_code_each_at_end_max": figure(runs["max_ms"], direct_ms, "a direct jupyter_client round trip", limit,
                                                over_target=sum(ms > limit for ms in idle["run_code"])),
