@@ -7,7 +7,9 @@ Every figure of issue 16's target list, measured in one run (code-interpreter-v1
 - 10 creates at once from threads (wall time, slowest), the pool grown by the bursts before
 - create with nothing pre-started (a server with E2B_LOCAL_POOL_SIZE=0): base, and create + first run_code
 - create_code_context(), on a sandbox whose default kernel already ran a cell
-- run_code("1+1") against a direct jupyter_client round trip in the same sandbox (bench_code_interpreter)
+- run_code("1+1") against a direct jupyter_client round trip in the same sandbox (bench_code_interpreter),
+  and the same request as the SDK's sent by a plain httpx client on one kept connection, alternating
+  with the SDK's calls: what e2b-local adds without the SDK's own client code
 - commands.run("true"), pause and resume, which are to stay where they are
 - N idle sandboxes, each having run a cell: memory per sandbox (the sum of their cgroups' usage read on
   the host, and the drop of the machine's MemAvailable), the curve of memory and create latency every
@@ -55,7 +57,7 @@ from stats import measure, summary
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.rootfs import RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
-from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_TEMPLATE
+from e2b_local.protocol import AGENT_SOCKET_NAME, BASE_TEMPLATE, CODE_INTERPRETER_PORT
 from e2b_local.settings import Settings
 
 BACK_TO_BACK = 20
@@ -214,6 +216,18 @@ def cgroup_memory_mib(keys: list[str]) -> tuple[float, float]:
     return used / 2**20, (used + cache) / 2**20
 
 
+def plain_execute(client: httpx.Client, sandbox: Any, code: str = "1+1", expected: str = "2") -> None:
+    """The SDK's run_code request, sent by `client`: the same URL, headers and body, its lines read as they come."""
+    headers = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox.sandbox_id,
+               "E2b-Sandbox-Port": str(CODE_INTERPRETER_PORT), "X-Access-Token": sandbox._envd_access_token or ""}
+    body = {"code": code, "context_id": None, "language": None, "env_vars": None}
+    with client.stream("POST", f"{sandbox._jupyter_url}/execute", json=body, headers=headers) as response:
+        response.raise_for_status()
+        results = [json.loads(line) for line in response.iter_lines() if line]
+    if not any(line.get("type") == "result" and line.get("text") == expected for line in results):
+        raise RuntimeError(f"unexpected answer to {code!r}: {results}")
+
+
 def back_to_back(settings: dict[str, str]) -> list[float]:
     """`BACK_TO_BACK` creates one after the other, each kept until the last is created; durations in ms."""
     from e2b_code_interpreter import Sandbox
@@ -259,8 +273,9 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
 
     wait_pool_full(home, POOLED)
     say("contexts, run_code, commands.run, pause and resume")
-    out: dict[str, list[float]] = {"context": [], "sdk": [], "direct": []}
+    out: dict[str, list[float]] = {"context": [], "sdk": [], "direct": [], "plain_http": []}
     sandbox = Sandbox.create(TEMPLATE, timeout=3600, **settings)
+    plain = httpx.Client(timeout=60)
     try:
         run_cell(sandbox)
         # The pool's replacement for this sandbox boots now: measured alongside, it would be counted
@@ -273,7 +288,12 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
             sandbox.remove_code_context(context)
         for _ in range(3):  # alternating rounds, so that machine load affects both alike
             out["direct"] += direct_round_trips(sandbox, repeat)
-            out["sdk"] += measure(lambda: run_cell(sandbox), repeat, warmup=3)
+            # The SDK's calls and the plain client's alternate one by one, three of each to warm up.
+            for i in range(3 + repeat):
+                sdk_ms, plain_ms = timed(run_cell, sandbox)[1], timed(plain_execute, plain, sandbox)[1]
+                if i >= 3:
+                    out["sdk"].append(sdk_ms)
+                    out["plain_http"].append(plain_ms)
         out["run_true"] = measure(lambda: sandbox.commands.run("true"), repeat)
         cgroup = cgroup_of(home, sandbox.sandbox_id)
         pause_repeat = max(5, repeat // 3)
@@ -281,6 +301,7 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
         out["pause"], out["resume"] = pairs(sandbox.pause, lambda: Sandbox.connect(sandbox.sandbox_id, **settings),
                                             pause_repeat)
     finally:
+        plain.close()
         sandbox.kill()
     return out
 
@@ -389,6 +410,10 @@ def report(floors: dict[str, Any], burst: dict[str, list[float]], one: dict[str,
         "run_code": figure(sdk["p50_ms"], direct_ms, "a direct jupyter_client round trip",
                            round(direct_ms * TARGETS["run_code_ratio"], 2), target_ratio=TARGETS["run_code_ratio"],
                            samples=sdk),
+        "run_code_plain_http_client": figure(
+            statistics.median(one["plain_http"]), direct_ms, "a direct jupyter_client round trip",
+            round(direct_ms * TARGETS["run_code_ratio"], 2), target_ratio=TARGETS["run_code_ratio"],
+            target_is="the run_code target, without the SDK's own client", samples=summary(one["plain_http"])),
         "commands_run_true": figure(statistics.median(one["run_true"]), bwrap_ms, "bwrap /bin/true",
                                     KEEP_MS["commands_run_true"], target_is=keep),
         "pause": figure(statistics.median(one["pause"]), statistics.median(one["freeze"]), "cgroup freeze",
