@@ -35,20 +35,34 @@ class ClientGone(Exception):
     """The client disconnected while we were reading its request."""
 
 
-def reset_client(send: Send) -> None:
-    """Reset the client's connection, as E2B's proxy resets a stream whose sandbox went away mid-answer.
+# A server that can reset the stream of one answer puts a coroutine function doing so in the scope's
+# extensions under this name (domain mode's HTTPS listener does, see `domain.listener`).
+RESET_EXTENSION = "e2b_local.reset_stream"
 
-    The SDK takes a reset (unlike a connection closed mid-body) for a transport failure, probes the
-    sandbox and reports it killed. ASGI has no way to say this, so it goes to the server's transport.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
-        return
+
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """Close a client's connection with a reset (RST), not an orderly close."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+async def reset_client(scope: Scope, send: Send) -> None:
+    """Reset the client's stream, as E2B's proxy resets a stream whose sandbox went away mid-answer.
+
+    The SDK takes a reset (unlike a connection closed mid-body, or an HTTP/2 stream never ended) for a
+    transport failure, probes the sandbox and reports it killed. ASGI has no way to say this: the
+    server's own reset is used when it offers one, else uvicorn's transport is reset.
+    """
+    reset = scope.get("extensions", {}).get(RESET_EXTENSION)
+    if reset is not None:
+        await reset()
+        return
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if isinstance(transport, asyncio.Transport):
+        abort_transport(transport)
 
 
 class Router:
@@ -180,7 +194,7 @@ async def relay(upstream: AgentUpstream, scope: Scope, receive: Receive, send: S
             except asyncio.CancelledError:
                 pass
         if upstream_broke:
-            reset_client(send)
+            await reset_client(scope, send)
     finally:
         # Whatever was not handed back complete is closed, so the agent sees the client go.
         drop(response)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox
+from e2b.exceptions import SandboxNotRunningException, TimeoutException
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from e2b_local.control.domain import ca
@@ -29,6 +31,8 @@ from tests.conftest import (
 
 # How long a server started in a sandbox may take to listen.
 LISTEN_DEADLINE = 30.0
+# How long a stream of a killed sandbox may take to end (it ends at once; this only bounds a hang).
+KILLED_STREAM_DEADLINE = 30.0
 # Answers the request's Host header and path (at /headers: the header names it got), so that a test
 # sees what reached the sandbox; a POST is answered the length of its body, sent with a length or in chunks.
 ECHO_SERVER = """\
@@ -145,6 +149,44 @@ def test_closed_port_unknown_and_killed_sandboxes(domain_server: LocalServer, tl
     assert gone.status_code == 502 and gone.json()["message"] == f"The sandbox {sandbox.sandbox_id} was not found"
     unknown = httpx.get(url.replace(sandbox.sandbox_id, "nosuchsandbox"), verify=tls)
     assert unknown.json()["message"] == "The sandbox nosuchsandbox was not found"
+
+
+def test_a_background_commands_wait_ends_when_its_sandbox_is_killed(domain_server: LocalServer) -> None:
+    # The SDK streams the command over HTTP/2 here: the stream must be reset when the sandbox goes, or
+    # wait() (and a Node process waiting on it) never returns.
+    sandbox = Sandbox.create(timeout=120)
+    handle = sandbox.commands.run("sleep 1000", background=True)
+    sandbox.kill()
+    outcome: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            handle.wait()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(KILLED_STREAM_DEADLINE)
+    assert not waiter.is_alive(), f"wait() still waits {KILLED_STREAM_DEADLINE} s after the kill"
+    assert isinstance(outcome[0], SandboxNotRunningException), outcome
+    assert "killed or reached its end of life" in str(outcome[0])
+
+
+def test_a_run_code_in_flight_ends_when_its_sandbox_is_killed(domain_server: LocalServer) -> None:
+    # The code interpreter's requests go over HTTP/1.1 (the SDK's own choice for /execute): the
+    # connection is reset, and the SDK finds the sandbox gone.
+    sandbox = CodeSandbox.create(timeout=120)
+    started = threading.Event()
+    killer = threading.Thread(target=lambda: started.wait(60) and sandbox.kill())
+    killer.start()
+    try:
+        with pytest.raises(TimeoutException, match="killed while the request was in progress"):
+            sandbox.run_code("print('started', flush=True); import time; time.sleep(120)",
+                             on_stdout=lambda _: started.set(), timeout=KILLED_STREAM_DEADLINE)
+    finally:
+        killer.join()
 
 
 def test_ports_large_uploads_and_streams(domain_server: LocalServer, tls: ssl.SSLContext) -> None:
@@ -334,6 +376,27 @@ const { Sandbox } = require('@e2b/code-interpreter');
   }
 })().catch(e => { console.error(e); process.exit(1); });
 """
+
+
+JS_KILLED_STREAM = """
+const { Sandbox } = require('e2b');
+(async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 120000 });
+  const handle = await sbx.commands.run('sleep 1000', { background: true });
+  await sbx.kill();
+  let error = null;
+  try { await handle.wait(); } catch (e) { error = String(e); }
+  console.log(JSON.stringify({ error }));
+})().catch(e => { console.error(e); process.exit(1); });
+"""
+
+
+def test_node_ends_after_killing_a_sandbox_with_a_background_command(domain_server: LocalServer) -> None:
+    # Node exits only once nothing is pending: an HTTP/2 stream left open kept it waiting for good.
+    env = {"E2B_DOMAIN": os.environ["E2B_DOMAIN"], "E2B_API_KEY": domain_server.api_key,
+           "NODE_EXTRA_CA_CERTS": str(domain_server.home / "tls" / "ca.pem")}
+    out = run_js(JS_KILLED_STREAM, env, timeout=KILLED_STREAM_DEADLINE * 2)
+    assert isinstance(out, dict) and "killed or reached its end of life" in str(out["error"]), out
 
 
 def test_the_js_sdk_works_with_only_the_domain(domain_server: LocalServer) -> None:

@@ -13,27 +13,65 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import Any
 
+from h2.errors import ErrorCodes
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.utils import wrap_app
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from e2b_local.control.domain.ca import TlsFiles
 from e2b_local.control.domain.inbound import Inbound
 from e2b_local.control.domain.relay import Http1Relay
+from e2b_local.control.router import RESET_EXTENSION, abort_transport
 
 log = logging.getLogger("e2b_local")
 # Streams (background commands, watches) never end by themselves: do not wait long on them.
 GRACEFUL_SECONDS = 2
 
 
+def with_stream_reset(app: ASGIApp) -> ASGIApp:
+    """`app`, given in each HTTP scope a way to reset the client's stream (see `router.reset_client`).
+
+    Hypercorn keeps an HTTP/2 stream whose application returned mid-answer open for good (the client
+    waits forever) and closes an HTTP/1.1 one in order; ASGI has no way to ask for a reset.
+    """
+
+    async def with_reset(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                             RESET_EXTENSION: lambda: _reset_stream(send)}}
+        await app(scope, receive, send)
+
+    return with_reset
+
+
+async def _reset_stream(send: Any) -> None:
+    """Reset the stream that Hypercorn's `send` answers on: RST_STREAM on HTTP/2, a TCP reset on HTTP/1.1."""
+    stream = getattr(send, "__self__", None)  # the request's HTTPStream
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    if isinstance(protocol, H2Protocol):
+        # What Go's HTTP/2 server (E2B's proxy) sends for an answer broken off; the connection's
+        # other streams go on.
+        protocol.connection.reset_stream(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
+        await protocol._flush()
+        # As for a stream the client reset: its send buffer is dropped by the send task.
+        await protocol._window_updated(stream.stream_id)
+    elif isinstance(protocol, H11Protocol):
+        writer = getattr(getattr(protocol.send, "__self__", None), "writer", None)  # Hypercorn's TCPServer
+        if writer is not None:
+            abort_transport(writer.transport)
+
+
 class HttpsListener:
     """Serves `app` over TLS on 127.0.0.1 and ::1 at `port` (both: `*.localhost` resolves to either)."""
 
     def __init__(self, app: ASGIApp, files: TlsFiles, port: int, relay: Http1Relay | None = None) -> None:
-        self.app = wrap_app(app, 0, "asgi")
+        self.app = wrap_app(with_stream_reset(app), 0, "asgi")
         self.relay_serve = relay.serve if relay is not None else None
         self.config = Config()
         self.port = port
