@@ -78,9 +78,9 @@ def umount(target: str, flags: int = MNT_DETACH, missing_ok: bool = False) -> No
 def close_descriptors_but(keep: set[int]) -> None:
     """Close every descriptor of this process that is not in `keep`.
 
-    Ranges are closed without listing /proc/self/fd: each entry listed there is a dentry and an inode
-    charged to the caller's memory cgroup for as long as it lives. The bound is the soft limit on open
-    files, which no descriptor opened under it exceeds: call this before lowering that limit.
+    Ranges are closed without listing /proc/self/fd: each entry listed there becomes a dentry and an
+    inode charged to the caller's memory cgroup, kept until memory runs short. The bound is the soft
+    limit on open files, which no descriptor opened under it exceeds: call this before lowering it.
     """
     low = 0
     for fd in [*sorted(keep), resource.getrlimit(resource.RLIMIT_NOFILE)[0]]:

@@ -56,7 +56,7 @@ async def reset_client(scope: Scope, send: Send) -> None:
     transport failure, probes the sandbox and reports it killed. ASGI has no way to say this: the
     server's own reset is used when it offers one, else uvicorn's transport is reset.
     """
-    reset = scope.get("extensions", {}).get(RESET_EXTENSION)
+    reset = (scope.get("extensions") or {}).get(RESET_EXTENSION)
     if reset is not None:
         await reset()
         return

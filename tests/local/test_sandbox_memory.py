@@ -11,9 +11,10 @@ from local.sandbox_helpers import registry_key
 
 # Sandboxes created between the two that are compared.
 BETWEEN = 18
-# The kernel zygote holds descriptors for every sandbox (about 14 each). A kernel that listed
-# /proc/self/fd to close them was charged a dentry and an inode for each: 12.6 KB more per sandbox
-# before it, 227 KB over BETWEEN. Two sandboxes made alike differ by a few tens of KB.
+# The kernel zygote holds descriptors for every sandbox (about 14 each), which each kernel inherits
+# and closes. Closing them by listing /proc/self/fd charges the kernel a dentry and an inode for each:
+# 12.6 KB more per sandbox before it, 227 KB over BETWEEN. Two sandboxes made alike differ by a few
+# tens of KB.
 MOST_GROWTH_KB = 96
 
 
