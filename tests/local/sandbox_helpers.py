@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
-from e2b import CommandExitException, Sandbox
+import pytest
+from e2b import CommandExitException, Sandbox, TimeoutException
 
 
 def run_as(sandbox: Sandbox, command: str, user: str = "root", timeout: float = 120) -> tuple[int, str]:
@@ -30,3 +32,16 @@ def registered_keys(home: Path) -> set[str]:
     in its `sandboxes` are pre-started ones)."""
     with sqlite3.connect(home / "registry.sqlite3") as db:
         return {str(json.loads(record)["key"]) for (record,) in db.execute("SELECT record FROM sandboxes")}
+
+
+def kill_during_a_long_cell(sandbox: object) -> None:
+    """Kill a code-interpreter sandbox while its run_code streams; the SDK must report it killed."""
+    started = threading.Event()
+    killer = threading.Thread(target=lambda: started.wait(60) and sandbox.kill())  # type: ignore[attr-defined]
+    killer.start()
+    try:
+        with pytest.raises(TimeoutException, match="killed while the request was in progress"):
+            sandbox.run_code("print('started', flush=True)\nimport time\ntime.sleep(60)",  # type: ignore[attr-defined]
+                             on_stdout=lambda _msg: started.set(), timeout=90)
+    finally:
+        killer.join()

@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from e2b import AsyncSandbox, Sandbox
-from e2b.exceptions import SandboxNotRunningException, TimeoutException
+from e2b.exceptions import SandboxNotRunningException
 from e2b_code_interpreter import Sandbox as CodeSandbox
 
 from e2b_local.control.domain import ca
+from local.sandbox_helpers import kill_during_a_long_cell
 from tests.conftest import (
     LocalServer,
     _free_port,
@@ -177,16 +178,7 @@ def test_a_background_commands_wait_ends_when_its_sandbox_is_killed(domain_serve
 def test_a_run_code_in_flight_ends_when_its_sandbox_is_killed(domain_server: LocalServer) -> None:
     # The code interpreter's requests go over HTTP/1.1 (the SDK's own choice for /execute): the
     # connection is reset, and the SDK finds the sandbox gone.
-    sandbox = CodeSandbox.create(timeout=120)
-    started = threading.Event()
-    killer = threading.Thread(target=lambda: started.wait(60) and sandbox.kill())
-    killer.start()
-    try:
-        with pytest.raises(TimeoutException, match="killed while the request was in progress"):
-            sandbox.run_code("print('started', flush=True); import time; time.sleep(120)",
-                             on_stdout=lambda _: started.set(), timeout=KILLED_STREAM_DEADLINE)
-    finally:
-        killer.join()
+    kill_during_a_long_cell(CodeSandbox.create(timeout=120))
 
 
 def test_ports_large_uploads_and_streams(domain_server: LocalServer, tls: ssl.SSLContext) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
 from conftest import run_js
 from e2b import TimeoutException
 from e2b_code_interpreter import AsyncSandbox, Sandbox
+
+from local.sandbox_helpers import kill_during_a_long_cell
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +74,9 @@ def test_kill_9_of_the_kernel_and_the_server_is_survived(sbx: Sandbox) -> None:
 
 def test_kill_during_a_long_cell_reports_the_sandbox_killed(e2b_server) -> None:
     sandbox = Sandbox.create()
-    started = threading.Event()
-    killer = threading.Thread(target=lambda: started.wait(60) and sandbox.kill())
-    killer.start()
     try:
-        with pytest.raises(TimeoutException, match="killed while the request was in progress"):
-            sandbox.run_code("print('started', flush=True)\nimport time\ntime.sleep(60)",
-                             on_stdout=lambda _msg: started.set(), timeout=90)
+        kill_during_a_long_cell(sandbox)
     finally:
-        killer.join()
         Sandbox.kill(sandbox.sandbox_id)
 
 
