@@ -26,8 +26,8 @@ DEVICE_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/p
 DEVPTS_OPTIONS = "newinstance,ptmxmode=0666,mode=620"
 # statvfs flags, mapped to the mount flags a remount must repeat (the kernel refuses to clear locked ones).
 _ST_RELATIME = 4096
-_KEPT_FLAGS = (linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | 16 | 64
-               | linux.MS_NOATIME | linux.MS_NODIRATIME)
+_KEPT_FLAGS = (linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_SYNCHRONOUS
+               | linux.MS_MANDLOCK | linux.MS_NOATIME | linux.MS_NODIRATIME)
 
 
 @dataclass
