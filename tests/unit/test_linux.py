@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -42,3 +44,29 @@ def _still_open_after_closing(keep: list[int]) -> tuple[list[int], list[int]]:
 def test_close_descriptors_but_closes_all_but_what_it_is_told_to_keep(keep: list[int]) -> None:
     opened, still = _still_open_after_closing(keep)
     assert still == [0, 1, 2, *(opened[i] for i in keep)], f"opened {opened}"
+
+
+# Marks this process's memory, then maps more: how many of each kind of mapping carry the mark.
+MARK_THEN_MAP = """
+import json, mmap
+from e2b_local import linux
+
+def marked():
+    flags = [line for line in open("/proc/self/smaps") if line.startswith("VmFlags:")]
+    return sum(" mg" in line for line in flags)
+
+before = marked()
+marked_bytes = linux.mark_mergeable()
+after = marked()
+later = mmap.mmap(-1, 1 << 20)
+later.write(b"x" * (1 << 20))
+print(json.dumps({"before": before, "marked_bytes": marked_bytes, "after": after, "after_mapping": marked()}))
+"""
+
+
+def test_mark_mergeable_marks_the_memory_there_is_and_nothing_mapped_later() -> None:
+    out = subprocess.run([sys.executable, "-c", MARK_THEN_MAP], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout)
+    assert seen["before"] == 0
+    assert seen["marked_bytes"] > 0 and seen["after"] > 0
+    assert seen["after_mapping"] == seen["after"]
