@@ -88,6 +88,10 @@ CATALOGUE = (
     SettingInfo("E2B_LOCAL_AGENT_START", "agent_start", DEFAULT_AGENT_START,
                 "how sandboxes' agents and Python kernels start: fork (from pre-imported zygotes, in milliseconds) "
                 "or exec (afresh, the agent by bubblewrap)"),
+    SettingInfo("E2B_LOCAL_MERGE_PAGES", "merge_pages", "0",
+                "1: the kernel merges sandboxes' identical memory pages (KSM, turned on host-wide), so an idle "
+                "sandbox takes a quarter to a third of the memory, at the cost of a side channel between "
+                "sandboxes (see references/local-sandboxes.md)"),
     SettingInfo("E2B_LOCAL_DOMAIN", "domain", DEFAULT_DOMAIN,
                 "domain mode's domain: https://api.<domain> and https://<port>-<id>.<domain> (resolves to loopback)"),
     SettingInfo("E2B_LOCAL_HTTPS_PORT", "https_port", str(DEFAULT_HTTPS_PORT),
@@ -233,6 +237,7 @@ class Settings:
     boot_concurrency: int = field(default_factory=default_boot_concurrency)
     log_requests: bool = False
     agent_start: str = DEFAULT_AGENT_START
+    merge_pages: bool = False
     build_concurrency: int = DEFAULT_BUILD_CONCURRENCY
     ready_timeout: int = DEFAULT_READY_TIMEOUT
     pull_timeout: int = DEFAULT_PULL_TIMEOUT
@@ -291,6 +296,7 @@ class Settings:
             log_requests=bool(number("E2B_LOCAL_LOG_REQUESTS", 0, lambda n: n in (0, 1), "0 or 1")),
             agent_start=_choice("E2B_LOCAL_AGENT_START", value("E2B_LOCAL_AGENT_START"), AGENT_STARTS,
                                 DEFAULT_AGENT_START),
+            merge_pages=bool(number("E2B_LOCAL_MERGE_PAGES", 0, lambda n: n in (0, 1), "0 or 1")),
             build_concurrency=number("E2B_LOCAL_BUILD_CONCURRENCY", DEFAULT_BUILD_CONCURRENCY, lambda n: n >= 1,
                                      positive),
             ready_timeout=number("E2B_LOCAL_READY_TIMEOUT", DEFAULT_READY_TIMEOUT, lambda n: n >= 1, positive),

@@ -157,13 +157,14 @@ class Container:
     def launch(self, layers: list[Path], limits: Limits, seccomp_file: Path, hostname: str, internet: bool,
                base_layer: Path, agent_package: Path, volumes: list[tuple[str, str]] | None = None,
                agent_env: dict[str, str] | None = None, agent_start: str = "fork",
-               fork_kernels: bool = False) -> ContainerInfo:
+               fork_kernels: bool = False, merge_pages: bool = False) -> ContainerInfo:
         """Start the sandbox's namespaces and its agent; returns once the launcher has finished.
 
         `agent_package`: the e2b_local the agent runs (see `agent_bundle`); `volumes`: (host directory,
         mount point) pairs mounted read-write into the sandbox; `agent_env`: variables for the agent's
         own start; `agent_start`: "fork" (from the base layer's zygote) or "exec" (see `launcher`);
-        `fork_kernels`: whether Python kernels may be forked from a zygote of these layers (trusted ones only).
+        `fork_kernels`: whether Python kernels may be forked from a zygote of these layers (trusted ones only);
+        `merge_pages`: whether the zygotes it forks from let KSM merge their memory (see isolation/merging.py).
         """
         self.cgroup.create(limits)
         spec = LaunchSpec(
@@ -175,7 +176,7 @@ class Container:
             seccomp_bpf=str(seccomp_file), loader=python_loader(base_layer),
             library_path=library_path(BASE_MOUNT), hostname=hostname, internet=internet,
             volumes=[[source, target] for source, target in volumes or []], agent_env=dict(agent_env or {}),
-            agent_start=agent_start, fork_kernels=fork_kernels,
+            agent_start=agent_start, fork_kernels=fork_kernels, merge_pages=merge_pages,
         )
         spec_file = self.directory / "launch.json"
         spec_file.write_text(spec.to_json())

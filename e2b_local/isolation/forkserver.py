@@ -30,6 +30,7 @@ import e2b_local
 from e2b_local.isolation.launcher import AGENT_ENV, LaunchSpec, launch, python_command
 from e2b_local.isolation.reaping import reap_children
 from e2b_local.isolation.zygotes import Zygotes, agent_root, kernel_root, python_kernel
+from e2b_local.protocol import ZYGOTE_MERGE_VARIABLE
 
 # A launch spec's path, as one datagram.
 MAX_REQUEST = 4096
@@ -140,12 +141,13 @@ def serve(requests: socket.socket) -> None:
                 spec = LaunchSpec(**json.load(f))
             zygote = kernels = None
             if spec.agent_start == "fork":
-                zygote = zygotes.get(("agent", spec.base_layer, spec.agent_package),
-                                     python_command(spec, "e2b_local.zygote"), AGENT_ENV,
+                merge = {ZYGOTE_MERGE_VARIABLE: "1"} if spec.merge_pages else {}
+                zygote = zygotes.get(("agent", spec.base_layer, spec.agent_package, str(spec.merge_pages)),
+                                     python_command(spec, "e2b_local.zygote"), {**AGENT_ENV, **merge},
                                      functools.partial(agent_root, spec.base_layer, spec.agent_package))
                 if spec.fork_kernels and (kernel := python_kernel(tuple(spec.lowers))) is not None:
-                    kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package), kernel.command(),
-                                          kernel.environment(),
+                    kernels = zygotes.get(("kernels", *spec.lowers, spec.agent_package, str(spec.merge_pages)),
+                                          kernel.command(), {**kernel.environment(), **merge},
                                           functools.partial(kernel_root, spec.lowers, spec.agent_package))
         except (OSError, ValueError, TypeError) as exc:
             os.write(answer, json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())

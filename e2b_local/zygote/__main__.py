@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 
-from e2b_local.zygote.forks import reap, request_socket
+from e2b_local.zygote.forks import merge_asked, reap, request_socket
 from e2b_local.zygote.spawn import spawn
 
 # A request is its descriptors; its text is only a marker (everything else comes in the spec descriptor,
@@ -38,8 +38,11 @@ def preload() -> None:
     gc.freeze()
 
 
-def serve(requests: socket.socket) -> None:
-    """Fork a sandbox's agent for each request, until the fork server's end of `requests` closes."""
+def serve(requests: socket.socket, merge: bool) -> None:
+    """Fork a sandbox's agent for each request, until the fork server's end of `requests` closes.
+
+    `merge`: whether each agent lets KSM merge the memory it inherited (see `forks.let_merge`).
+    """
     signal.signal(signal.SIGCHLD, reap)
     while True:
         try:
@@ -55,15 +58,16 @@ def serve(requests: socket.socket) -> None:
         if os.fork() == 0:
             requests.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            spawn(fds)
+            spawn(fds, merge)
         for fd in fds:
             os.close(fd)
 
 
 def main() -> None:
     requests = request_socket()
+    merge = merge_asked()
     preload()
-    serve(requests)
+    serve(requests, merge)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import traceback
 from typing import NoReturn
 
-from e2b_local.protocol import ZYGOTE_FD_VARIABLE
+from e2b_local import linux
+from e2b_local.protocol import ZYGOTE_FD_VARIABLE, ZYGOTE_MERGE_VARIABLE
 
 
 def request_socket() -> socket.socket:
@@ -16,6 +18,24 @@ def request_socket() -> socket.socket:
     requests = socket.socket(fileno=int(os.environ.pop(ZYGOTE_FD_VARIABLE)))
     requests.set_inheritable(False)
     return requests
+
+
+def merge_asked() -> bool:
+    """Whether the server merges sandboxes' identical pages (read once, as the zygote starts)."""
+    return os.environ.pop(ZYGOTE_MERGE_VARIABLE, "") == "1"
+
+
+def let_merge() -> None:
+    """Let KSM merge the memory a fork inherited; called once it is in its sandbox, whose /proc it reads.
+
+    Forks' copies of their zygote's pages are mostly identical from sandbox to sandbox (reference
+    counts and caches written at the same places): merged, each sandbox keeps only what differs.
+    """
+    try:
+        linux.mark_mergeable()
+    except OSError as exc:
+        # A kernel without KSM: the fork runs all the same, unmerged.
+        print(f"e2b-local: memory stays unmerged: {exc}", file=sys.stderr, flush=True)
 
 
 def reap(*_: object) -> list[int]:

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 from e2b_local import linux
 from e2b_local.protocol import AGENT_MOUNT
-from e2b_local.zygote.forks import fail, read_all, reap, request_socket
+from e2b_local.zygote.forks import fail, let_merge, merge_asked, read_all, reap, request_socket
 
 # A registration's descriptors, in order; then the sandbox's cgroup.procs files, and its workload's.
 REGISTRATION_FDS = ("channel", "user", "mnt", "net", "ipc", "uts", "pid", "seccomp")
@@ -122,11 +122,12 @@ def preload() -> None:
     gc.freeze()
 
 
-def serve(requests: socket.socket) -> None:
+def serve(requests: socket.socket, merge: bool) -> None:
     """Register sandboxes and fork their kernels, until the fork server's end of `requests` closes.
 
     One request of a channel at a time: the channel is not read again until the fork for its last
-    request has exited, so that no sandbox can keep this process forking for it.
+    request has exited, so that no sandbox can keep this process forking for it. `merge`: whether
+    each kernel lets KSM merge the memory it inherited (see `forks.let_merge`).
     """
     # SIGCHLD wakes the selector through this pipe; exited forks are collected in the loop.
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -166,7 +167,7 @@ def serve(requests: socket.socket) -> None:
             pid = os.fork()
             if pid == 0:
                 requests.close()
-                _spawn(registration, message, fds)
+                _spawn(registration, message, fds, merge)
             busy[pid] = registration
             for fd in fds:
                 os.close(fd)
@@ -184,7 +185,7 @@ def _register(message: bytes, fds: list[int]) -> Registration | None:
     return Registration(channel, named, fds[len(REGISTRATION_FDS):], details["open_files"], details["dropped_caps"])
 
 
-def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoReturn:
+def _spawn(registration: Registration, message: bytes, fds: list[int], merge: bool) -> NoReturn:
     """In a fork of the zygote: join the sandbox and fork the kernel into its pid namespace; never returns."""
     answer = fds[0] if fds else -1
     try:
@@ -224,7 +225,7 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
         # The middle one is waited for here, so that no exited process of ours is left to anyone else.
         if (middle := os.fork()) == 0:
             if os.fork() == 0:
-                _become_kernel(request, answer, fds[1], seccomp, registration.open_files)
+                _become_kernel(request, answer, fds[1], seccomp, registration.open_files, merge)
             os._exit(0)
         os.waitpid(middle, 0)
     except BaseException as exc:  # the fork must never return into the zygote's loop
@@ -233,7 +234,7 @@ def _spawn(registration: Registration, message: bytes, fds: list[int]) -> NoRetu
 
 
 def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: bytes,
-                   open_files: list[int]) -> NoReturn:
+                   open_files: list[int], merge: bool) -> NoReturn:
     """The kernel's own process, in the sandbox's pid namespace: set up as `python -m` would start it."""
     try:
         argv = request["argv"]
@@ -258,6 +259,9 @@ def _become_kernel(request: dict[str, Any], answer: int, log: int, seccomp: byte
         os.close(answer)
     except BaseException as exc:
         fail(answer, exc)
+    # After the answer: the kernel's start need not wait for the marking.
+    if merge:
+        let_merge()
     code = 0
     try:
         _as_python_m(argv[2], argv[3:])
@@ -289,8 +293,9 @@ def _as_python_m(module: str, args: list[str]) -> None:
 
 def main() -> None:
     requests = request_socket()
+    merge = merge_asked()
     preload()
-    serve(requests)
+    serve(requests, merge)
 
 
 if __name__ == "__main__":

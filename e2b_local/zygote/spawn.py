@@ -28,12 +28,12 @@ from typing import NoReturn
 from e2b_local import linux
 from e2b_local.protocol import AGENT_FD_VARIABLE, KERNELS_FD_VARIABLE, WORKLOAD_FD_VARIABLE, ZYGOTE_REQUEST_FDS
 from e2b_local.zygote.assembly import Assembly, finish, mount_all
-from e2b_local.zygote.forks import fail, read_all
+from e2b_local.zygote.forks import fail, let_merge, read_all
 from e2b_local.zygote.kernels import REGISTRATION_FDS
 
 
-def spawn(fds: list[int]) -> NoReturn:
-    """In a fork of the zygote: steps 1 and 2 above; never returns."""
+def spawn(fds: list[int], merge: bool) -> NoReturn:
+    """In a fork of the zygote: steps 1 and 2 above; never returns (`merge`: see `forks.let_merge`)."""
     named = dict(zip(ZYGOTE_REQUEST_FDS, fds, strict=False))
     answer = named.get("answer", -1)
     try:
@@ -70,7 +70,7 @@ def spawn(fds: list[int]) -> NoReturn:
         if pid == 0:
             _become_agent(assembly, spec["scratch"], seccomp, last_cap, answer, named["listener"],
                           named["log"], workload,
-                          Kernels(kernels, named["seccomp"], cgroups) if kernels is not None else None)
+                          Kernels(kernels, named["seccomp"], cgroups) if kernels is not None else None, merge)
         os.write(answer, f"pid {pid}\n".encode())
     except BaseException as exc:  # the fork must never return into the zygote's loop
         fail(answer, exc)
@@ -111,7 +111,7 @@ class Kernels:
 
 
 def _become_agent(assembly: Assembly, scratch: str, seccomp: bytes, last_cap: int, answer: int,
-                  listener: int, log: int, workload: int | None, kernels: Kernels | None) -> NoReturn:
+                  listener: int, log: int, workload: int | None, kernels: Kernels | None, merge: bool) -> NoReturn:
     """Step 3 above, as pid 1 of the sandbox's pid namespace; never returns."""
     try:
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
@@ -127,6 +127,8 @@ def _become_agent(assembly: Assembly, scratch: str, seccomp: bytes, last_cap: in
             os.environ[WORKLOAD_FD_VARIABLE] = str(workload)
         if channel is not None:
             os.environ[KERNELS_FD_VARIABLE] = str(channel)
+        if merge:
+            let_merge()
         os.close(answer)
     except BaseException as exc:
         fail(answer, exc)

@@ -56,7 +56,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "E2B_LOCAL_CPU_COUNT": "1", "E2B_LOCAL_MEMORY_MB": "512", "E2B_LOCAL_DISK_MB": "32",
         "E2B_LOCAL_MAX_PIDS": "64", "E2B_LOCAL_POOL_SIZE": "0", "E2B_LOCAL_BOOT_CONCURRENCY": "2",
         "E2B_LOCAL_VOLUME_MB": "64", "E2B_LOCAL_TEMPLATE_POOL": "5", "E2B_LOCAL_POOL_MAX": "7",
-        "E2B_LOCAL_LOG_REQUESTS": "1",
+        "E2B_LOCAL_LOG_REQUESTS": "1", "E2B_LOCAL_MERGE_PAGES": "1",
         "E2B_LOCAL_BUILD_CONCURRENCY": "3", "E2B_LOCAL_READY_TIMEOUT": "5", "E2B_LOCAL_PULL_TIMEOUT": "30",
     })
     assert settings.home == tmp_path / "home" and settings.port == 50123
@@ -65,7 +65,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert (settings.pool_size, settings.boot_concurrency, settings.template_pool) == (0, 2, 5)
     assert settings.pool_max == 7
     assert settings.volume_mb == 64
-    assert settings.log_requests is True
+    assert settings.log_requests is True and settings.merge_pages is True
     assert (settings.build_concurrency, settings.ready_timeout, settings.pull_timeout) == (3, 5, 30)
 
 
@@ -87,6 +87,7 @@ def test_an_empty_variable_counts_as_unset(tmp_path: Path) -> None:
     ("E2B_LOCAL_VOLUME_MB", "8", "E2B_LOCAL_VOLUME_MB must be an integer of at least 16, got '8'"),
     ("E2B_LOCAL_BOOT_CONCURRENCY", "0", "E2B_LOCAL_BOOT_CONCURRENCY must be a positive integer, got '0'"),
     ("E2B_LOCAL_LOG_REQUESTS", "yes", "E2B_LOCAL_LOG_REQUESTS must be 0 or 1, got 'yes'"),
+    ("E2B_LOCAL_MERGE_PAGES", "2", "E2B_LOCAL_MERGE_PAGES must be 0 or 1, got '2'"),
     ("E2B_LOCAL_BUILD_CONCURRENCY", "0", "E2B_LOCAL_BUILD_CONCURRENCY must be a positive integer, got '0'"),
     ("E2B_LOCAL_READY_TIMEOUT", "2m", "E2B_LOCAL_READY_TIMEOUT must be a positive integer, got '2m'"),
     ("E2B_LOCAL_PULL_TIMEOUT", "-5", "E2B_LOCAL_PULL_TIMEOUT must be a positive integer, got '-5'"),

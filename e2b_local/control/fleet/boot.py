@@ -46,7 +46,8 @@ class Booter:
     """Starts sandboxes: fresh ones on a template, and again on a stopped sandbox's own files."""
 
     def __init__(self, container: Callable[[str], Container], key_prefix: str, rootfs: RootfsStore,
-                 seccomp: Path, limits: Limits, disk_mb: int, workers: Workers, agent_start: str = "fork") -> None:
+                 seccomp: Path, limits: Limits, disk_mb: int, workers: Workers, agent_start: str = "fork",
+                 merge_pages: bool = False) -> None:
         self._container = container
         self.key_prefix = key_prefix
         self.rootfs = rootfs
@@ -57,6 +58,8 @@ class Booter:
         self.workers = workers
         # "fork" or "exec": how agents start (see isolation/launcher.py).
         self.agent_start = agent_start
+        # Whether the zygotes let KSM merge sandboxes' identical pages (see isolation/merging.py).
+        self.merge_pages = merge_pages
         self._lock = threading.Lock()
         self._in_flight = 0
         self._unclaimed: set[Container] = set()
@@ -79,7 +82,7 @@ class Booter:
         info = container.launch(layers, limits or self.limits, self.seccomp, SANDBOX_HOSTNAME, internet,
                                 base_layer=layers[-1], agent_package=self.agents.path(layers[-1]),
                                 volumes=volumes, agent_env=agent_env, agent_start=self.agent_start,
-                                fork_kernels=built_here)
+                                fork_kernels=built_here, merge_pages=self.merge_pages)
         return info.pid, info.slirp_pid
 
     async def boot(self, template: str, internet: bool, layers: list[Path] | None = None,

@@ -40,7 +40,7 @@ from e2b_local.control.registry import (
 from e2b_local.control.services import events
 from e2b_local.control.services.events import Events
 from e2b_local.control.services.sandbox_logs import SandboxLogs
-from e2b_local.isolation import idranges
+from e2b_local.isolation import idranges, merging
 from e2b_local.isolation.cgroups import Limits
 from e2b_local.isolation.container import Container
 from e2b_local.isolation.reaping import reap_children
@@ -90,7 +90,7 @@ class Fleet:
         self.live: dict[str, Live] = {}
         self.workers = Workers(settings.boot_concurrency)
         self.booter = Booter(self.container, key_prefix, self.rootfs, compiled_filter(paths.home / "seccomp.bpf"),
-                             self.limits, self.disk_mb, self.workers, settings.agent_start)
+                             self.limits, self.disk_mb, self.workers, settings.agent_start, settings.merge_pages)
         self.pool = WarmPool(self.booter, settings.pool_size, settings.template_pool, settings.pool_max)
         self._tasks: list[asyncio.Task[None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
@@ -105,6 +105,8 @@ class Fleet:
     async def start(self) -> None:
         """Adopt the sandboxes that survived a restart, clean up the rest, start background work."""
         await asyncio.to_thread(self.rootfs.ensure_base)
+        if self.booter.merge_pages:
+            self.booter.merge_pages = await asyncio.to_thread(merging.turn_on)
         # Before any sandbox can send a packet: the host-side rules that keep every sandbox off the host.
         await network.prepare_host()
         self.events.prune()
