@@ -13,7 +13,8 @@ Every figure of issue 16's target list, measured in one run (code-interpreter-v1
 - commands.run("true"), pause and resume, which are to stay where they are
 - N idle sandboxes, each having run a cell: memory per sandbox (the sum of their cgroups' usage read on
   the host, and the drop of the machine's MemAvailable), the curve of memory and create latency every
-  `--step` sandboxes, and the run_code latency of every one of them at the end
+  `--step` sandboxes, and the run_code latency of every one of them at the end; with `--merge-pages`,
+  the same again on a server that merges identical pages (KSM), once it has merged them
 
 Floors, measured in the same run: bubblewrap running /bin/true in the sandbox's isolation and a bare
 `unshare` of the same namespaces (a create), ten of those at once (concurrent creates), a Python kernel
@@ -26,6 +27,7 @@ examples:
   python bench/bench_burst.py                       # 40 idle sandboxes, a curve point every 10 (a few minutes)
   python bench/bench_burst.py --idle 500 --step 50  # the issue's figure (a quiet machine with the memory for it)
   python bench/bench_burst.py --idle 0 --cold 3     # creates, contexts and run_code only
+  python bench/bench_burst.py --merge-pages         # the idle sandboxes without and with E2B_LOCAL_MERGE_PAGES
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ KEEP_MS = {"commands_run_true": 7.8, "pause": 5.5, "resume": 3.9}
 POOLED = (BASE_TEMPLATE, TEMPLATE)
 # How long the warm pool may take to fill again after a burst drained it.
 POOL_FILL_TIMEOUT = 180.0
+# With --merge-pages: KSM has settled once its merged pages stop growing over this many full scans,
+# and is given at most this long (its scan rate is the host's: /sys/kernel/mm/ksm/pages_to_scan).
+KSM = Path("/sys/kernel/mm/ksm")
+KSM_SETTLED_SCANS = 2
+KSM_SETTLE_TIMEOUT = 900.0
 # Namespaces of a sandbox (bubblewrap's and the launcher's): what the bare unshare floor creates.
 UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork", "--net", "--ipc", "--uts",
            "/bin/true"]
@@ -306,8 +313,42 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
     return out
 
 
-def idle_curve(settings: dict[str, str], home: Path, count: int, step: int) -> dict[str, Any]:
-    """`count` idle sandboxes, each having run a cell: the curve every `step`, and run_code of each at the end."""
+def ksm_value(name: str) -> int:
+    return int((KSM / name).read_text())
+
+
+def ksmd_cpu_seconds() -> float:
+    """CPU time the kernel's KSM thread has used."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (entry / "comm").read_text().strip() == "ksmd":
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError("no ksmd thread: this kernel has no KSM")
+
+
+def settle_merging() -> dict[str, Any]:
+    """Wait until KSM merges no more pages of the idle sandboxes; what it did and what it cost."""
+    started, cpu_before = time.monotonic(), ksmd_cpu_seconds()
+    sharing, scans = ksm_value("pages_sharing"), ksm_value("full_scans")
+    steady = 0
+    while steady < KSM_SETTLED_SCANS and time.monotonic() - started < KSM_SETTLE_TIMEOUT:
+        time.sleep(1.0)
+        if ksm_value("full_scans") == scans:
+            continue
+        scans, previous, sharing = ksm_value("full_scans"), sharing, ksm_value("pages_sharing")
+        steady = steady + 1 if sharing <= previous else 0
+    seconds = time.monotonic() - started
+    return {"settled": steady >= KSM_SETTLED_SCANS, "seconds": round(seconds, 1),
+            "ksmd_cpu_seconds": round(ksmd_cpu_seconds() - cpu_before, 1),
+            "pages_sharing": sharing, "pages_to_scan": ksm_value("pages_to_scan"),
+            "sleep_millisecs": ksm_value("sleep_millisecs")}
+
+
+def idle_curve(settings: dict[str, str], home: Path, count: int, step: int, merge: bool = False) -> dict[str, Any]:
+    """`count` idle sandboxes, each having run a cell: the curve every `step`, and run_code of each at the end.
+
+    `merge`: the server merges pages (E2B_LOCAL_MERGE_PAGES=1); once KSM has settled, one more point.
+    """
     from e2b_code_interpreter import Sandbox
 
     wait_pool_full(home, POOLED)
@@ -316,7 +357,21 @@ def idle_curve(settings: dict[str, str], home: Path, count: int, step: int) -> d
     curve: list[dict[str, Any]] = []
     creates: list[float] = []
     cells: list[float] = []
-    say(f"{count} idle sandboxes, each having run a cell")
+    say(f"{count} idle sandboxes, each having run a cell" + (", their pages merged" if merge else ""))
+    merging: dict[str, Any] | None = None
+
+    def point() -> dict[str, Any]:
+        # The pool as full as at the baseline, so that the drop is the idle sandboxes' own.
+        wait_pool_full(home, POOLED)
+        time.sleep(1.0)
+        used_mib, with_cache_mib = cgroup_memory_mib([cgroup_of(home, s.sandbox_id).key for s in idle])
+        drop_mib = baseline_mib - memory_available_mib()
+        n = len(idle)
+        return {"sandboxes": n, "memory_available_drop_mib": round(drop_mib, 1),
+                "memory_available_drop_per_sandbox_mib": round(drop_mib / n, 1),
+                "cgroup_used_per_sandbox_mib": round(used_mib / n, 1),
+                "cgroup_used_with_page_cache_per_sandbox_mib": round(with_cache_mib / n, 1)}
+
     try:
         while len(idle) < count:
             sandbox, ms = timed(Sandbox.create, TEMPLATE, timeout=3600, **settings)
@@ -325,20 +380,16 @@ def idle_curve(settings: dict[str, str], home: Path, count: int, step: int) -> d
             cells.append(timed(run_cell, sandbox, "x = 1", None)[1])
             if len(idle) % step and len(idle) < count:
                 continue
-            # The pool as full as at the baseline, so that the drop is the idle sandboxes' own.
-            wait_pool_full(home, POOLED)
-            time.sleep(1.0)
-            used_mib, with_cache_mib = cgroup_memory_mib([cgroup_of(home, s.sandbox_id).key for s in idle])
-            drop_mib = baseline_mib - memory_available_mib()
-            n = len(idle)
-            curve.append({"sandboxes": n, "memory_available_drop_mib": round(drop_mib, 1),
-                          "memory_available_drop_per_sandbox_mib": round(drop_mib / n, 1),
-                          "cgroup_used_per_sandbox_mib": round(used_mib / n, 1),
-                          "cgroup_used_with_page_cache_per_sandbox_mib": round(with_cache_mib / n, 1),
-                          "create_ms": summary(creates), "first_cell_ms": summary(cells)})
-            say(f"  {n} idle: {curve[-1]['cgroup_used_per_sandbox_mib']} MiB each (cgroups), "
+            curve.append({**point(), "create_ms": summary(creates), "first_cell_ms": summary(cells)})
+            say(f"  {len(idle)} idle: {curve[-1]['cgroup_used_per_sandbox_mib']} MiB each (cgroups), "
                 f"{curve[-1]['memory_available_drop_per_sandbox_mib']} MiB each (MemAvailable)")
             creates, cells = [], []
+        if merge:
+            say("  waiting for KSM to merge what it can")
+            merging = settle_merging()
+            curve.append({**point(), "after_merging": merging})
+            say(f"  merged: {curve[-1]['memory_available_drop_per_sandbox_mib']} MiB each (MemAvailable), "
+                f"{merging['seconds']} s, ksmd {merging['ksmd_cpu_seconds']} s of CPU")
         time.sleep(2.0)
         run_code = [timed(run_cell, sandbox)[1] for sandbox in idle]
     finally:
@@ -371,7 +422,8 @@ def cold_creates(samples: int) -> dict[str, list[float]]:
 
 
 def report(floors: dict[str, Any], burst: dict[str, list[float]], one: dict[str, list[float]],
-           idle: dict[str, Any] | None, cold: dict[str, list[float]]) -> dict[str, Any]:
+           idle: dict[str, Any] | None, cold: dict[str, list[float]],
+           merged: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every figure beside its floor and target."""
     bwrap_ms = floors["bwrap_true"]["p50_ms"]
     direct_ms = statistics.median(one["direct"])
@@ -422,26 +474,33 @@ def report(floors: dict[str, Any], burst: dict[str, list[float]], one: dict[str,
                          KEEP_MS["resume"], target_is=keep),
     }
     if idle and idle["curve"]:
-        last, runs = idle["curve"][-1], summary(idle["run_code"])
-        limit = TARGETS["idle_run_code_ms"]
-        out["idle_sandboxes"] = {
-            "count": {"value": last["sandboxes"], "target": TARGETS["idle_sandboxes"],
-                      "meets_target": last["sandboxes"] >= TARGETS["idle_sandboxes"]},
-            "memory_per_sandbox_cgroups_mib": figure(
-                last["cgroup_used_per_sandbox_mib"], None, None, TARGETS["idle_memory_per_sandbox_mib"],
-                with_page_cache_mib=last["cgroup_used_with_page_cache_per_sandbox_mib"]),
-            "memory_per_sandbox_memavailable_mib": figure(last["memory_available_drop_per_sandbox_mib"], None, None,
-                                                         TARGETS["idle_memory_per_sandbox_mib"]),
-            "run_code_each_at_end_p50": figure(runs["p50_ms"], direct_ms, "a direct jupyter_client round trip", limit),
-            "run_code_each_at_end_max": figure(runs["max_ms"], direct_ms, "a direct jupyter_client round trip", limit,
-                                               over_target=sum(ms > limit for ms in idle["run_code"])),
-            "curve": idle["curve"]}
+        out["idle_sandboxes"] = idle_figures(idle, direct_ms)
+    if merged and merged["curve"]:
+        out["idle_sandboxes_pages_merged"] = idle_figures(merged, direct_ms)
     return out
+
+
+def idle_figures(idle: dict[str, Any], direct_ms: float) -> dict[str, Any]:
+    """The idle sandboxes' figures: from the curve's last point, and run_code of each at the end."""
+    last, runs = idle["curve"][-1], summary(idle["run_code"])
+    limit = TARGETS["idle_run_code_ms"]
+    return {
+        "count": {"value": last["sandboxes"], "target": TARGETS["idle_sandboxes"],
+                  "meets_target": last["sandboxes"] >= TARGETS["idle_sandboxes"]},
+        "memory_per_sandbox_cgroups_mib": figure(
+            last["cgroup_used_per_sandbox_mib"], None, None, TARGETS["idle_memory_per_sandbox_mib"],
+            with_page_cache_mib=last["cgroup_used_with_page_cache_per_sandbox_mib"]),
+        "memory_per_sandbox_memavailable_mib": figure(last["memory_available_drop_per_sandbox_mib"], None, None,
+                                                     TARGETS["idle_memory_per_sandbox_mib"]),
+        "run_code_each_at_end_p50": figure(runs["p50_ms"], direct_ms, "a direct jupyter_client round trip", limit),
+        "run_code_each_at_end_max": figure(runs["max_ms"], direct_ms, "a direct jupyter_client round trip", limit,
+                                           over_target=sum(ms > limit for ms in idle["run_code"])),
+        "curve": idle["curve"]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="\n".join(__doc__.split("\n")[-5:]),
+                                     epilog="examples:" + __doc__.split("examples:", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=int, default=40,
                         help="idle sandboxes kept at once (default 40; the issue's target is "
@@ -454,6 +513,9 @@ def main() -> int:
     parser.add_argument("--pool-max", type=int, default=BACK_TO_BACK,
                         help=f"E2B_LOCAL_POOL_MAX of the bursts' server (default {BACK_TO_BACK}: sized for the "
                              "back-to-back burst; the server's own default is 10)")
+    parser.add_argument("--merge-pages", action="store_true",
+                        help="the idle sandboxes again, on a server with E2B_LOCAL_MERGE_PAGES=1, measured once KSM "
+                             "has merged their pages (turns KSM on host-wide; its scan rate is the host's)")
     parser.add_argument("--repeat", type=int, default=30,
                         help="samples of run_code, commands.run and the floors (default 30)")
     args = parser.parse_args()
@@ -477,12 +539,18 @@ def main() -> int:
                       remove=True) as settings:
         one = one_sandbox(settings, home, args.contexts, args.repeat)
         idle = idle_curve(settings, home, args.idle, max(1, args.step)) if args.idle > 0 else None
+    merged = None
+    if args.merge_pages and args.idle > 0:
+        home = Path(tempfile.mkdtemp(prefix="e2b-bench-burst-"))
+        with local_server(pool_size=1, home=home, extra_env={"E2B_LOCAL_POOL_MAX": "1", "E2B_LOCAL_MERGE_PAGES": "1"},
+                          remove=True) as settings:
+            merged = idle_curve(settings, home, args.idle, max(1, args.step), merge=True)
     cold = cold_creates(args.cold)
     results = {"measured_at": measured_at,
                "bursts_server": {"E2B_LOCAL_POOL_SIZE": 1, "E2B_LOCAL_POOL_MAX": args.pool_max},
                "machine": {"cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
                            "load_average_after": [round(x, 2) for x in os.getloadavg()]},
-               **report(floors, burst, one, idle, cold)}
+               **report(floors, burst, one, idle, cold, merged)}
     print(json.dumps(results, indent=2))
     return 0
 
