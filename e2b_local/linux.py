@@ -180,7 +180,6 @@ def load_seccomp(program: bytes) -> None:
                        ctypes.c_ulong(0), ctypes.c_ulong(0)), "loading the seccomp filter")
 
 
-
 # From <asm-generic/mman-common.h>.
 MADV_MERGEABLE = 12
 

@@ -48,8 +48,8 @@ JOURNAL_PATH = "/journal"
 # files and, when there is one, the workload's (see e2b_local/zygote).
 ZYGOTE_FD_VARIABLE = "E2B_LOCAL_ZYGOTE_FD"
 ZYGOTE_REQUEST_FDS = ("answer", "spec", "mnt", "net", "user", "listener", "log", "seccomp")
-# Set to 1 when the server merges sandboxes' identical pages (E2B_LOCAL_MERGE_PAGES): the zygote marks
-# what it has imported mergeable, and every fork inherits the mark.
+# Set to 1 when the server merges sandboxes' identical pages (E2B_LOCAL_MERGE_PAGES): each agent and
+# kernel forked from the zygote marks the memory it inherited mergeable, once it is in its sandbox.
 ZYGOTE_MERGE_VARIABLE = "E2B_LOCAL_ZYGOTE_MERGE"
 # The Python kernel's spec in templates that have one (the code interpreter's); kernel zygotes are
 # started for those (see e2b_local/zygote/kernels.py), and the agent hands their channel on by this.

@@ -164,7 +164,7 @@ class Container:
         mount point) pairs mounted read-write into the sandbox; `agent_env`: variables for the agent's
         own start; `agent_start`: "fork" (from the base layer's zygote) or "exec" (see `launcher`);
         `fork_kernels`: whether Python kernels may be forked from a zygote of these layers (trusted ones only);
-        `merge_pages`: whether the zygotes it forks from let KSM merge their memory (see isolation/merging.py).
+        `merge_pages`: whether its forked agent and kernels let KSM merge their memory (see isolation/merging.py).
         """
         self.cgroup.create(limits)
         spec = LaunchSpec(

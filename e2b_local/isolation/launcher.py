@@ -96,7 +96,7 @@ class LaunchSpec:
     # Whether the Python kernels may be forked too: only from layers e2b-local built itself, since a
     # kernel zygote runs the template's own Python as host root (see isolation/zygotes.py).
     fork_kernels: bool = False
-    # Whether zygotes mark their memory mergeable, for KSM (E2B_LOCAL_MERGE_PAGES).
+    # Whether the agent and kernels forked from zygotes mark their memory mergeable, for KSM (E2B_LOCAL_MERGE_PAGES).
     merge_pages: bool = False
     # Volumes: [host directory, mount point in the sandbox], the host directory's owners in the storage range.
     volumes: list[list[str]] = field(default_factory=list)

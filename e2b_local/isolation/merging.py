@@ -6,10 +6,11 @@ copy of each such page: an idle code-interpreter sandbox then takes a quarter to
 
 It is off by default because merged pages are shared between sandboxes: writing to a merged page
 takes measurably longer, so code in one sandbox can tell whether another holds a page it guesses
-(a side channel), and a row-hammer attack on a merged page would reach the others. Only memory the
-zygotes hold once they have imported everything is marked mergeable; their forks inherit the mark,
-with whatever they later store there (a sandbox's own data may land in those pages too). Memory a
-sandbox maps later is not marked, unless its own code asks for it.
+(a side channel), and a row-hammer attack on a merged page would reach the others. Only what an
+agent or a kernel forked from a zygote has as it starts in its sandbox is marked mergeable (the
+memory it inherited, and whatever it later stores there: a sandbox's own data may land in those
+pages too). Memory mapped later, and every process a sandbox executes, are not marked, unless the
+sandbox's own code asks for it.
 
 KSM is turned on host-wide (`/sys/kernel/mm/ksm/run`) and left on: with nothing marked, its thread
 sleeps. How fast it scans is the host's setting (`pages_to_scan`, `sleep_millisecs`).

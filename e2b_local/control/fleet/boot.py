@@ -58,7 +58,7 @@ class Booter:
         self.workers = workers
         # "fork" or "exec": how agents start (see isolation/launcher.py).
         self.agent_start = agent_start
-        # Whether the zygotes let KSM merge sandboxes' identical pages (see isolation/merging.py).
+        # Whether forked agents and kernels let KSM merge sandboxes' identical pages (see isolation/merging.py).
         self.merge_pages = merge_pages
         self._lock = threading.Lock()
         self._in_flight = 0
