@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from e2b_local.commands import client, ports
+from e2b_local.isolation import merging
 from e2b_local.settings import Settings, SettingsError
 
 # Free space a first build of the root filesystems needs, with room for a few sandboxes.
@@ -74,6 +75,17 @@ def _disk(settings: Settings) -> Check:
                                "at a larger disk")
 
 
+def _merging(ksm: Path = merging.KSM) -> Check:
+    """What E2B_LOCAL_MERGE_PAGES=1 needs: the kernel's samepage merging."""
+    try:
+        run, pages, sleep = ((ksm / name).read_text().strip() for name in ("run", "pages_to_scan", "sleep_millisecs"))
+    except OSError:
+        return Check("page merging", False, f"E2B_LOCAL_MERGE_PAGES=1, but this kernel has no KSM ({ksm})",
+                     "a kernel built with CONFIG_KSM, or unset E2B_LOCAL_MERGE_PAGES")
+    state = "running" if run == merging.RUNNING else "stopped (the server turns it on)"
+    return Check("page merging", True, f"KSM {state}, scanning {pages} pages every {sleep} ms")
+
+
 def checks(settings: Settings) -> list[Check]:
     """Every check, in the order a fix is best applied."""
     root = os.geteuid() == 0
@@ -87,6 +99,7 @@ def checks(settings: Settings) -> list[Check]:
         _cgroups(),
         _port(settings),
         _disk(settings),
+        *([_merging()] if settings.merge_pages else []),
     ]
 
 
