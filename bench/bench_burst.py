@@ -56,6 +56,7 @@ from bench_pause import cgroup_of, pairs
 from local_server import local_server
 from stats import measure, summary
 
+from e2b_local.isolation import merging
 from e2b_local.isolation.cgroups import SandboxCgroup
 from e2b_local.isolation.rootfs import RootfsStore
 from e2b_local.isolation.seccomp import compiled_filter
@@ -78,7 +79,6 @@ POOLED = (BASE_TEMPLATE, TEMPLATE)
 POOL_FILL_TIMEOUT = 180.0
 # With --merge-pages: KSM has settled once its merged pages stop growing over this many full scans,
 # and is given at most this long (its scan rate is the host's: /sys/kernel/mm/ksm/pages_to_scan).
-KSM = Path("/sys/kernel/mm/ksm")
 KSM_SETTLED_SCANS = 2
 KSM_SETTLE_TIMEOUT = 900.0
 # Namespaces of a sandbox (bubblewrap's and the launcher's): what the bare unshare floor creates.
@@ -314,7 +314,7 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
 
 
 def ksm_value(name: str) -> int:
-    return int((KSM / name).read_text())
+    return int((merging.KSM / name).read_text())
 
 
 def ksmd_cpu_seconds() -> float:
@@ -333,9 +333,9 @@ def settle_merging() -> dict[str, Any]:
     steady = 0
     while steady < KSM_SETTLED_SCANS and time.monotonic() - started < KSM_SETTLE_TIMEOUT:
         time.sleep(1.0)
-        if ksm_value("full_scans") == scans:
+        if (now := ksm_value("full_scans")) == scans:
             continue
-        scans, previous, sharing = ksm_value("full_scans"), sharing, ksm_value("pages_sharing")
+        scans, previous, sharing = now, sharing, ksm_value("pages_sharing")
         steady = steady + 1 if sharing <= previous else 0
     seconds = time.monotonic() - started
     return {"settled": steady >= KSM_SETTLED_SCANS, "seconds": round(seconds, 1),
