@@ -192,6 +192,19 @@ def test_output_timestamps_are_iso_strings(sbx: Sandbox) -> None:
     assert len(stamps) == 1 and isinstance(stamps[0], str) and stamps[0].endswith("Z")
 
 
+def test_output_written_as_the_cell_ends_is_never_lost(sbx: Sandbox) -> None:
+    # The template's kernels reply without ipykernel's half-millisecond pause after the last flush
+    # (ipython_kernel_config.py): every output must still reach the execution it belongs to.
+    assert sbx.run_code("get_ipython().kernel._execute_sleep").text == "0.0"
+    for i in range(40):
+        execution = sbx.run_code(f"import sys\nprint({i}, end='')\nsys.stderr.write('e{i}')\n{i} * 2")
+        assert execution.logs.stdout == [str(i)] and execution.logs.stderr == [f"e{i}"], execution
+        assert execution.text == str(i * 2)
+    for i in range(10):
+        execution = sbx.run_code(f"echo -n {i}; echo -n e{i} >&2", language="bash")
+        assert "".join(execution.logs.stdout) == str(i) and "".join(execution.logs.stderr) == f"e{i}", execution
+
+
 # -- other languages ---------------------------------------------------------------------------------
 def test_javascript(sbx: Sandbox) -> None:
     assert sbx.run_code("const base = 40; console.log('log line'); base + 2", language="javascript").text == "42"
