@@ -8,8 +8,9 @@ Every figure of issue 16's target list, measured in one run (code-interpreter-v1
 - create with nothing pre-started (a server with E2B_LOCAL_POOL_SIZE=0): base, and create + first run_code
 - create_code_context(), on a sandbox whose default kernel already ran a cell
 - run_code("1+1") against a direct jupyter_client round trip in the same sandbox (bench_code_interpreter),
-  and the same request as the SDK's sent by a plain httpx client on one kept connection, alternating
-  with the SDK's calls: what e2b-local adds without the SDK's own client code
+  and the same request as the SDK's sent by a plain httpx client on one kept connection, and as bytes
+  on a kept socket, alternating with the SDK's calls: what e2b-local adds without the SDK's own client
+  code; with the CPU each client spends on a call (its process's, its threads included)
 - commands.run("true"), pause and resume, which are to stay where they are
 - N idle sandboxes, each having run a cell: memory per sandbox (the sum of their cgroups' usage read on
   the host, and the drop of the machine's MemAvailable), the curve of memory and create latency every
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -116,6 +118,13 @@ def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, (time.perf_counter() - started) * 1000
+
+
+def timed_with_cpu(fn: Callable[[], Any]) -> tuple[float, float]:
+    """How long `fn()` took and the CPU time this process (all its threads) spent meanwhile, in ms."""
+    cpu = time.process_time()
+    _, ms = timed(fn)
+    return ms, (time.process_time() - cpu) * 1000
 
 
 def figure(value: float, floor: float | None, floor_is: str | None, target: float | None,
@@ -235,6 +244,34 @@ def plain_execute(client: httpx.Client, sandbox: Any, code: str = "1+1", expecte
         raise RuntimeError(f"unexpected answer to {code!r}: {results}")
 
 
+class RawExecute:
+    """The SDK's run_code request as bytes on one kept socket: the path with no HTTP client library."""
+
+    def __init__(self, sandbox: Any, code: str = "1+1", expected: str = "2") -> None:
+        url = httpx.URL(sandbox._jupyter_url)
+        body = json.dumps({"code": code, "context_id": None, "language": None, "env_vars": None}).encode()
+        head = (f"POST /execute HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nContent-Type: application/json\r\n"
+                f"E2b-Sandbox-Id: {sandbox.sandbox_id}\r\nE2b-Sandbox-Port: {CODE_INTERPRETER_PORT}\r\n"
+                f"X-Access-Token: {sandbox._envd_access_token or ''}\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.request = head.encode() + body
+        self.expected = json.dumps({"type": "result", "text": expected}, separators=(",", ":"))[:-1].encode()
+        self.sock = socket.create_connection((url.host, url.port))
+
+    def __call__(self) -> None:
+        self.sock.sendall(self.request)
+        answer = b""
+        while not answer.endswith(b"\r\n0\r\n\r\n"):  # the last chunk: NDJSON payloads end with a newline
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed the connection")
+            answer += data
+        if not answer.startswith(b"HTTP/1.1 200 ") or self.expected not in answer:
+            raise RuntimeError(f"unexpected answer: {answer[:400]!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def back_to_back(settings: dict[str, str]) -> list[float]:
     """`BACK_TO_BACK` creates one after the other, each kept until the last is created; durations in ms."""
     from e2b_code_interpreter import Sandbox
@@ -280,9 +317,11 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
 
     wait_pool_full(home, POOLED)
     say("contexts, run_code, commands.run, pause and resume")
-    out: dict[str, list[float]] = {"context": [], "sdk": [], "direct": [], "plain_http": []}
+    out: dict[str, list[float]] = {"context": [], "sdk": [], "direct": [], "plain_http": [], "raw_http": [],
+                                   "sdk_cpu": [], "plain_http_cpu": [], "raw_http_cpu": []}
     sandbox = Sandbox.create(TEMPLATE, timeout=3600, **settings)
     plain = httpx.Client(timeout=60)
+    raw: RawExecute | None = None
     try:
         run_cell(sandbox)
         # The pool's replacement for this sandbox boots now: measured alongside, it would be counted
@@ -295,12 +334,18 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
             sandbox.remove_code_context(context)
         for _ in range(3):  # alternating rounds, so that machine load affects both alike
             out["direct"] += direct_round_trips(sandbox, repeat)
-            # The SDK's calls and the plain client's alternate one by one, three of each to warm up.
+            # The clients' calls alternate one by one, three of each to warm up; a fresh socket each
+            # round (the server lets an idle connection go during the direct round trips' commands).
+            raw = RawExecute(sandbox)
+            calls = {"sdk": lambda: run_cell(sandbox), "plain_http": lambda: plain_execute(plain, sandbox),
+                     "raw_http": raw}
             for i in range(3 + repeat):
-                sdk_ms, plain_ms = timed(run_cell, sandbox)[1], timed(plain_execute, plain, sandbox)[1]
-                if i >= 3:
-                    out["sdk"].append(sdk_ms)
-                    out["plain_http"].append(plain_ms)
+                for name, call in calls.items():
+                    ms, cpu_ms = timed_with_cpu(call)
+                    if i >= 3:
+                        out[name].append(ms)
+                        out[f"{name}_cpu"].append(cpu_ms)
+            raw.close()
         out["run_true"] = measure(lambda: sandbox.commands.run("true"), repeat)
         cgroup = cgroup_of(home, sandbox.sandbox_id)
         pause_repeat = max(5, repeat // 3)
@@ -309,6 +354,8 @@ def one_sandbox(settings: dict[str, str], home: Path, contexts: int, repeat: int
                                             pause_repeat)
     finally:
         plain.close()
+        if raw is not None:
+            raw.close()
         sandbox.kill()
     return out
 
@@ -461,11 +508,17 @@ def report(floors: dict[str, Any], burst: dict[str, list[float]], one: dict[str,
                                       samples=summary(one["context"])),
         "run_code": figure(sdk["p50_ms"], direct_ms, "a direct jupyter_client round trip",
                            round(direct_ms * TARGETS["run_code_ratio"], 2), target_ratio=TARGETS["run_code_ratio"],
-                           samples=sdk),
+                           client_cpu_ms=round(statistics.median(one["sdk_cpu"]), 3), samples=sdk),
         "run_code_plain_http_client": figure(
             statistics.median(one["plain_http"]), direct_ms, "a direct jupyter_client round trip",
             round(direct_ms * TARGETS["run_code_ratio"], 2), target_ratio=TARGETS["run_code_ratio"],
-            target_is="the run_code target, without the SDK's own client", samples=summary(one["plain_http"])),
+            target_is="the run_code target, without the SDK's own client",
+            client_cpu_ms=round(statistics.median(one["plain_http_cpu"]), 3), samples=summary(one["plain_http"])),
+        "run_code_raw_http": figure(
+            statistics.median(one["raw_http"]), direct_ms, "a direct jupyter_client round trip",
+            round(direct_ms * TARGETS["run_code_ratio"], 2), target_ratio=TARGETS["run_code_ratio"],
+            target_is="the run_code target, with no HTTP client library",
+            client_cpu_ms=round(statistics.median(one["raw_http_cpu"]), 3), samples=summary(one["raw_http"])),
         "commands_run_true": figure(statistics.median(one["run_true"]), bwrap_ms, "bwrap /bin/true",
                                     KEEP_MS["commands_run_true"], target_is=keep),
         "pause": figure(statistics.median(one["pause"]), statistics.median(one["freeze"]), "cgroup freeze",
