@@ -194,12 +194,20 @@ def test_output_timestamps_are_iso_strings(sbx: Sandbox) -> None:
 
 def test_output_written_as_the_cell_ends_is_never_lost(sbx: Sandbox) -> None:
     # The template's kernels reply without ipykernel's half-millisecond pause after the last flush
-    # (ipython_kernel_config.py): every output must still reach the execution it belongs to.
+    # (ipython_kernel_config.py) and skip flushes with nothing written (ipython_startup.py): every
+    # output must still reach the execution it belongs to.
     assert sbx.run_code("get_ipython().kernel._execute_sleep").text == "0.0"
     for i in range(40):
         execution = sbx.run_code(f"import sys\nprint({i}, end='')\nsys.stderr.write('e{i}')\n{i} * 2")
         assert execution.logs.stdout == [str(i)] and execution.logs.stderr == [f"e{i}"], execution
         assert execution.text == str(i * 2)
+    # Written by another thread, and by a forked child of the kernel's process.
+    threaded = sbx.run_code("import threading\nt = threading.Thread(target=lambda: print('from a thread', end=''))\n"
+                            "t.start(); t.join()")
+    assert threaded.logs.stdout == ["from a thread"]
+    forked = sbx.run_code("import os\npid = os.fork()\nif pid == 0:\n    print('from a child', flush=True)\n"
+                          "    os._exit(0)\nos.waitpid(pid, 0); None")
+    assert "".join(forked.logs.stdout) == "from a child\n", forked  # a child's writes go out one by one
     for i in range(10):
         execution = sbx.run_code(f"echo -n {i}; echo -n e{i} >&2", language="bash")
         assert "".join(execution.logs.stdout) == str(i) and "".join(execution.logs.stderr) == f"e{i}", execution

@@ -8,7 +8,8 @@ Run by every IPython kernel at start (`InteractiveShellApp.exec_files`, set in /
 - `application/json` for plain dicts and lists (numpy values included), as E2B's template does;
 - Pillow images shown by `Image.show()` or saved to a path are displayed, as on E2B;
 - the user's site-packages directory is created and on sys.path, so that `pip install --user` done
-  after the kernel started can be imported without a restart.
+  after the kernel started can be imported without a restart;
+- a flush of stdout or stderr with nothing written returns at once (see below).
 
 Nothing heavy is imported here: DataFrames and Figures are recognised by their class names, and
 pandas, matplotlib or e2b_charts are only used once such an object is displayed, which keeps the
@@ -167,6 +168,23 @@ def _e2b_local_setup() -> None:
 
     if "PIL.Image" not in sys.modules:
         sys.meta_path.insert(0, PillowHook())
+
+    # ipykernel flushes stdout and stderr six times in every execution, and each flush waits for its
+    # IOPub thread even when nothing was written: about 0.5 ms of a 2.7 ms run_code. A flush with
+    # nothing buffered returns at once; the order of outputs is kept all the same, since everything
+    # the kernel publishes goes through that one thread's queue.
+    try:
+        from ipykernel.iostream import OutStream
+    except ImportError:
+        OutStream = None
+    if OutStream is not None and isinstance(getattr(sys.stdout, "_buffers", None), dict):
+        flush = OutStream.flush
+
+        def flush_if_written(self: object) -> None:
+            if self._buffers or getattr(self, "echo", None) is not None:  # type: ignore[attr-defined]
+                flush(self)  # type: ignore[arg-type]
+
+        OutStream.flush = flush_if_written  # type: ignore[method-assign]
 
 
 _e2b_local_setup()
