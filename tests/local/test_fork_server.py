@@ -4,6 +4,7 @@ is replaced at the next launch."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -90,22 +91,41 @@ def test_launches_go_through_one_fork_server_that_holds_nothing_of_a_sandbox(e2b
         zygotes = _running(fork_server, ZYGOTE_MODULE)
         kernel_zygotes = _running(fork_server, KERNEL_ZYGOTE_MODULE)
         assert len(zygotes) == 1 and len(kernel_zygotes) == 1, (zygotes, kernel_zygotes)
-        wait_for(lambda: sorted(_children(fork_server)) == sorted(zygotes + kernel_zygotes),
-                 "the fork server's forks to be reaped")
         # Its descriptors beyond the server's standard streams: its request socket, and each zygote's
-        # socket and pidfd; none of a sandbox's.
-        kinds = sorted(target.split(":")[0] for target in _descriptors(fork_server))
-        assert kinds == ["anon_inode"] * 2 + ["socket"] * 3, _descriptors(fork_server)
-        # The agent zygote's: its request socket alone.
-        assert [t.split(":")[0] for t in _descriptors(zygotes[0])] == ["socket"], _descriptors(zygotes[0])
-        # The kernel zygote's: its request socket and its signals' wake-up pipe, and for each
-        # code-interpreter sandbox its channel, namespaces, seccomp filter and cgroups (what a kernel
-        # of that sandbox joins), nothing else.
+        # socket and pidfd; none of a sandbox's. The agent zygote's: its request socket alone. The kernel
+        # zygote's: its request socket and its signals' wake-up pipe, and for each code-interpreter
+        # sandbox its channel, namespaces, seccomp filter and cgroups (what a kernel of that sandbox
+        # joins), nothing else. Neither zygote keeps a child. All read at one moment between launches:
+        # the warm pool refills meanwhile, and a launch holds its forks and descriptors until it is done.
+        expected = ["anon_inode"] * 2 + ["socket"] * 3
         allowed = (r"anon_inode:\[eventpoll\]|pipe:\[\d+\]|socket:\[\d+\]|(user|mnt|net|ipc|uts|pid):\[\d+\]"
                    r"|.*/seccomp\.bpf|/sys/fs/cgroup/.*/e2b-local/[^/]+(/work)?/cgroup\.procs")
-        for target in _descriptors(kernel_zygotes[0]):
+        seen: dict[str, list] = {}
+
+        def read() -> dict[str, list]:
+            return {"children": sorted(_children(fork_server)), "descriptors": _descriptors(fork_server),
+                    "zygote": _descriptors(zygotes[0]), "kernel zygote": _descriptors(kernel_zygotes[0]),
+                    "zygotes' children": _children(zygotes[0]) + _children(kernel_zygotes[0])}
+
+        def between_launches() -> bool:
+            try:
+                seen.update(read())
+            except FileNotFoundError:  # a descriptor closed while it was read: a launch was under way
+                return False
+            return (seen["children"] == sorted(zygotes + kernel_zygotes)
+                    and sorted(target.split(":")[0] for target in seen["descriptors"]) == expected
+                    and [target.split(":")[0] for target in seen["zygote"]] == ["socket"]
+                    and all(re.fullmatch(allowed, target) for target in seen["kernel zygote"])
+                    and not seen["zygotes' children"])
+
+        with contextlib.suppress(AssertionError):
+            wait_for(between_launches, "the fork server and its zygotes to be between launches", limit=30)
+        assert seen["children"] == sorted(zygotes + kernel_zygotes), seen
+        assert sorted(target.split(":")[0] for target in seen["descriptors"]) == expected, seen
+        assert [target.split(":")[0] for target in seen["zygote"]] == ["socket"], seen
+        for target in seen["kernel zygote"]:
             assert re.fullmatch(allowed, target), target
-        assert not _children(zygotes[0]) and not _children(kernel_zygotes[0])
+        assert not seen["zygotes' children"], seen
         # The sandboxes' processes were handed to the server (a subreaper), not kept by the fork server:
         # in each sandbox's cgroup, every process whose parent is outside it is a child of the server.
         for sandbox in (first, second):
