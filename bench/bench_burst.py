@@ -232,11 +232,16 @@ def cgroup_memory_mib(keys: list[str]) -> tuple[float, float]:
     return used / 2**20, (used + cache) / 2**20
 
 
-def plain_execute(client: httpx.Client, sandbox: Any, code: str = "1+1", expected: str = "2") -> None:
-    """The SDK's run_code request, sent by `client`: the same URL, headers and body, its lines read as they come."""
+def execute_request(sandbox: Any, code: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The headers and JSON body of the SDK's run_code request for `code` (to `{sandbox._jupyter_url}/execute`)."""
     headers = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox.sandbox_id,
                "E2b-Sandbox-Port": str(CODE_INTERPRETER_PORT), "X-Access-Token": sandbox._envd_access_token or ""}
-    body = {"code": code, "context_id": None, "language": None, "env_vars": None}
+    return headers, {"code": code, "context_id": None, "language": None, "env_vars": None}
+
+
+def plain_execute(client: httpx.Client, sandbox: Any, code: str = "1+1", expected: str = "2") -> None:
+    """The SDK's run_code request, sent by `client`: the same URL, headers and body, its lines read as they come."""
+    headers, body = execute_request(sandbox, code)
     with client.stream("POST", f"{sandbox._jupyter_url}/execute", json=body, headers=headers) as response:
         response.raise_for_status()
         results = [json.loads(line) for line in response.iter_lines() if line]
@@ -249,11 +254,11 @@ class RawExecute:
 
     def __init__(self, sandbox: Any, code: str = "1+1", expected: str = "2") -> None:
         url = httpx.URL(sandbox._jupyter_url)
-        body = json.dumps({"code": code, "context_id": None, "language": None, "env_vars": None}).encode()
-        head = (f"POST /execute HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nContent-Type: application/json\r\n"
-                f"E2b-Sandbox-Id: {sandbox.sandbox_id}\r\nE2b-Sandbox-Port: {CODE_INTERPRETER_PORT}\r\n"
-                f"X-Access-Token: {sandbox._envd_access_token or ''}\r\nContent-Length: {len(body)}\r\n\r\n")
-        self.request = head.encode() + body
+        headers, fields = execute_request(sandbox, code)
+        body = json.dumps(fields).encode()
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.request = (f"POST /execute HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n{head}"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         self.expected = json.dumps({"type": "result", "text": expected}, separators=(",", ":"))[:-1].encode()
         self.sock = socket.create_connection((url.host, url.port))
 
